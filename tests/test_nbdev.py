@@ -34,7 +34,7 @@ def test_readme_and_index_show_the_same_commands():
     index = '\n'.join(''.join(c['source']) for c in nb['cells'])
     readme = (ROOT/'README.md').read_text()
     for cmd in ("python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 -e '.[dev]'",
-                '.venv/bin/python -m pytest', '.venv/bin/qvl-nbsens calib', '.venv/bin/jupyter lab nbs/'):
+                '.venv/bin/python -m pytest', '.venv/bin/qvl-nbsens calib', '.venv/bin/qvl-nbsens run', '.venv/bin/jupyter lab nbs/'):
         assert cmd in readme and cmd in index, cmd
 
 

@@ -23,15 +23,16 @@ def run(out, *args, env=None, check=0):
 def matrix(tmp_path_factory):
     "Both scopes x both methods x all sizes, each in its own process; timings and peak RSS kept as an artefact."
     out = tmp_path_factory.mktemp('runs')
-    res, lines = {}, ['| scope | method | size | wall s (process) | autoquant s | peak RSS MiB |', '|---|---|---|---:|---:|---:|']
+    res, lines = {}, ['| scope | method | size | batch | wall s (process) | autoquant s | peak RSS MiB |', '|---|---|---|---:|---:|---:|---:|']
     for scope in ('all-layers', 'lm-only'):
         for method in ('gradient', 'kl_div'):
             for size in SIZES:
-                r, wall = run(out, '--scope', scope, '--method', method, '--size', size)
+                bs = 8
+                r, wall = run(out, '--scope', scope, '--method', method, '--size', size, '--batch-size', bs)
                 rd = Path(r.stdout.strip().splitlines()[-1].split('-> ')[-1])
                 m = manifest_of(rd)
                 res[scope, method, size] = (rd, m)
-                lines.append(f"| {scope} | {method} | {size} | {wall:.1f} | {m['timings']['autoquant_total']:.1f} | {m['timings']['peak_rss_mib']:.0f} |")
+                lines.append(f"| {scope} | {method} | {size} | {bs} | {wall:.1f} | {m['timings']['autoquant_total']:.1f} | {m['timings']['peak_rss_mib']:.0f} |")
     (artifacts_dir()/'fixture-runs.md').write_text('\n'.join(lines) + '\n')
     return res
 
@@ -176,7 +177,7 @@ def test_report_only_on_legacy_manifest(tmp_path):
 
 @pytest.mark.parametrize('mutate, expect', [
     (lambda d: d.pop('model'), 'model is missing'),
-    (lambda d: d['layer_sensitivity']['model.language_model.layers.0.mlp.down_proj.quant_recipe'].update(costs='x'), 'costs must be a list'),
+    (lambda d: d['layer_sensitivity']['model.language_model.layers.0.mlp.down_proj.quant_recipe'].update(costs='x'), 'costs must be list, got str'),
     (lambda d: d.update(scheme=[1]), 'not a quant manifest'),
 ])
 def test_report_rejects_malformed_manifests(tmp_path, mutate, expect):
