@@ -34,7 +34,7 @@ def test_readme_and_index_show_the_same_commands():
     index = '\n'.join(''.join(c['source']) for c in nb['cells'])
     readme = (ROOT/'README.md').read_text()
     for cmd in ("python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 -e '.[dev]'",
-                '.venv/bin/python -m pytest', '.venv/bin/qvl-nbsens calib', '.venv/bin/qvl-nbsens run', '.venv/bin/jupyter lab nbs/'):
+                '.venv/bin/python -m pytest', '.venv/bin/qvl-nbsens suite', '.venv/bin/qvl-nbsens calib', '.venv/bin/qvl-nbsens run', '.venv/bin/jupyter lab nbs/'):
         assert cmd in readme and cmd in index, cmd
 
 
@@ -44,3 +44,9 @@ def test_notebooks_are_numbered_and_open_with_default_exp():
         first_code = next(c for c in cells if c['cell_type'] == 'code')
         assert ''.join(first_code['source']).startswith('#| default_exp'), nb_path.name
         assert ''.join(cells[0]['source']).startswith('# '), nb_path.name
+
+
+def test_packaged_run_notebook_matches_nbs():
+    "The run notebook ships inside the package for installs without the repository; it must be the nbs/ one."
+    assert (ROOT/'qvl_nbsens'/'assets'/'run_sensitivity.ipynb').read_bytes() == (ROOT/'nbs'/'run_sensitivity.ipynb').read_bytes(), \
+        'copy nbs/run_sensitivity.ipynb to qvl_nbsens/assets/ after editing it'

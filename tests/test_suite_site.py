@@ -1,5 +1,5 @@
 "The suite through the CLI (papermill per run), papermill failure handling, and the fallback docs site in headless Chromium."
-import json, os, re, resource, shutil, subprocess, time
+import json, os, re, resource, shutil, subprocess, tempfile, time
 from pathlib import Path
 import pytest
 from conftest import ROOT, cli, artifacts_dir
@@ -54,14 +54,14 @@ def test_rerun_skips_complete_runs(suite):
 def test_failing_notebook_names_the_cell_and_leaves_no_run(tmp_path):
     (tmp_path/'empty').mkdir()
     r = cli('suite', '--out', tmp_path/'out', '--calib-dir', tmp_path/'empty', '--scopes', 'lm-only', '--sizes', 'small', check=2)
-    assert 'failed in cell' in r.stderr and 'no coco2017_vlm_calib_small.db' in r.stderr, r.stderr
+    assert 'failed in cell' in r.stderr and 'coco2017_vlm_calib_small.db is missing' in r.stderr, r.stderr
     assert 'Traceback' not in r.stderr
     assert [p.name for p in (tmp_path/'out').iterdir() if not p.name.startswith('.')] == []
 
 
 def _chromium(url, *args):
     flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-             '--disable-component-update', '--disable-sync', '--disable-extensions', f'--user-data-dir={artifacts_dir()/"chromium-profile"}',
+             '--disable-component-update', '--disable-sync', '--disable-extensions', f'--user-data-dir={tempfile.mkdtemp(prefix="chromium-")}',
              '--virtual-time-budget=20000', '--window-size=1400,2600']
     return subprocess.run([CHROMIUM, *flags, *args, url], capture_output=True, text=True, timeout=180)
 
@@ -78,7 +78,7 @@ def site(suite, tmp_path_factory):
 
 def test_site_pages_and_navigation(site):
     pages = {p.name for p in site.glob('*.html')}
-    assert {'index.html', 'suite.html', 'coco.html', 'autoquant.html'} <= pages
+    assert {'index.html', 'results.html', 'suite.html', 'coco.html', 'autoquant.html'} <= pages
     assert {f'run_{n}.html' for n in SIX} <= pages
     for p in site.glob('*.html'):
         links = set(re.findall(r'<a href="([^"#]+\.html)"', p.read_text()))
@@ -86,7 +86,7 @@ def test_site_pages_and_navigation(site):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason='chromium is not installed (apt-get install chromium)')
-@pytest.mark.parametrize('page, min_plots', [('suite.html', 2), (f'run_{SIX[0]}.html', 4)])
+@pytest.mark.parametrize('page, min_plots', [('results.html', 2), (f'run_{SIX[0]}.html', 4)])
 def test_plots_render_in_headless_chromium(site, page, min_plots):
     url = (site/page).as_uri()
     dom = _chromium(url, '--dump-dom').stdout
