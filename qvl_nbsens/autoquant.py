@@ -15,8 +15,9 @@ from .core import QvlError
 from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, search_constraints
 
 # %% auto #0
-__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'PhaseClock', 'make_steps', 'AutoQuantResult',
-           'restore_eval', 'resumable_candidate_stats', 'check_finite_weights', 'run_autoquant']
+__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'PhaseClock', 'make_steps', 'per_sample_sums',
+           'ScoreRecorder', 'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval',
+           'resumable_candidate_stats', 'check_finite_weights', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -80,18 +81,20 @@ class PhaseClock:
 def _to_device(batch, device):
     return batch.to(device) if hasattr(batch, 'to') else {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-def make_steps(model, method: str, clock: PhaseClock, fault: str | None = None):
-    "The forward step and loss function AutoQuant calls, instrumented by `clock`."
+def make_steps(model, method: str, clock: PhaseClock, fault: str | None = None, recorder=None):
+    "The forward step and loss function AutoQuant calls, instrumented by `clock` (and a `ScoreRecorder`)."
     dev = model.device
     def forward_step(m, batch):
         phase = clock.tick(m)
         if fault == 'kill-at-scoring' and phase == 'scoring': os.kill(os.getpid(), signal.SIGKILL)
+        if recorder is not None and phase == 'scoring' and method == 'gradient': recorder.install(m); recorder.begin_batch(batch)
         out = m(**_to_device(batch, dev))
         if getattr(out, 'loss', None) is not None and not torch.isfinite(out.loss):
             raise QvlError(f"non-finite loss ({out.loss.item()}) in {phase} batch {clock.calls[phase]}: "
                            f"check the checkpoint weights and dtype")
         if method == 'kl_div':
             if not torch.isfinite(out.logits).all(): raise QvlError(f"non-finite logits in {phase} batch {clock.calls[phase]}")
+            if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, out.logits)
             return out.logits
         return out
     def loss_func(out, batch):
@@ -99,6 +102,104 @@ def make_steps(model, method: str, clock: PhaseClock, fault: str | None = None):
         if loss is None: raise QvlError('the model returned no loss: batches need labels')
         return loss
     return forward_step, loss_func
+
+# %% ../nbs/06_autoquant.ipynb #6bf0f21b
+def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, merge: int = 4) -> tuple[torch.Tensor, bool]:
+    """Sum of `x` per sample of a batch of `n`: text tensors are (batch, ...); vision tensors are (patches, ...) with
+    the images' patches concatenated (`patches` per image, or 1/`merge` as many after the patch merger).
+    Returns (sums, exact); when the layout is not recognised the batch total is shared equally (exact=False)."""
+    if x.ndim >= 3 and x.shape[0] == n: return x.reshape(n, -1).sum(1), True
+    if patches:
+        for d in (1, merge):
+            if x.shape[0]*d == sum(patches):
+                return torch.stack([c.sum() for c in torch.split(x, [p//d for p in patches], 0)]), True
+    if x.ndim >= 2 and x.shape[0] == n and not patches: return x.reshape(n, -1).sum(1), True
+    return x.sum().expand(n)/n, False
+
+# %% ../nbs/06_autoquant.ipynb #5c5fc20f
+class ScoreRecorder:
+    "Per-sample parts of every handle's AutoQuant score, recorded alongside ModelOpt's own accumulation."
+    def __init__(self, method: str, merge: int = 4):
+        self.method, self.merge = method, merge
+        self.parts, self.offset, self.n, self.patches = {}, 0, 0, None
+        self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
+
+    def _hparams(self, model):
+        from modelopt.torch.opt.utils import named_hparams
+        from modelopt.torch.quantization.algorithms import QuantRecipeHparam
+        return [(n, h) for n, h in named_hparams(model, unique=True) if isinstance(h, QuantRecipeHparam)]
+
+    def begin_batch(self, batch):
+        "A new scoring batch: its samples follow the previous batch's."
+        self.offset += self.n
+        self.n = int(batch['input_ids'].shape[0])
+        g = batch.get('image_grid_thw') if hasattr(batch, 'get') else None
+        self.patches = None if g is None else [int(t) for t in g.prod(-1).tolist()]
+
+    def _add(self, handle: str, recipe: str, sums: torch.Tensor, exact: bool):
+        self.exact &= exact
+        self.parts.setdefault((handle, recipe), {})
+        row = self.parts[(handle, recipe)]
+        for i, v in enumerate(sums.detach().double().cpu().tolist()): row[self.offset + i] = row.get(self.offset + i, 0.0) + v
+
+    def install(self, model):
+        "Gradient method: hook the modules ModelOpt scores (call after ModelOpt set them up, before their forward)."
+        if self.names is not None: return
+        self.names = {id(h): n for n, h in self._hparams(model)}
+        for m in model.modules():
+            if hasattr(m, '_hparams_for_scoring') and hasattr(m, '_backward_hook_handle'):
+                self.hooks.append(m.register_full_backward_hook(self._grad_hook))
+
+    def _grad_hook(self, module, grad_input, grad_output):
+        g = grad_output[0]
+        for hp, diffs in getattr(module, 'output_diff_dict', {}).items():
+            for recipe, d in diffs.items():
+                s, exact = per_sample_sums((g.float()*d.float()).clamp(-1e10, 1e10).square(), self.n, self.patches, self.merge)
+                self._add(self.names[id(hp)], str(recipe), s, exact)
+
+    def observe_logits(self, model, batch, logits):
+        "KL-divergence method: called with every scoring forward's logits."
+        if self.hparams is None:
+            from modelopt.torch.quantization.algorithms import QuantRecipe
+            self.hparams, self.none = self._hparams(model), QuantRecipe(quant_cfg=None)
+        active = [(n, h) for n, h in self.hparams if h.active != self.none]
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        if not active:
+            self.begin_batch(batch); self.log_unq = lp; return
+        kl = torch.nn.functional.kl_div(lp, self.log_unq, reduction='none', log_target=True)
+        for n, h in active: self._add(n, str(h.active), kl.reshape(kl.shape[0], -1).sum(1), True)
+
+    def remove(self):
+        for h in self.hooks: h.remove()
+        self.hooks, self.log_unq = [], None
+
+    def result(self) -> dict | None:
+        "{'keys': [(handle, format)], 'parts': float64 array [keys x samples], 'exact': bool}, or None if nothing was scored."
+        import numpy as np
+        if not self.parts: return None
+        n = self.offset + self.n
+        keys = sorted(self.parts)
+        arr = np.zeros((len(keys), n))
+        for i, k in enumerate(keys):
+            for j, v in self.parts[k].items(): arr[i, j] = v
+        return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
+
+def save_contributions(contrib: dict, path) -> Path:
+    "Write per-sample score parts to an `.npz` (plain arrays: safe to load anywhere)."
+    import numpy as np
+    from qvl_nbsens.core import atomic_path
+    with atomic_path(path, force=True) as tmp:
+        with open(tmp, 'wb') as f:
+            np.savez_compressed(f, handles=np.array([k[0] for k in contrib['keys']]), formats=np.array([k[1] for k in contrib['keys']]),
+                                parts=contrib['parts'], exact=np.array(contrib['exact']), method=np.array(contrib['method']))
+    return Path(path)
+
+def load_contributions(path) -> dict:
+    "Read what `save_contributions` wrote."
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        return dict(keys=list(zip(z['handles'].tolist(), z['formats'].tolist())), parts=z['parts'],
+                    exact=bool(z['exact']), method=str(z['method']))
 
 # %% ../nbs/06_autoquant.ipynb #c394b617
 @dataclass
@@ -109,6 +210,7 @@ class AutoQuantResult:
     timings: dict
     forward_calls: dict
     resumed: dict
+    contributions: dict | None = None
 
 def restore_eval(model):
     "Undo what the gradient search leaves behind: train mode and gradient checkpointing."
@@ -137,7 +239,7 @@ def check_finite_weights(model):
 
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
-                  verbose: bool = False, fault: str | None = None) -> AutoQuantResult:
+                  verbose: bool = False, fault: str | None = None, contributions=None) -> AutoQuantResult:
     "Run AutoQuant on `model` with calibration/scoring `batches`; see above."
     import modelopt.torch.quantization as mtq
     pair = get_pair(pair) if isinstance(pair, str) else pair
@@ -148,7 +250,9 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
     clock = PhaseClock()
-    fwd, loss = make_steps(model, method, clock, fault)
+    merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2
+    recorder = ScoreRecorder(method, merge)
+    fwd, loss = make_steps(model, method, clock, fault, recorder)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     kw = dict(loss_func=loss) if method == 'gradient' else {}
     t0 = time.perf_counter()
@@ -163,7 +267,11 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
         if 'nan' not in str(e).lower(): raise
         phase = 'scoring' if clock.calls['scoring'] else 'calibration'
         raise QvlError(f"non-finite activations in {phase} batch {clock.calls[phase]} (ModelOpt: {e})") from None
+    finally: recorder.remove()
     t1 = time.perf_counter()
+    contrib = recorder.result() if clock.calls['scoring'] else None
+    if contrib is not None and contributions: save_contributions(contrib, contributions)
+    elif contrib is None and contributions and Path(contributions).is_file(): contrib = load_contributions(contributions)
     if fault == 'kill-after-search': os.kill(os.getpid(), signal.SIGKILL)
     restore_eval(model)
     start_search = clock.last.get('scoring') or clock.last.get('calibration') or t0
@@ -171,4 +279,4 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
                    search=round(t1 - start_search, 3), autoquant_total=round(t1 - t0, 3))
     resumed = dict(checkpoint_found=had_ckpt, calibration_restored=had_ckpt and clock.calls['calibration'] == 0,
                    scores_restored=had_ckpt and clock.calls['scoring'] == 0)
-    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed)
+    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib)

@@ -69,9 +69,23 @@ def cmd_suite(a):
     print(f"suite index: {out/'README.md'}")
 
 def cmd_docs(a):
+    if a.quarto: return _quarto_docs(a)
     from qvl_nbsens.site import build_site
     site = build_site(a.out, suite=a.suite, force=a.force)
     print(f"wrote the site to {site} (open {site/'index.html'})")
+
+def _quarto_docs(a):
+    "Results pages into nbs/ for quarto, then `nbdev-docs` where quarto is installed."
+    import shutil, subprocess, sys
+    from qvl_nbsens.site import write_quarto_results, default_nbs
+    if a.suite:
+        res = write_quarto_results(a.suite, force=a.force)
+        print(f"wrote the Results pages to {res} and listed them in {default_nbs()/'sidebar.yml'}")
+    if shutil.which('quarto') is None:
+        print("quarto is not installed: run `nbdev-docs` where it is, or omit --quarto for the static fallback site"); return
+    exe = Path(sys.executable).parent/'nbdev-docs'
+    r = subprocess.run([str(exe) if exe.is_file() else 'nbdev-docs'], cwd=default_nbs().parent)
+    if r.returncode: raise QvlError(f"nbdev-docs failed (exit {r.returncode}); its output is above")
 
 def cmd_report(a):
     from qvl_nbsens.manifest import report_from_manifest
@@ -144,10 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')
     u.add_argument('--force', action='store_true', help='re-run complete runs')
     u.set_defaults(func=cmd_suite)
-    o = sub.add_parser('docs', help='render the docs site (module pages + suite results) to static HTML without quarto')
+    o = sub.add_parser('docs', help='render the docs site (module pages + suite results): static HTML, or pages for quarto')
     o.add_argument('--suite', default=None, help='a suite output folder (with suite.json) for the Results section')
     o.add_argument('--out', default='_site', help='site folder to create')
-    o.add_argument('--force', action='store_true', help='replace an existing site folder')
+    o.add_argument('--force', action='store_true', help='replace an existing site folder (or nbs/results with --quarto)')
+    o.add_argument('--quarto', action='store_true', help='write the Results pages into nbs/results + nbs/sidebar.yml and run nbdev-docs if quarto is installed')
     o.set_defaults(func=cmd_docs)
     g = sub.add_parser('report', help='regenerate per-layer reports from a manifest (this tool\'s or the earlier driver\'s)')
     g.add_argument('manifest')

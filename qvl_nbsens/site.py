@@ -1,4 +1,4 @@
-"""The documentation site — module pages, the run notebooks of a suite, a suite overview — rendered without quarto as static HTML with working navigation.
+"""The documentation site — module pages, the run notebooks of a suite, a suite overview — as pages for quarto (`nbdev-docs`) and, without quarto, as static HTML with working navigation.
 
 Docs: https://qvl-nbsens.github.io/qvl_nbsens/site.html.md"""
 
@@ -6,15 +6,16 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/site.html.md"""
 
 # %% ../nbs/08b_site.ipynb #2e64e40a
 from __future__ import annotations
-import html, json, re, shutil
+import html, json, re, shutil, uuid
 from pathlib import Path
-from .core import QvlError, atomic_dir
+from .core import QvlError, atomic_dir, atomic_write_text
 from .manifest import load_manifest
 from .plots import fig_rank_scatter
 from .quant import SCOPES
 
 # %% auto #0
-__all__ = ['build_site']
+__all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'build_site', 'rank_agreement_html', 'sidebar_yaml',
+           'write_quarto_results']
 
 # %% ../nbs/08b_site.ipynb #08a7d751
 _CSS = """
@@ -66,37 +67,49 @@ def _md_to_html(md: str) -> str:
     import markdown_it
     return markdown_it.MarkdownIt('commonmark').enable('table').render(md)
 
+def default_nbs() -> Path:
+    "The source checkout's `nbs/` folder (the site is built from notebooks, which the wheel does not ship)."
+    return Path(__import__('qvl_nbsens').__file__).parent.parent/'nbs'
+
+def module_notebooks(nbs) -> list[Path]:
+    "The numbered module notebooks, in order: the API section of the site."
+    return sorted(Path(nbs).glob('[0-9]*.ipynb'))
+
+def suite_runs(suite) -> tuple[dict, list[dict]]:
+    "(suite index, runs) of a suite folder, checking every run has its executed notebook."
+    suite = Path(suite)
+    if not (suite/'suite.json').is_file(): raise QvlError(f"{suite} has no suite.json: run `qvl-nbsens suite` first")
+    doc = json.loads((suite/'suite.json').read_text())
+    for r in doc['runs']:
+        nb = suite/r['dir']/'run.ipynb'
+        if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
+    return doc, doc['runs']
+
 def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
     "Render the docs site to `out`: home, module pages, and (with `suite`) the Results section."
-    nbs = Path(nbs) if nbs else Path(__import__('qvl_nbsens').__file__).parent.parent/'nbs'
+    nbs = Path(nbs) if nbs else default_nbs()
     if not nbs.is_dir(): raise QvlError(f"notebook folder {nbs} not found (the site is built from a source checkout)")
     suite = Path(suite) if suite else None
-    if suite is not None and not (suite/'suite.json').is_file(): raise QvlError(f"{suite} has no suite.json: run `qvl-nbsens suite` first")
     pages = [dict(section='Home', title='qvl_nbsens', file='index.html', nb=nbs/'index.ipynb')]
-    for p in sorted(nbs.glob('[0-9]*.ipynb')):
+    for p in module_notebooks(nbs):
         pages.append(dict(section='API', title=_title_of(p), file=re.sub(r'^\d+[a-z]?_', '', p.stem) + '.html', nb=p))
     runs = []
     if suite is not None:
-        doc = json.loads((suite/'suite.json').read_text())
+        doc, runs = suite_runs(suite)
         pages.append(dict(section='Results', title='Suite overview', file='results.html', nb=None))
-        for r in doc['runs']:
-            nb = suite/r['dir']/'run.ipynb'
-            if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
-            pages.append(dict(section='Results', title=r['name'], file=f"run_{r['name']}.html", nb=nb)); runs.append(r)
+        for r in runs: pages.append(dict(section='Results', title=r['name'], file=f"run_{r['name']}.html", nb=suite/r['dir']/'run.ipynb'))
     with atomic_dir(out, force) as tmp:
         for p in pages:
             if p['nb'] is None: continue
             head, body = _render_nb(p['nb'])
             (tmp/p['file']).write_text(_wrap(p['title'], body, pages, p['file'], head))
-        if suite is not None: (tmp/'results.html').write_text(_wrap('Suite overview', _suite_body(suite, doc, runs), pages, 'results.html'))
+        if suite is not None: (tmp/'results.html').write_text(_wrap('Suite overview', _suite_body(suite, runs), pages, 'results.html'))
     return Path(out)
 
 # %% ../nbs/08b_site.ipynb #3b22fa05
-def _suite_body(suite: Path, doc: dict, runs: list) -> str:
-    md = (suite/'README.md').read_text()
-    for r in runs: md = md.replace(f"]({r['dir']}/per-layer-sensitivity.md)", f"](run_{r['name']}.html)")
-    parts = [_md_to_html(md)]
-    first = True
+def rank_agreement_html(suite: Path, runs: list) -> str:
+    "Rank-vs-rank scatter plots across sizes, one per scope, as HTML (plotly.js inline once)."
+    parts, first = [], True
     for scope in SCOPES:
         by_size = {r['size']: r for r in runs if r['scope'] == scope}
         if len(by_size) < 2: continue
@@ -104,3 +117,61 @@ def _suite_body(suite: Path, doc: dict, runs: list) -> str:
         fig = fig_rank_scatter(norms); fig.update_layout(title=f'Rank agreement across sizes — {scope}')
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first)); first = False
     return ''.join(parts)
+
+def _suite_md(suite: Path, runs: list, link) -> str:
+    "The suite README with each run's link pointing at its page (`link(run)`)."
+    md = (suite/'README.md').read_text()
+    for r in runs: md = md.replace(f"]({r['dir']}/per-layer-sensitivity.md)", f"]({link(r)})")
+    return md
+
+def _suite_body(suite: Path, runs: list) -> str:
+    return _md_to_html(_suite_md(suite, runs, lambda r: f"run_{r['name']}.html")) + rank_agreement_html(suite, runs)
+
+# %% ../nbs/08b_site.ipynb #9321a61d
+RESULTS_DIR = 'results'
+
+def sidebar_yaml(nbs, runs: list[str] = ()) -> str:
+    "The text of `nbs/sidebar.yml`: home, API, the run notebook and (given run page names) the Results section."
+    lines = ['website:', '  sidebar:', '    contents:', '      - index.ipynb', '      - section: API', '        contents:']
+    lines += [f'          - {p.name}' for p in module_notebooks(nbs)]
+    lines += ['      - section: Runs', '        contents:', '          - run_sensitivity.ipynb']
+    if runs:
+        lines += ['      - section: Results', f'        href: {RESULTS_DIR}/index.ipynb', '        contents:']
+        lines += [f'          - {RESULTS_DIR}/{r}.ipynb' for r in runs]
+    return '\n'.join(lines) + '\n'
+
+def _md_cell(src: str) -> dict: return dict(cell_type='markdown', id=uuid.uuid4().hex[:8], metadata={}, source=src)
+
+def _run_page(nb_path: Path, r: dict) -> dict:
+    "The executed run notebook as a site page: a title naming the run, frontmatter telling nbdev not to execute it."
+    nb = json.loads(nb_path.read_text())
+    head = (f"# {r['name']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
+            f"{r['pair']} · {r['method']} · {r['achieved_effective_bits']:.2f} effective bits")
+    cells = [c for c in nb['cells'] if not (c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('# '))]
+    fm = dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
+    nb['cells'] = [fm, _md_cell(head)] + cells
+    return nb
+
+def _overview_page(suite: Path, runs: list) -> dict:
+    md = _suite_md(suite, runs, lambda r: f"{r['name']}.ipynb").split('\n', 1)[1]  # the page title replaces the README's
+    plots = dict(cell_type='code', id=uuid.uuid4().hex[:8], metadata={}, execution_count=None,
+                 source=("#| echo: false\nfrom pathlib import Path\nfrom IPython.display import HTML\n"
+                         "from qvl_nbsens.site import rank_agreement_html, suite_runs\n"
+                         f"suite = Path({str(suite.resolve())!r})\nHTML(rank_agreement_html(suite, suite_runs(suite)[1]))"),
+                 outputs=[dict(output_type='display_data', metadata={}, data={'text/html': rank_agreement_html(suite, runs)})])
+    fm = dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
+    title = _md_cell(f"# Results\n\n> The sensitivity suite in `{suite.name}`: every run, its headline numbers, and rank agreement across sizes.")
+    return dict(cells=[fm, title, _md_cell(md.strip()), plots],  # nbdev turns the title cell into frontmatter: the body needs its own cell
+                metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}, nbformat=4, nbformat_minor=5)
+
+def write_quarto_results(suite, nbs=None, force: bool = False) -> Path:
+    "Write a suite's Results pages into `nbs/results/` and list them in `nbs/sidebar.yml`, for `nbdev-docs`."
+    nbs = Path(nbs) if nbs else default_nbs()
+    if not (nbs/'_quarto.yml').is_file(): raise QvlError(f"{nbs} has no _quarto.yml: not the project's notebook folder")
+    suite = Path(suite)
+    _, runs = suite_runs(suite)
+    with atomic_dir(nbs/RESULTS_DIR, force) as tmp:
+        for r in runs: (tmp/f"{r['name']}.ipynb").write_text(json.dumps(_run_page(suite/r['dir']/'run.ipynb', r), indent=1))
+        (tmp/'index.ipynb').write_text(json.dumps(_overview_page(suite, runs), indent=1))
+    atomic_write_text(nbs/'sidebar.yml', sidebar_yaml(nbs, [r['name'] for r in runs]), force=True)
+    return nbs/RESULTS_DIR

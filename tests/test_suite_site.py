@@ -1,5 +1,5 @@
 "The suite through the CLI (papermill per run), papermill failure handling, and the fallback docs site in headless Chromium."
-import json, os, re, resource, shutil, subprocess, tempfile, time
+import json, os, re, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 from conftest import ROOT, cli, artifacts_dir
@@ -96,3 +96,30 @@ def test_plots_render_in_headless_chromium(site, page, min_plots):
     shot = artifacts_dir()/f'screenshot-{page.replace(".html", "")}.png'
     _chromium(url, f'--screenshot={shot}')
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_quarto_results_pages_pass_nbdev_processing(suite, tmp_path):
+    "The Results pages for `nbdev-docs`, run through nbdev's own docs processor (quarto itself is not installable here)."
+    from qvl_nbsens.site import write_quarto_results
+    out, _, _ = suite
+    proj = tmp_path/'proj'
+    shutil.copytree(ROOT/'nbs', proj/'nbs', ignore=shutil.ignore_patterns('results', '.*'))
+    shutil.copy(ROOT/'pyproject.toml', proj)
+    write_quarto_results(out, proj/'nbs')
+    sidebar = (proj/'nbs'/'sidebar.yml').read_text()
+    assert all(f'          - results/{n}.ipynb' in sidebar for n in SIX) and 'href: results/index.ipynb' in sidebar
+    code = "from nbdev.serve import proc_nbs; proc_nbs(file_re='^(index|tiny_shapes)', n_workers=0)"
+    subprocess.run([sys.executable, '-c', code], cwd=proj, check=True, capture_output=True, timeout=300)
+    procd = proj/'_proc'/'results'
+    assert sorted(p.name for p in procd.iterdir()) == sorted([f'{n}.ipynb' for n in SIX] + ['index.ipynb'])
+    page = json.loads((procd/f'{SIX[0]}.ipynb').read_text())
+    fm = ''.join(page['cells'][0]['source'])
+    assert f'title: {SIX[0]}' in fm and 'skip_exec: true' in fm
+    html = ''.join(''.join(o['data']['text/html']) for c in page['cells'] if c['cell_type'] == 'code'
+                   for o in c.get('outputs', []) if 'text/html' in o.get('data', {}))
+    assert html.count('Plotly.newPlot') >= 4 and '<script src="https://cdn.plot.ly' not in html
+    overview = json.dumps(json.loads((procd/'index.ipynb').read_text()))
+    assert 'title: Results' in overview and f'({SIX[0]}.ipynb)' in overview and overview.count('Plotly.newPlot') == 2
+    from nbdev.test import test_nb
+    ok, secs = test_nb(proj/'nbs'/'results'/f'{SIX[0]}.ipynb')
+    assert ok and secs == 0  # skip_exec: nbdev-test never re-runs an executed run notebook
