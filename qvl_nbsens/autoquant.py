@@ -103,7 +103,7 @@ def make_steps(model, method: str, clock: PhaseClock, fault: str | None = None, 
         return loss
     return forward_step, loss_func
 
-# %% ../nbs/06_autoquant.ipynb #6bf0f21b
+# %% ../nbs/06_autoquant.ipynb #4702efcc
 def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, merge: int = 4) -> tuple[torch.Tensor, bool]:
     """Sum of `x` per sample of a batch of `n`: text tensors are (batch, ...); vision tensors are (patches, ...) with
     the images' patches concatenated (`patches` per image, or 1/`merge` as many after the patch merger).
@@ -116,7 +116,7 @@ def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, m
     if x.ndim >= 2 and x.shape[0] == n and not patches: return x.reshape(n, -1).sum(1), True
     return x.sum().expand(n)/n, False
 
-# %% ../nbs/06_autoquant.ipynb #5c5fc20f
+# %% ../nbs/06_autoquant.ipynb #de84ea70
 class ScoreRecorder:
     "Per-sample parts of every handle's AutoQuant score, recorded alongside ModelOpt's own accumulation."
     def __init__(self, method: str, merge: int = 4):

@@ -14,10 +14,10 @@ from .core import QvlError, SIZES, size_count, atomic_path, atomic_dir, refuse_o
 from .shapes import sample_spec, caption_of, draw_shape
 
 # %% auto #0
-__all__ = ['COCO_SPLITS', 'CALIB_SCHEMA', 'synth_coco', 'CocoCaption', 'read_coco_captions', 'open_rgb', 'shuffled_pairs',
-           'db_name', 'captions_name', 'write_calib_db', 'check_images', 'build_calib_subsets', 'CalibSample',
-           'CalibSet', 'load_calib_db', 'find_calib_db', 'read_captions_txt', 'default_coco_root', 'default_calib_dir',
-           'calib_dir_for']
+__all__ = ['COCO_SPLITS', 'CALIB_SCHEMA', 'HELDOUT_DB', 'synth_coco', 'CocoCaption', 'read_coco_captions', 'open_rgb',
+           'shuffled_pairs', 'db_name', 'captions_name', 'write_calib_db', 'check_images', 'build_calib_subsets',
+           'CalibSample', 'CalibSet', 'load_calib_db', 'find_calib_db', 'load_heldout', 'read_captions_txt',
+           'default_coco_root', 'default_calib_dir', 'calib_dir_for']
 
 # %% ../nbs/02_coco.ipynb #37cd67ed
 COCO_SPLITS = ('train2017', 'val2017')
@@ -154,9 +154,18 @@ def check_images(coco_root, pairs: list[CocoCaption]):
     "Decode every image of `pairs` once; raise `QvlError` naming the first missing, corrupt or escaping file."
     for p in pairs: open_rgb(resolve_inside(coco_root, p.image_relpath, 'image path')).close()
 
+HELDOUT_DB = 'coco2017_vlm_heldout.db'
+
+def _heldout_pairs(root: Path, splits, pairs, need: int, n: int, seed: int) -> tuple[list, str]:
+    "Held-out samples never used for calibration or scoring: val2017 when the root has it, else train images past the largest subset."
+    if n <= 0: return [], ''
+    if 'val2017' not in splits and (root/'annotations'/'captions_val2017.json').is_file():
+        return shuffled_pairs(read_coco_captions(root, 'val2017'), seed)[:n], 'val2017, one caption per image, seeded shuffle'
+    return pairs[need:need + n], f'{",".join(splits)} images after the first {need} (disjoint from every subset)'
+
 def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), splits=('train2017',),
-                        seed: int = 0, force: bool = False, verbose: bool = False) -> dict:
-    "Write the nested calibration subsets of `coco_root` into `out`; returns {size: db path}."
+                        seed: int = 0, force: bool = False, verbose: bool = False, heldout: int = 64) -> dict:
+    "Write the nested calibration subsets of `coco_root` into `out` (and `heldout` validation samples); returns {size: db path}."
     t0 = time.time()
     root, out = Path(coco_root), Path(out)
     counts = {s: size_count(s) for s in sizes}
@@ -167,9 +176,10 @@ def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), spli
         big = max(counts, key=counts.get)
         raise QvlError(f"{root} has {len(pairs)} captioned images in {', '.join(splits)}, fewer than the "
                        f"{need} needed for '{big}'")
-    targets = [out/f(s) for s in counts for f in (db_name, captions_name)]
+    held, held_from = _heldout_pairs(root, splits, pairs, need, heldout, seed)
+    targets = [out/f(s) for s in counts for f in (db_name, captions_name)] + ([out/HELDOUT_DB] if held else [])
     for t in targets: refuse_overwrite(t, force)
-    check_images(root, pairs[:need])
+    check_images(root, pairs[:need] + held)
     rel = os.path.relpath(root.resolve(), out.resolve())
     res = {}
     for size, n in counts.items():
@@ -179,6 +189,9 @@ def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), spli
         res[size] = write_calib_db(out/db_name(size), pairs[:n], meta, force)
         with atomic_path(out/captions_name(size), force) as tmp:
             tmp.write_text(''.join(p.caption + '\n' for p in pairs[:n]))
+    if held:
+        res['heldout'] = write_calib_db(out/HELDOUT_DB, held, dict(source_dataset='coco2017', coco_root_relative=rel, num_samples=len(held),
+                                        random_seed=seed, size='heldout', selection=held_from, created_by='qvl_nbsens'), force)
     if verbose: print(f"wrote {', '.join(f'{s} ({n})' for s, n in counts.items())} to {out} in {time.time()-t0:.1f}s")
     return res
 
@@ -260,6 +273,15 @@ def find_calib_db(calib_dir, size: str) -> Path:
     if not p.is_file(): raise QvlError(f"no {db_name(size)} in {calib_dir} (build it with `qvl-nbsens calib`)")
     return p
 
+def load_heldout(calib_dir, n: int, coco_root=None) -> CalibSet:
+    "The first `n` held-out samples of a calibration folder (for measuring damage on data AutoQuant never saw)."
+    p = Path(calib_dir)/HELDOUT_DB
+    if not p.is_file(): raise QvlError(f"no {HELDOUT_DB} in {calib_dir}: rebuild the subsets with `qvl-nbsens calib` to get held-out samples")
+    cs = load_calib_db(p, coco_root)
+    if len(cs) < n: raise QvlError(f"{p} has {len(cs)} held-out samples, fewer than the {n} asked for")
+    cs.samples = cs.samples[:n]
+    return cs
+
 # %% ../nbs/02_coco.ipynb #c2dffd13
 def read_captions_txt(path) -> list[str]:
     "Captions of a `coco2017_captions_{size}.txt` file, one per non-empty line."
@@ -279,7 +301,7 @@ def default_coco_root() -> Path:
 def default_calib_dir() -> Path:
     "Calibration subsets (small/medium/large) of the synthetic tree, built once into the cache."
     out = cache_dir('calib')/'coco2017-shapes-v1'
-    if not all((out/db_name(s)).is_file() for s in SIZES):
+    if not all((out/db_name(s)).is_file() for s in SIZES) or not (out/HELDOUT_DB).is_file():
         build_calib_subsets(default_coco_root(), out, force=True)
     return out
 
@@ -290,6 +312,6 @@ def calib_dir_for(calib_dir=None, coco_root=None, seed: int = 0) -> Path:
     if coco_root:
         from qvl_nbsens.core import sha256_json
         out = cache_dir('calib')/f"coco-{sha256_json([str(Path(coco_root).resolve()), seed])[:12]}"
-        if not all((out/db_name(s)).is_file() for s in SIZES): build_calib_subsets(coco_root, out, seed=seed, force=True)
+        if not all((out/db_name(s)).is_file() for s in SIZES) or not (out/HELDOUT_DB).is_file(): build_calib_subsets(coco_root, out, seed=seed, force=True)
         return out
     return default_calib_dir()

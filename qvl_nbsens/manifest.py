@@ -9,12 +9,11 @@ from __future__ import annotations
 import json, math
 from pathlib import Path
 from .core import QvlError, atomic_write_json, atomic_write_text
-from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index, TOWERS
+from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index, achieved_effective_bits, TOWERS
 
 # %% auto #0
-__all__ = ['REPORT_JSON', 'REPORT_MD', 'handle_records', 'assign_ranks', 'achieved_effective_bits', 'detect_schema',
-           'normalize_manifest', 'load_manifest', 'report_json', 'tower_summary', 'report_markdown', 'write_reports',
-           'report_from_manifest']
+__all__ = ['REPORT_JSON', 'REPORT_MD', 'handle_records', 'assign_ranks', 'detect_schema', 'normalize_manifest', 'load_manifest',
+           'report_json', 'tower_summary', 'report_markdown', 'write_reports', 'report_from_manifest']
 
 # %% ../nbs/07_manifest.ipynb #c518dc6c
 def handle_records(candidate_stats: dict, best_recipe: dict | None = None) -> dict:
@@ -42,21 +41,6 @@ def assign_ranks(recs: dict) -> dict:
                                         -recs[h]['sensitivity'] if _finite(recs[h]['sensitivity']) else 0, h))
     for i, h in enumerate(order, 1): recs[h]['rank'] = i
     return recs
-
-# %% ../nbs/07_manifest.ipynb #f9b37a6b
-def achieved_effective_bits(candidate_stats: dict, best_recipe: dict) -> float | None:
-    "Effective bits of the chosen formats over the handles that count in the budget."
-    num = den = 0.0
-    for h, st in candidate_stats.items():
-        formats = [str(f) for f in st['formats']]
-        none = [i for i, f in enumerate(formats) if is_unquantized(f)]
-        if not none: continue
-        full = float(st['costs'][none[0]])
-        if full <= 0: continue
-        ch = str(best_recipe.get(h, formats[none[0]]))
-        idx = formats.index(ch) if ch in formats else none[0]
-        num += float(st['costs'][idx]); den += full
-    return 16.0*num/den if den else None
 
 # %% ../nbs/07_manifest.ipynb #a3168876
 def _fail(src, path, what): raise QvlError(f"manifest {src}: {path} {what}")

@@ -13,7 +13,7 @@ from .core import QvlError
 # %% auto #0
 __all__ = ['QUANT_PAIRS', 'DEFAULT_PAIR', 'VISION_PATTERNS', 'SCOPES', 'TOWERS', 'QuantPair', 'get_pair', 'modelopt_formats',
            'Scope', 'get_scope', 'search_constraints', 'recipe_handles', 'strip_handle', 'classify_handle',
-           'format_bits', 'is_unquantized', 'quantized_index']
+           'format_bits', 'is_unquantized', 'quantized_index', 'achieved_effective_bits']
 
 # %% ../nbs/05_quant.ipynb #a945f871
 @dataclass(frozen=True)
@@ -156,3 +156,18 @@ def quantized_index(formats) -> int | None:
     "Index of the lowest-bit quantized candidate in `formats` (None if the handle was not searched)."
     cands = [(format_bits(f) if format_bits(f) is not None else math.inf, i) for i, f in enumerate(formats) if not is_unquantized(f)]
     return min(cands)[1] if cands else None
+
+# %% ../nbs/05_quant.ipynb #f9b37a6b
+def achieved_effective_bits(candidate_stats: dict, best_recipe: dict) -> float | None:
+    "Effective bits of the chosen formats over the handles that count in the budget."
+    num = den = 0.0
+    for h, st in candidate_stats.items():
+        formats = [str(f) for f in st['formats']]
+        none = [i for i, f in enumerate(formats) if is_unquantized(f)]
+        if not none: continue
+        full = float(st['costs'][none[0]])
+        if full <= 0: continue
+        ch = str(best_recipe.get(h, formats[none[0]]))
+        idx = formats.index(ch) if ch in formats else none[0]
+        num += float(st['costs'][idx]); den += full
+    return 16.0*num/den if den else None
