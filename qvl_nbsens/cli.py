@@ -14,7 +14,7 @@ from .quant import QUANT_PAIRS, SCOPES, DEFAULT_PAIR
 
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_docs',
-           'cmd_report', 'build_parser', 'main']
+           'cmd_report', 'cmd_validate', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #03b13bf4
 DEFAULT_CALIB_DIR = Path('datasets/vlm-quantize-calib')
@@ -46,7 +46,8 @@ def cmd_run(a):
     from qvl_nbsens.run import RunSpec, run_sensitivity
     spec = RunSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scope=a.scope, size=a.size,
                    pair=a.pair, method=a.method, effective_bits=a.effective_bits, batch_size=a.batch_size,
-                   score_size=a.score_size, calib_mode=a.calib_mode, device=a.device, device_map=a.device_map)
+                   score_size=a.score_size, calib_mode=a.calib_mode, device=a.device, device_map=a.device_map,
+                   validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k)
     run_sensitivity(spec, a.out, force=a.force, fault=os.environ.get('QVL_NBSENS_FAULT'))
 
 OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/layer-analysis')}
@@ -63,7 +64,8 @@ def cmd_suite(a):
     from qvl_nbsens.suite import SuiteSpec, run_suite
     spec = SuiteSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scopes=a.scopes, sizes=a.sizes,
                      pairs=a.pairs, methods=a.methods, effective_bits=a.effective_bits, batch_size=a.batch_size,
-                     score_size=a.score_size, device=a.device, device_map=a.device_map, seed=a.seed)
+                     score_size=a.score_size, device=a.device, device_map=a.device_map, seed=a.seed,
+                     validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k)
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
     print(f"suite index: {out/'README.md'}")
@@ -103,6 +105,18 @@ def _search_settings(p):
     p.add_argument('--score-size', type=int, default=None, help='score on the first N samples only (older runs: 128)')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1'")
     p.add_argument('--device-map', default=None, help="passed to from_pretrained, e.g. 'auto' to span GPUs")
+    _validation_settings(p)
+    p.add_argument('--validate', action=argparse.BooleanOptionalAction, default=None,
+                   help='measure ground truth + Pareto points on held-out samples (default: on for models under 1 B parameters)')
+
+def _validation_settings(p):
+    p.add_argument('--heldout-size', type=int, default=32, help='held-out samples for validation')
+    p.add_argument('--validate-top-k', type=int, default=None, help='measure the top-k handles plus k random others (default: all)')
+
+def cmd_validate(a):
+    from qvl_nbsens.run import validate_run
+    rd = validate_run(a.run_dir, a.heldout_size, a.validate_top_k, a.device, a.force)
+    print(f"validated {rd}: see {rd/'per-layer-sensitivity.md'}")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='qvl-nbsens', description='Which layers of Qwen3-VL break when quantized.')
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument('--force', action='store_true', help='replace an existing site folder (or nbs/results with --quarto)')
     o.add_argument('--quarto', action='store_true', help='write the Results pages into nbs/results + nbs/sidebar.yml and run nbdev-docs if quarto is installed')
     o.set_defaults(func=cmd_docs)
+    v = sub.add_parser('validate', help="measure an existing run's ground truth (each handle alone) and Pareto points on held-out samples")
+    v.add_argument('run_dir')
+    _validation_settings(v)
+    v.add_argument('--device', default='auto')
+    v.add_argument('--force', action='store_true', help='measure again a run that is already validated')
+    v.set_defaults(func=cmd_validate)
     g = sub.add_parser('report', help='regenerate per-layer reports from a manifest (this tool\'s or the earlier driver\'s)')
     g.add_argument('manifest')
     g.add_argument('--out', default=None, help='output folder (default: beside the manifest)')

@@ -12,8 +12,9 @@ from .core import QvlError, atomic_write_json, atomic_write_text
 from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index, achieved_effective_bits, TOWERS
 
 # %% auto #0
-__all__ = ['REPORT_JSON', 'REPORT_MD', 'handle_records', 'assign_ranks', 'detect_schema', 'normalize_manifest', 'load_manifest',
-           'report_json', 'tower_summary', 'report_markdown', 'write_reports', 'report_from_manifest']
+__all__ = ['TRUST_FIELDS', 'REPORT_JSON', 'REPORT_MD', 'handle_records', 'assign_ranks', 'detect_schema', 'normalize_manifest',
+           'load_manifest', 'report_json', 'tower_summary', 'trust_sections', 'report_markdown', 'write_reports',
+           'report_from_manifest']
 
 # %% ../nbs/07_manifest.ipynb #c518dc6c
 def handle_records(candidate_stats: dict, best_recipe: dict | None = None) -> dict:
@@ -77,6 +78,8 @@ def detect_schema(doc) -> str:
     raise QvlError("not a quant manifest: expected generator 'qvl_nbsens' or a legacy scheme.auto_quantize_bits")
 
 # %% ../nbs/07_manifest.ipynb #4adfd644
+TRUST_FIELDS = ('sensitivity_per_sample', 'score_ci95', 'sensitivity_per_sample_ci95', 'rank_ci95', 'rank_ci_wide', 'measured')
+
 def _rows_from_entries(entries, src, legacy: bool, chosen_of=None):
     rows = {}
     for handle, e in entries.items():
@@ -93,7 +96,8 @@ def _rows_from_entries(entries, src, legacy: bool, chosen_of=None):
         members = e.get('members') or e.get('module_names') or [strip_handle(handle)]
         rows[handle] = dict(layer=strip_handle(handle), formats=formats, scores=scores, costs=costs, members=list(members),
                             **classify_handle(handle), chosen_format=(chosen_of(handle, formats) if chosen_of else e.get('chosen_format')),
-                            quantized_format=formats[qi], num_bits=format_bits(formats[qi]), sensitivity=sens, size_cost=costs[qi])
+                            quantized_format=formats[qi], num_bits=format_bits(formats[qi]), sensitivity=sens, size_cost=costs[qi],
+                            **{k: e[k] for k in TRUST_FIELDS if k in e})
     return assign_ranks(rows)
 
 def normalize_manifest(doc, src: str = '<manifest>') -> dict:
@@ -131,7 +135,8 @@ def normalize_manifest(doc, src: str = '<manifest>') -> dict:
         scheme = dict(scheme, method=scheme.get('auto_quantize_method'), effective_bits=scheme.get('auto_quantize_bits'),
                       formats=scheme.get('quant_formats'), scope=scheme.get('coverage_mode'))
     return dict(schema=schema, scheme=scheme, model=model, dataset=dataset, search=search, autoquant_state=state,
-                rows=sorted(rows.values(), key=lambda r: r['rank']))
+                rows=sorted(rows.values(), key=lambda r: r['rank']),
+                **{k: doc.get(k) for k in ('confidence', 'validation', 'pareto')})
 
 def load_manifest(path) -> dict:
     "Read and normalise a manifest file."
@@ -157,12 +162,13 @@ def report_json(norm: dict) -> dict:
         row.update(rank=r['rank'], tower=r['tower'], block=r['block'], kind=r['kind'], chosen_format=r['chosen_format'],
                    quantized_format=r['quantized_format'], members=r['members'], formats=r['formats'],
                    scores=[_jsonfloat(s) for s in r['scores']], costs=[_jsonfloat(c) for c in r['costs']])
-        if 'sensitivity_per_sample' in r: row['sensitivity_per_sample'] = _jsonfloat(r['sensitivity_per_sample'])
+        for k in TRUST_FIELDS:
+            if k in r: row[k] = _jsonfloat(r[k]) if k == 'sensitivity_per_sample' else r[k]
         rows.append(row)
     return dict(scheme=norm['scheme'], model=norm['model'], dataset=norm['dataset'],
                 autoquant_state=dict(norm['autoquant_state'], **{k: norm['search'].get(k) for k in
                                      ('constraints', 'total_score', 'is_satisfied', 'achieved_effective_bits') if k in norm['search']}),
-                layer_sensitivity=rows)
+                layer_sensitivity=rows, **{k: norm[k] for k in ('confidence', 'validation', 'pareto') if norm.get(k)})
 
 # %% ../nbs/07_manifest.ipynb #20ccf5e1
 def _fmt(x, spec='.3e'):
@@ -184,6 +190,45 @@ def tower_summary(rows) -> list[dict]:
                         size_cost_share=sum(r['size_cost'] for r in rs if _finite(r['size_cost']))/tot_c,
                         sensitivity_share=sum(r['sensitivity'] for r in rs if _finite(r['sensitivity']))/tot_s,
                         most_sensitive=min(rs, key=lambda r: r['rank'])['layer']))
+    return out
+
+def _corr(c):
+    return '—' if not c or c.get('spearman') is None else f"{c['spearman']:+.2f} (p = {c['p']:.1e})"
+
+def trust_sections(norm: dict) -> list[str]:
+    "Markdown for the confidence, ground-truth and mixed-precision sections (empty for manifests without them)."
+    out, c, v, pf = [], norm.get('confidence'), norm.get('validation'), norm.get('pareto')
+    if c:
+        out += ['## How far to trust the ranking', '',
+                f"Bootstrap over the {c['samples']} scoring samples ({c['replicates']} replicates, 95% percentile intervals, "
+                f"{'per-sample' if c['exact_per_sample'] else 'partly batch-level'} score parts that add up to ModelOpt's totals "
+                f"within {c['parts_sum_max_rel_err']:.1e}). {c['wide_rank_intervals']} of {c['handles']} handles have a wide rank "
+                "interval (⚠: more than max(2, 10% of the handles) places): their position is not pinned down by this subset.", '']
+    if v:
+        cc = v['correlations']
+        out += ['## Ground truth', '',
+                f"Each of {v['measured_handles']} handles quantized alone (the others unquantized, calibrated as in the run), "
+                f"measured on {v['heldout_samples']} held-out samples ({', '.join(v.get('heldout_split') or []) or 'held out'}, never "
+                f"calibrated or scored on; unquantized caption loss {v['base_loss']:.4f} over {v['tokens']} caption tokens).", '',
+                '| Spearman ρ of the AutoQuant score against | ρ (p-value) |', '|---|---|',
+                f"| KL(unquantized ‖ quantized) per caption token (primary) | {_corr(cc.get('kl'))} |",
+                f"| abs(Δ caption loss) | {_corr(cc.get('abs_delta_loss'))} |",
+                f"| signed Δ caption loss | {_corr(cc.get('delta_loss'))} |", '']
+    if pf:
+        val = {round(p['budget_bits'], 4): p for p in pf.get('validated') or []}
+        out += ['## Mixed-precision advice', '',
+                'Re-solved from the stored scores (no re-scoring) at each budget; measured = applied to the model and run on the '
+                'held-out samples.', '',
+                '| Budget (bits) | Achieved bits | Predicted score | Unquantized handles | Measured KL | Measured Δloss | Keep unquantized (most sensitive first) |',
+                '|---:|---:|---:|---:|---:|---:|---|']
+        rank = {r['layer']: r['rank'] for r in norm['rows']}
+        for p in pf['points']:
+            m = val.get(round(p['budget_bits'], 4))
+            keep = sorted((strip_handle(h) for h in p['unquantized']), key=lambda l: rank.get(l, 10**9))
+            out.append(f"| {p['budget_bits']:.2f} | {_fmt(p['achieved_bits'], '.2f')} | {_fmt(p['predicted_score'], '.3e')} | {len(keep)} | "
+                       f"{_fmt(m['kl'], '.2e') if m else ''} | {_fmt(m['delta_loss'], '+.2e') if m else ''} | "
+                       + (', '.join(f'`{l}`' for l in keep[:6]) + (f' … (+{len(keep) - 6})' if len(keep) > 6 else '') if keep else '—') + ' |')
+        out.append('')
     return out
 
 def report_markdown(norm: dict) -> str:
@@ -209,9 +254,20 @@ def report_markdown(norm: dict) -> str:
               '|---|---:|---:|---:|---:|---|']
     for t in tower_summary(rows):
         lines.append(f"| {t['tower']} | {t['handles']} | {t['quantized']} | {t['size_cost_share']:.1%} | {t['sensitivity_share']:.1%} | `{t['most_sensitive']}` |")
-    lines += ['', '## Layers, most sensitive first', '', '| Layer | Tower | Num Bits | Sensitivity | Size Cost |', '|---|---|---:|---:|---:|']
+    lines += trust_sections(norm)
+    ci = any('rank_ci95' in r for r in rows); gt = any('measured' in r for r in rows)
+    head = '| Layer | Tower | Num Bits | Sensitivity | Size Cost |' + (' Score 95% CI | Per sample | Rank 95% CI |' if ci else '') + (' Measured KL | Δloss |' if gt else '')
+    lines += ['', '## Layers, most sensitive first', '', head, '|---|---|---:|---:|---:|' + ('---:|---:|---:|' if ci else '') + ('---:|---:|' if gt else '')]
     for r in rows:
-        lines.append(f"| `{r['layer']}` | {r['tower']} | {_fmt(r['num_bits'], 'g')} | {_fmt(r['sensitivity'])} | {_fmt(r['size_cost'], '.4g')} |")
+        line = f"| `{r['layer']}` | {r['tower']} | {_fmt(r['num_bits'], 'g')} | {_fmt(r['sensitivity'])} | {_fmt(r['size_cost'], '.4g')} |"
+        if ci:
+            c, k = r.get('score_ci95'), r.get('rank_ci95')
+            line += (f" {_fmt(c[0], '.2e')} – {_fmt(c[1], '.2e')} | {_fmt(r.get('sensitivity_per_sample'), '.2e')} | "
+                     f"{k[0]}–{k[1]}{' ⚠' if r.get('rank_ci_wide') else ''} |") if c and k else ' — | — | — |'
+        if gt:
+            mm = r.get('measured')
+            line += f" {_fmt(mm['kl'], '.2e')} | {_fmt(mm['delta_loss'], '+.2e')} |" if mm else ' — | — |'
+        lines.append(line)
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/07_manifest.ipynb #bd5aa922

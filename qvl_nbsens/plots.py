@@ -15,7 +15,8 @@ from .quant import TOWERS
 
 # %% auto #0
 __all__ = ['TOWER_COLORS', 'fig_sensitivity', 'fig_heatmap', 'cumulative_share', 'fig_cumulative', 'fig_towers', 'ranks_of',
-           'spearman', 'fig_rank_scatter', 'sample_grid', 'run_figures', 'report_html', 'figures_html']
+           'spearman', 'fig_rank_scatter', 'sample_grid', 'fig_validation', 'fig_pareto', 'run_figures', 'report_html',
+           'figures_html']
 
 # %% ../nbs/07a_plots.ipynb #b35aebb6
 TOWER_COLORS = {'vision': '#1f77b4', 'text': '#d62728'}
@@ -24,7 +25,9 @@ def _drawable(rows): return [r for r in rows if isinstance(r['sensitivity'], (in
 
 def _hover(r):
     members = '<br>'.join(r['members'][:4]) + ('<br>…' if len(r['members']) > 4 else '')
-    return (f"<b>{r['layer']}</b><br>rank {r['rank']} · {r['tower']} · {r['kind']}<br>sensitivity {r['sensitivity']:.3e}"
+    ci = (f"<br>95% CI {r['score_ci95'][0]:.2e} – {r['score_ci95'][1]:.2e} · rank {r['rank_ci95'][0]}–{r['rank_ci95'][1]}"
+          + (' (wide)' if r.get('rank_ci_wide') else '')) if r.get('score_ci95') and r.get('rank_ci95') else ''
+    return (f"<b>{r['layer']}</b><br>rank {r['rank']} · {r['tower']} · {r['kind']}<br>sensitivity {r['sensitivity']:.3e}{ci}"
             f"<br>size cost {r['size_cost']:.4g}<br>members:<br>{members}")
 
 def fig_sensitivity(norm: dict) -> go.Figure:
@@ -33,8 +36,13 @@ def fig_sensitivity(norm: dict) -> go.Figure:
     fig = go.Figure()
     for t in TOWERS:
         rs = [r for r in rows if r['tower'] == t]
-        if rs: fig.add_bar(x=[r['rank'] for r in rs], y=[r['sensitivity'] for r in rs], name=t, marker_color=TOWER_COLORS[t],
-                           hovertext=[_hover(r) for r in rs], hoverinfo='text')
+        if not rs: continue
+        ci = [r.get('score_ci95') for r in rs]
+        err = dict(type='data', symmetric=False, array=[c[1] - r['sensitivity'] for c, r in zip(ci, rs)],
+                   arrayminus=[r['sensitivity'] - max(c[0], r['sensitivity']*1e-3) for c, r in zip(ci, rs)],
+                   color='#444', thickness=1) if all(ci) else None
+        fig.add_bar(x=[r['rank'] for r in rs], y=[r['sensitivity'] for r in rs], name=t, marker_color=TOWER_COLORS[t],
+                    hovertext=[_hover(r) for r in rs], hoverinfo='text', error_y=err)
     fig.update_layout(title=f"Per-layer sensitivity — {norm['scheme']['name']}", xaxis_title='rank (1 = most sensitive)',
                       yaxis_title='AutoQuant score', yaxis_type='log', bargap=0.05, legend_title='tower', height=420)
     return fig
@@ -142,9 +150,43 @@ def sample_grid(samples, width: int = 240, cols: int = 4):
     return grid
 
 # %% ../nbs/07a_plots.ipynb #06aa1468
+def fig_validation(norm: dict) -> go.Figure:
+    "AutoQuant score vs measured KL per handle (log-log), coloured by tower, Spearman ρ in the title."
+    fig = go.Figure()
+    rows = [r for r in _drawable(norm['rows']) if r.get('measured') and r['measured']['kl'] > 0]
+    for t in TOWERS:
+        rs = [r for r in rows if r['tower'] == t]
+        if rs: fig.add_scatter(x=[r['sensitivity'] for r in rs], y=[r['measured']['kl'] for r in rs], mode='markers', name=t,
+                               marker=dict(color=TOWER_COLORS[t], size=8), hoverinfo='text',
+                               hovertext=[f"{_hover(r)}<br>measured KL {r['measured']['kl']:.2e} · Δloss {r['measured']['delta_loss']:+.2e}" for r in rs])
+    c = ((norm.get('validation') or {}).get('correlations') or {}).get('kl') or {}
+    rho = f"Spearman ρ = {c['spearman']:.2f} (p = {c['p']:.1e})" if c.get('spearman') is not None else ''
+    fig.update_layout(title=f"Score vs measured damage (each handle alone, held-out) — {rho}", xaxis_type='log', yaxis_type='log',
+                      xaxis_title='AutoQuant score', yaxis_title='KL(unquantized ‖ quantized) per caption token', height=420)
+    return fig
+
+def fig_pareto(norm: dict) -> go.Figure:
+    "Predicted total score vs effective bits over re-solved budgets, with the measured KL at the validated points."
+    from plotly.subplots import make_subplots
+    pf = norm.get('pareto') or {}
+    fig = make_subplots(specs=[[{'secondary_y': True}]])
+    pts = pf.get('points') or []
+    fig.add_scatter(x=[p['achieved_bits'] for p in pts], y=[max(p['predicted_score'], 1e-30) for p in pts], mode='lines+markers',
+                    name='predicted score', hovertext=[f"{len(p['unquantized'])} handles unquantized" for p in pts], hoverinfo='text+x+y')
+    val = pf.get('validated') or []
+    fig.add_scatter(x=[p['achieved_bits'] for p in val], y=[p['kl'] for p in val], mode='markers', name='measured KL (held-out)',
+                    marker=dict(symbol='diamond', size=11, color='#d62728'), secondary_y=True)
+    fig.update_layout(title='Mixed precision: predicted damage vs effective bits', xaxis_title='effective bits', height=420)
+    fig.update_yaxes(title_text='predicted total score', type='log', secondary_y=False)
+    fig.update_yaxes(title_text='measured KL per caption token', type='log', secondary_y=True)
+    return fig
+
 def run_figures(norm: dict) -> list[go.Figure]:
-    "The per-run figures, in report order."
-    return [fig_sensitivity(norm), fig_heatmap(norm), fig_cumulative(norm), fig_towers(norm)]
+    "The per-run figures, in report order (ground truth and Pareto front when the run has them)."
+    figs = [fig_sensitivity(norm), fig_heatmap(norm), fig_cumulative(norm), fig_towers(norm)]
+    if any(r.get('measured') for r in norm['rows']): figs.append(fig_validation(norm))
+    if (norm.get('pareto') or {}).get('points'): figs.append(fig_pareto(norm))
+    return figs
 
 def report_html(norm: dict, path, force: bool = False, extra: list | None = None) -> Path:
     "Write a self-contained HTML report (plotly.js inline) of a run's figures."

@@ -6,23 +6,26 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/run.html.md"""
 
 # %% ../nbs/08_run.ipynb #d5d8b70a
 from __future__ import annotations
-import datetime, json, math, os, platform, re, resource, shutil, sys, time
+import datetime, json, math, os, platform, re, resource, shutil, sys, tempfile, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import torch
 from . import __version__
 from .core import QvlError, SIZES, size_count, sha256_file, sha256_json, atomic_write_json
-from .coco import default_calib_dir, find_calib_db, load_calib_db, read_captions_txt, captions_name
+from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name, CalibSet
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .fixture import default_fixture_dir
 from .quant import get_pair, get_scope, search_constraints, DEFAULT_PAIR
 from .autoquant import load_model, check_model_dir, run_autoquant, resolve_device
+from .confidence import handle_confidence
+from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front
 from .manifest import handle_records, achieved_effective_bits, normalize_manifest, write_reports
 from .plots import report_html
 
 # %% auto #0
-__all__ = ['model_tag', 'model_id', 'run_name', 'RunSpec', 'tower_params', 'environment', 'batch_stats', 'peak_rss_mib',
-           'planned_run_name', 'run_sensitivity', 'build_manifest']
+__all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'RunSpec', 'tower_params', 'environment',
+           'batch_stats', 'peak_rss_mib', 'wants_validation', 'run_validation', 'planned_run_name', 'run_sensitivity',
+           'add_trust', 'build_manifest', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def model_tag(model_dir, config: dict | None = None) -> str:
@@ -71,6 +74,9 @@ class RunSpec:
     calib_mode: str = 'vlm'
     device: str = 'auto'
     device_map: str | None = None
+    validate: bool | None = None
+    heldout_size: int = 32
+    validate_top_k: int | None = None
     def resolved(self) -> 'RunSpec':
         "A copy with the embedded defaults filled in and every field checked."
         r = RunSpec(**asdict(self))
@@ -82,6 +88,7 @@ class RunSpec:
         if r.calib_mode == 'text' and r.scope != 'lm-only': raise QvlError('text-only calibration is for lm-only runs')
         if r.batch_size < 1: raise QvlError('batch size must be >= 1')
         if r.score_size is not None and r.score_size < 1: raise QvlError('score size must be >= 1')
+        if r.heldout_size < 1: raise QvlError('held-out size must be >= 1')
         r.effective_bits = float(r.effective_bits)
         r.device = resolve_device(r.device)
         return r
@@ -128,6 +135,30 @@ def _loader(spec: RunSpec, calib, processor):
         return TextCalibLoader(caps, processor.tokenizer, batch_size=spec.batch_size)
     return VlmCalibLoader(calib, processor, batch_size=spec.batch_size)
 
+SMALL_MODEL_PARAMS = 1_000_000_000
+
+def wants_validation(spec: RunSpec, model) -> bool:
+    "Validation on by default for models under 1 B parameters; `spec.validate` overrides."
+    return spec.validate if spec.validate is not None else sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+
+def run_validation(spec: RunSpec, model, processor, state: dict, records: dict) -> dict:
+    "Ground truth per handle and the measured Pareto points, on held-out samples; see `qvl_nbsens.validate`."
+    t0 = time.perf_counter()
+    held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
+    batches = list(TextCalibLoader(held.captions, processor.tokenizer, batch_size=spec.batch_size) if spec.calib_mode == 'text'
+                   else VlmCalibLoader(held, processor, batch_size=spec.batch_size))
+    scores = {h: r['sensitivity'] for h, r in records.items()}
+    handles = pick_handles(scores, spec.validate_top_k, n_random=spec.validate_top_k or 0)
+    measured, info = measure_handles(model, state, batches, handles)
+    front = pareto_front(state)
+    points = validate_front(model, state, front, batches)
+    return dict(measured=measured, validation=dict(info, heldout_db=str(held.db_path), heldout_samples=len(held),
+                                                   heldout_split=sorted({x.split for x in held.samples}),
+                                                   measured_handles=len(measured), top_k=spec.validate_top_k,
+                                                   correlations=score_vs_damage(scores, measured)),
+                pareto=dict(points=[{k: v for k, v in p.items() if k != 'recipe'} for p in front], validated=points),
+                seconds=round(time.perf_counter() - t0, 3))
+
 def _prepare_partial(partial: Path, key: str, force: bool):
     args = partial/'run_args.json'
     if partial.exists():
@@ -169,12 +200,17 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     score_batches = None if spec.score_size is None else math.ceil(min(spec.score_size, n)/spec.batch_size)
     say(f"[{name}] AutoQuant: {n} samples in {len(batches)} batches, scoring {score_batches or len(batches)} batches")
     res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
-                        checkpoint=partial/'autoquant_checkpoint.pt', verbose=False, fault=fault)
+                        checkpoint=partial/'autoquant_checkpoint.pt', verbose=False, fault=fault,
+                        contributions=partial/PARTS_FILE)
+    trust = None
+    if wants_validation(spec, model):
+        say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
+        trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
     t = time.perf_counter()
     state_file = f'{name}_autoquant_state.pt'
     torch.save(res.state, partial/state_file)
     manifest = build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file,
-                              dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)))
+                              dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust)
     norm = normalize_manifest(manifest, name)
     write_reports(norm, partial, force=True)
     report_html(norm, partial/'report.html', force=True)
@@ -189,7 +225,22 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     return final
 
 # %% ../nbs/08_run.ipynb #0331aa53
-def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file, timings) -> dict:
+PARTS_FILE = 'per-sample-scores.npz'
+
+def add_trust(manifest: dict, recs: dict, contributions, trust: dict | None) -> dict:
+    "Put bootstrap intervals, measured damage and the Pareto front into a manifest and its handle records."
+    if contributions is not None:
+        conf, summary = handle_confidence(contributions, recs)
+        for h, c in conf.items(): recs[h].update(c, sensitivity_per_sample_ci95=c.pop('score_per_sample_ci95'))
+        manifest['confidence'] = dict(summary, file=PARTS_FILE)
+    if trust:
+        for h, m in trust['measured'].items():
+            if h in recs: recs[h]['measured'] = m
+        manifest['validation'] = dict(trust['validation'], seconds=trust['seconds'])
+        manifest['pareto'] = trust['pareto']
+    return manifest
+
+def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file, timings, trust=None) -> dict:
     "The quant manifest of a finished search."
     pair, scope = get_pair(spec.pair), get_scope(spec.scope)
     st = res.state
@@ -205,7 +256,7 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
             ch = best.get(h, 'NONE')
             layers[mname] = dict(handle=h, quantized=not ch.upper().startswith('NONE'), format=ch,
                                  module_type=type(mods[mname]).__name__ if mname in mods else None)
-    return dict(
+    return add_trust(dict(
         generator='qvl_nbsens', manifest_version=1,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         scheme=dict(name=name, pair=pair.name, pair_description=pair.description, formats=list(pair.formats),
@@ -228,4 +279,45 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
                     handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed),
         autoquant_state=dict(file=state_file, keys=sorted(st.keys())),
         layers=layers, layer_sensitivity=recs,
-        forward_calls=res.forward_calls, timings=dict(timings, **res.timings))
+        forward_calls=res.forward_calls, timings=dict(timings, **res.timings, validation=(trust or {}).get('seconds'))),
+        recs, res.contributions, trust)
+
+# %% ../nbs/08_run.ipynb #5113c3e8
+def validate_run(run_dir, heldout_size: int = 32, top_k: int | None = None, device: str = 'auto', force: bool = False) -> Path:
+    "Measure ground truth and the Pareto front for an existing run directory and update its manifest and reports."
+    rd = Path(run_dir)
+    mf = next(rd.glob('*_quant_manifest.json'), None)
+    if mf is None: raise QvlError(f"{rd} has no *_quant_manifest.json: not a run directory")
+    m = json.loads(mf.read_text())
+    if m.get('generator') != 'qvl_nbsens': raise QvlError(f"{mf} was not written by qvl_nbsens: validate needs the run's AutoQuant state")
+    if m.get('validation') and not force: raise QvlError(f"{rd} is already validated; pass --force to measure again")
+    st_file = rd/m['autoquant_state']['file']
+    if not st_file.is_file(): raise QvlError(f"{st_file} is missing: validate needs the run's AutoQuant state")
+    sc, ds = m['scheme'], m['dataset']
+    spec = RunSpec(model_dir=m['model']['path'], calib_dir=str(Path(ds['db_path']).parent), coco_root=ds.get('coco_root'),
+                   scope=sc['scope'], size=ds['size'], pair=sc['pair'], method=sc['method'], effective_bits=sc['effective_bits'],
+                   batch_size=ds['batch_size'], score_size=sc.get('score_size_cap'), calib_mode=sc.get('calib_mode', 'vlm'),
+                   device=device, validate=True, heldout_size=heldout_size, validate_top_k=top_k).resolved()
+    calib = load_calib_db(ds['db_path'], spec.coco_root)
+    model, processor = load_model(spec.model_dir, spec.device, m['model'].get('device_map'))
+    batches = list(_loader(spec, calib, processor))
+    with tempfile.TemporaryDirectory(dir=rd.parent, prefix=f'.{rd.name}.validate.') as tmp:
+        ckpt = Path(tmp)/'state.pt'   # auto_quantize restores calibration + scores from it (ModelOpt loads plain dicts only)
+        state = torch.load(st_file, weights_only=False)
+        torch.save(dict(state, candidate_stats=dict(state['candidate_stats'])), ckpt)
+        res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits,
+                            ds.get('score_batches'), checkpoint=ckpt)
+    if res.forward_calls['calibration'] or res.forward_calls['scoring']:
+        raise QvlError(f"{st_file} did not restore the run's calibration and scores (model or data changed?)")
+    recs = m['layer_sensitivity']
+    for r in recs.values(): r.pop('measured', None)      # a new measurement replaces the old one entirely
+    trust = run_validation(spec, model, processor, res.state, recs)
+    parts = rd/PARTS_FILE
+    from qvl_nbsens.autoquant import load_contributions
+    add_trust(m, recs, load_contributions(parts) if parts.is_file() and 'confidence' not in m else None, trust)
+    m['timings']['validation'] = trust['seconds']
+    norm = normalize_manifest(m, str(mf))
+    write_reports(norm, rd, force=True)
+    report_html(norm, rd/'report.html', force=True)
+    atomic_write_json(mf, m, force=True)
+    return rd

@@ -12,11 +12,13 @@ from pathlib import Path
 from .core import QvlError, SIZES, atomic_write_json, atomic_write_text
 from .coco import calib_dir_for
 from .manifest import load_manifest
-from .plots import fig_rank_scatter, spearman, ranks_of
+from .plots import fig_rank_scatter
+from .confidence import agreement
 from .run import RunSpec, planned_run_name
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'run_notebook_path', 'execute_run', 'SuiteSpec', 'stability', 'write_suite_index', 'run_suite']
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'execute_run', 'SuiteSpec', 'stability', 'write_suite_index',
+           'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -73,57 +75,82 @@ class SuiteSpec:
     device: str = 'auto'
     device_map: str | None = None
     seed: int = 0
+    validate: bool | None = None
+    heldout_size: int = 32
+    validate_top_k: int | None = None
     def runs(self) -> list[RunSpec]:
         calib = str(calib_dir_for(self.calib_dir, self.coco_root, self.seed))
         return [RunSpec(model_dir=self.model_dir, calib_dir=calib, coco_root=self.coco_root, scope=sc, size=sz, pair=p,
                         method=m, effective_bits=self.effective_bits, batch_size=self.batch_size, score_size=self.score_size,
-                        device=self.device, device_map=self.device_map)
+                        device=self.device, device_map=self.device_map, validate=self.validate,
+                        heldout_size=self.heldout_size, validate_top_k=self.validate_top_k)
                 for p in self.pairs for m in self.methods for sc in self.scopes for sz in self.sizes]
 
 # %% ../nbs/08a_suite.ipynb #36c1af4c
 def _headline(run_dir: Path) -> dict:
     m = json.loads(next(run_dir.glob('*_quant_manifest.json')).read_text())
     ls = sorted(m['layer_sensitivity'].values(), key=lambda r: r['rank'])
+    gt = ((m.get('validation') or {}).get('correlations') or {}).get('kl') or {}
     return dict(name=run_dir.name, dir=run_dir.name, scope=m['scheme']['scope'], size=m['dataset']['size'],
                 pair=m['scheme']['pair'], method=m['scheme']['method'], effective_bits=m['scheme']['effective_bits'],
                 samples=m['dataset']['num_samples'], score_samples=m['dataset']['score_samples'],
                 handles=len(ls), achieved_effective_bits=m['search']['achieved_effective_bits'],
                 total_score=m['search']['total_score'], is_satisfied=m['search']['is_satisfied'],
-                top=[r['layer'] for r in ls[:3]], seconds=m['timings']['total'], peak_rss_mib=m['timings'].get('peak_rss_mib'))
+                top=[r['layer'] for r in ls[:3]], seconds=m['timings']['total'], peak_rss_mib=m['timings'].get('peak_rss_mib'),
+                wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
+                spearman_score_vs_kl=gt.get('spearman'), spearman_score_vs_kl_p=gt.get('p'))
+
+STABILITY_PAIRS = ('small_vs_medium', 'small_vs_large', 'medium_vs_large')
 
 def stability(out: Path, runs: list[dict]) -> dict:
-    "Spearman ρ of handle ranks between sizes, per (scope, pair, method)."
-    res = {}
-    groups = {}
+    "Per (scope, pair, method): `confidence.agreement` of the handle scores between sizes, overall and per tower."
+    res, groups = {}, {}
     for r in runs: groups.setdefault((r['scope'], r['pair'], r['method']), {})[r['size']] = r
     for key, by_size in groups.items():
         norms = {s: load_manifest(next((out/by_size[s]['dir']).glob('*_quant_manifest.json'))) for s in SIZES if s in by_size}
-        names = list(norms); pairs = {}
+        names, pairs = list(norms), {}
         for i, a in enumerate(names):
             for b in names[i+1:]:
-                ra, rb = ranks_of(norms[a]), ranks_of(norms[b]); common = [k for k in ra if k in rb]
-                pairs[f'{a}_vs_{b}'] = spearman([ra[k] for k in common], [rb[k] for k in common])
+                sa, sb = ({r['layer']: r['sensitivity'] for r in norms[x]['rows']} for x in (a, b))
+                towers = {r['layer']: r['tower'] for r in norms[a]['rows']}
+                pairs[f'{a}_vs_{b}'] = dict(agreement(sa, sb), towers={t: agreement({h: v for h, v in sa.items() if towers.get(h) == t}, sb)
+                                                                   for t in sorted(set(towers.values()))})
         res['/'.join(key)] = pairs
     return res
 
+def _cell(v, p, k):
+    x = v.get(p, {}).get(k)
+    return '—' if x is None else f"{x:.2f}"
+
 def write_suite_index(out: Path, spec: SuiteSpec, runs: list[dict], wall: float) -> Path:
-    "Write `suite.json` and `README.md` for the runs in `out`."
+    "Write `suite.json`, `stability.json` and `README.md` for the runs in `out`."
     stab = stability(out, runs)
+    atomic_write_json(out/'stability.json', stab, force=True)
     doc = dict(generator='qvl_nbsens', created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                settings={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}, invocation_seconds=round(wall, 1),
                runs_total_seconds=round(sum(r['seconds'] for r in runs), 1),
-               runs=runs, stability_spearman=stab)
+               runs=runs, stability_spearman={k: {p: v[p]['spearman'] for p in v} for k, v in stab.items()})
     atomic_write_json(out/'suite.json', doc, force=True)
     lines = ['# Sensitivity suite', '', f"Model: `{spec.model_dir or 'embedded tiny-shapes fixture'}` · calibration: "
              f"`{spec.coco_root or spec.calib_dir or 'synthetic COCO subsets'}` · budget {spec.effective_bits:g} effective bits · "
-             f"runs' total time {sum(r['seconds'] for r in runs):.0f} s", '', '| Run | Scope | Size | Pair | Method | Samples | Achieved bits | Total score | Most sensitive | Seconds |',
-             '|---|---|---|---|---|---:|---:|---:|---|---:|']
+             f"runs' total time {sum(r['seconds'] for r in runs):.0f} s", '',
+             '| Run | Scope | Size | Pair | Method | Samples | Achieved bits | Total score | Most sensitive | Wide rank CIs | ρ(score, measured KL) | Seconds |',
+             '|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|']
     for r in runs:
+        gt = '—' if r.get('spearman_score_vs_kl') is None else f"{r['spearman_score_vs_kl']:.2f}"
+        wide = '—' if r.get('wide_rank_intervals') is None else f"{r['wide_rank_intervals']}/{r['handles']}"
         lines.append(f"| [{r['name']}]({r['dir']}/per-layer-sensitivity.md) | {r['scope']} | {r['size']} | {r['pair']} | {r['method']} | "
-                     f"{r['samples']} | {r['achieved_effective_bits']:.2f} | {r['total_score']:.3e} | `{r['top'][0]}` | {r['seconds']:.0f} |")
-    lines += ['', '## Rank agreement across sizes (Spearman ρ)', '', '| Scope / pair / method | ' + ' | '.join(['small vs medium', 'small vs large', 'medium vs large']) + ' |', '|---|---:|---:|---:|']
+                     f"{r['samples']} | {r['achieved_effective_bits']:.2f} | {r['total_score']:.3e} | `{r['top'][0]}` | {wide} | {gt} | {r['seconds']:.0f} |")
+    lines += ['', '## Rank agreement across sizes', '', 'Spearman ρ / Kendall τ of the handle scores, and the share of the top-10 and top-20 handles '
+              'that two sizes agree on (`stability.json` has p-values and per-tower figures).', '',
+              '| Scope / pair / method | Sizes | Spearman ρ | Kendall τ | Top-10 overlap | Top-20 overlap | ρ vision | ρ text |',
+              '|---|---|---:|---:|---:|---:|---:|---:|']
     for k, v in stab.items():
-        lines.append(f"| {k} | " + ' | '.join(f"{v[p]:.2f}" if p in v else '—' for p in ('small_vs_medium', 'small_vs_large', 'medium_vs_large')) + ' |')
+        for p in STABILITY_PAIRS:
+            if p not in v: continue
+            a, t = v[p], v[p]['towers']
+            lines.append(f"| {k} | {p.replace('_vs_', ' vs ')} | " + ' | '.join(_cell(v, p, x) for x in ('spearman', 'kendall', 'top10', 'top20'))
+                         + f" | {_cell(t, 'vision', 'spearman')} | {_cell(t, 'text', 'spearman')} |")
     return atomic_write_text(out/'README.md', '\n'.join(lines) + '\n', force=True)
 
 # %% ../nbs/08a_suite.ipynb #1f2cc2a1
