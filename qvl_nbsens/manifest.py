@@ -254,7 +254,7 @@ def report_markdown(norm: dict) -> str:
               '|---|---:|---:|---:|---:|---|']
     for t in tower_summary(rows):
         lines.append(f"| {t['tower']} | {t['handles']} | {t['quantized']} | {t['size_cost_share']:.1%} | {t['sensitivity_share']:.1%} | `{t['most_sensitive']}` |")
-    lines += trust_sections(norm)
+    lines += [''] + trust_sections(norm)
     ci = any('rank_ci95' in r for r in rows); gt = any('measured' in r for r in rows)
     head = '| Layer | Tower | Num Bits | Sensitivity | Size Cost |' + (' Score 95% CI | Per sample | Rank 95% CI |' if ci else '') + (' Measured KL | Δloss |' if gt else '')
     lines += ['', '## Layers, most sensitive first', '', head, '|---|---|---:|---:|---:|' + ('---:|---:|---:|' if ci else '') + ('---:|---:|' if gt else '')]

@@ -44,7 +44,7 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
     for size in SIZES:
         rd, m = matrix[scope, method, size]
         assert sorted(p.name for p in rd.iterdir()) == sorted([f'{rd.name}_quant_manifest.json', f'{rd.name}_autoquant_state.pt',
-                                                              'per-layer-sensitivity.json', 'per-layer-sensitivity.md', 'report.html'])
+                                                              'per-layer-sensitivity.json', 'per-layer-sensitivity.md', 'per-sample-scores.npz', 'report.html'])
         ls = m['layer_sensitivity']
         assert all(math.isfinite(r['sensitivity']) for r in ls.values())
         assert m['search']['is_satisfied'] and m['search']['achieved_effective_bits'] <= 8.0 + 1e-9

@@ -25,22 +25,30 @@ def suite(tmp_path_factory):
 def test_suite_writes_six_runs_with_notebooks_and_index(suite):
     out, r, wall = suite
     assert wall < 300, f"the default suite took {wall:.0f}s (target: under 5 minutes on 2 cores)"
-    assert sorted(p.name for p in out.iterdir()) == sorted(SIX + ['README.md', 'suite.json'])
+    assert sorted(p.name for p in out.iterdir()) == sorted(SIX + ['README.md', 'stability.json', 'suite.json'])
     for name in SIX:
         d = out/name
-        assert {'run.ipynb', 'report.html', 'per-layer-sensitivity.md', 'per-layer-sensitivity.json',
+        assert {'run.ipynb', 'report.html', 'per-layer-sensitivity.md', 'per-layer-sensitivity.json', 'per-sample-scores.npz',
                 f'{name}_quant_manifest.json', f'{name}_autoquant_state.pt'} == {p.name for p in d.iterdir()}
         nb = json.loads((d/'run.ipynb').read_text())
         outs = [o for c in nb['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', [])]
         assert not [o for o in outs if o.get('output_type') == 'error']
         html = ''.join(''.join(o.get('data', {}).get('text/html', '')) for o in outs if 'data' in o)
-        assert html.count('Plotly.newPlot') == 4 and '<script src="https://cdn.plot.ly' not in html
+        assert html.count('Plotly.newPlot') == 6 and '<script src="https://cdn.plot.ly' not in html  # 4 + ground truth + Pareto
+        m = json.loads((d/f'{name}_quant_manifest.json').read_text())
+        assert m['validation']['correlations']['kl']['spearman'] > 0.5 and len(m['pareto']['validated']) == 3
+        assert m['confidence']['parts_sum_max_rel_err'] < 1e-3
     doc = json.loads((out/'suite.json').read_text())
     assert [x['name'] for x in doc['runs']] == SIX
     assert set(doc['stability_spearman']) == {'all-layers/wint8_aint8/gradient', 'lm-only/wint8_aint8/gradient'}
     readme = (out/'README.md').read_text()
     assert all(f'[{n}]({n}/per-layer-sensitivity.md)' in readme for n in SIX) and 'Spearman' in readme
     assert 'suite' in r.stdout and 'total score' in r.stdout  # the closing summary table
+    stab = json.loads((out/'stability.json').read_text())
+    for scope in ('all-layers/wint8_aint8/gradient', 'lm-only/wint8_aint8/gradient'):
+        assert set(stab[scope]) == {'small_vs_medium', 'small_vs_large', 'medium_vs_large'}
+        assert all(v['spearman'] > 0.5 and v['kendall'] is not None and v['top10'] is not None for v in stab[scope].values())
+    (artifacts_dir()/'suite-README.md').write_text(readme)
 
 
 def test_rerun_skips_complete_runs(suite):
