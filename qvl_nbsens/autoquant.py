@@ -17,7 +17,7 @@ from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, sear
 # %% auto #0
 __all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'PhaseClock', 'make_steps', 'per_sample_sums',
            'ScoreRecorder', 'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval',
-           'resumable_candidate_stats', 'check_finite_weights', 'run_autoquant']
+           'search_clock', 'resumable_candidate_stats', 'check_finite_weights', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -63,6 +63,7 @@ class PhaseClock:
     last: dict = field(default_factory=dict)
     calls: dict = field(default_factory=lambda: {'calibration': 0, 'scoring': 0})
     quantizers: list | None = None
+    search_start: float | None = None
     def phase(self, model) -> str:
         "'calibration' while ModelOpt's quantizers collect statistics, else 'scoring'."
         if self.quantizers is None:  # quantizers are inserted before the first forward; find them once
@@ -220,6 +221,18 @@ def restore_eval(model):
     return model
 
 @contextlib.contextmanager
+def search_clock(clock: PhaseClock):
+    "Note when ModelOpt starts the search proper: the end of scoring (the forward step cannot see a phase's last backward)."
+    from modelopt.torch.quantization.algorithms import _AutoQuantizeBaseSearcher as S
+    orig = S.run_search
+    def run_search(self):
+        clock.search_start = time.perf_counter()
+        return orig(self)
+    S.run_search = run_search
+    try: yield
+    finally: S.run_search = orig
+
+@contextlib.contextmanager
 def resumable_candidate_stats():
     """Work around ModelOpt 0.47 failing to resume from a checkpoint saved after calibration but before scoring:
     it restores `candidate_stats` as a plain (empty) dict, then fills it as if it were a `defaultdict(dict)`."""
@@ -257,7 +270,7 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     kw = dict(loss_func=loss) if method == 'gradient' else {}
     t0 = time.perf_counter()
     try:
-        with resumable_candidate_stats():
+        with resumable_candidate_stats(), search_clock(clock):
             model, state = mtq.auto_quantize(
                 model, constraints=search_constraints(scope, effective_bits), quantization_formats=modelopt_formats(pair),
                 data_loader=batches, forward_step=fwd, disabled_layers=list(scope.disabled) or None,
@@ -274,9 +287,10 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     elif contrib is None and contributions and Path(contributions).is_file(): contrib = load_contributions(contributions)
     if fault == 'kill-after-search': os.kill(os.getpid(), signal.SIGKILL)
     restore_eval(model)
-    start_search = clock.last.get('scoring') or clock.last.get('calibration') or t0
-    timings = dict(calibration=round(clock.seconds('calibration'), 3), scoring=round(clock.seconds('scoring'), 3),
-                   search=round(t1 - start_search, 3), autoquant_total=round(t1 - t0, 3))
+    search_at = clock.search_start or t1
+    calib = (clock.first.get('scoring', search_at) - clock.first['calibration']) if 'calibration' in clock.first else 0.0
+    score = (search_at - clock.first['scoring']) if 'scoring' in clock.first else 0.0
+    timings = dict(calibration=round(calib, 3), scoring=round(score, 3), search=round(t1 - search_at, 3), autoquant_total=round(t1 - t0, 3))
     resumed = dict(checkpoint_found=had_ckpt, calibration_restored=had_ckpt and clock.calls['calibration'] == 0,
                    scores_restored=had_ckpt and clock.calls['scoring'] == 0)
     return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib)

@@ -114,11 +114,12 @@ def environment() -> dict:
                 transformers=transformers.__version__, modelopt=modelopt.__version__, qvl_nbsens=__version__, device=dev)
 
 def batch_stats(batches) -> dict:
-    "Batch count and token counts per sample (without padding) and in total (with padding), from encoded batches."
+    "Batch count, token counts per sample (without padding) and in total (with padding), and image patches, from encoded batches."
     lens = [n for b in batches for n in b['attention_mask'].sum(1).tolist()]
     return dict(num_batches=len(batches), seq_len_min=min(lens), seq_len_max=max(lens),
                 seq_len_mean=round(sum(lens)/len(lens), 2), tokens=sum(lens),
-                padded_tokens=sum(b['input_ids'].numel() for b in batches))
+                padded_tokens=sum(b['input_ids'].numel() for b in batches),
+                image_patches=sum(int(b['image_grid_thw'].prod(-1).sum()) for b in batches if 'image_grid_thw' in b))
 
 def peak_rss_mib() -> float:
     "Peak resident memory of this process so far, MiB (VmHWM: unlike `ru_maxrss` it is not inherited across exec)."
@@ -176,8 +177,11 @@ def planned_run_name(spec: RunSpec) -> str:
     return run_name(model_tag(spec.model_dir, cfg), spec.scope, spec.pair, spec.size, spec.method,
                     spec.effective_bits, spec.calib_mode, spec.score_size)
 
-def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, fault: str | None = None) -> Path:
-    "Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory."
+def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, fault: str | None = None,
+                    loaded: tuple | None = None) -> Path:
+    """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
+    `loaded=(model, processor)` skips loading (a caller running many searches loads once and passes a fresh copy
+    each time: the search modifies the model)."""
     t_start = time.perf_counter()
     spec = spec.resolved()
     cfg = check_model_dir(spec.model_dir)
@@ -189,9 +193,9 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     partial = _prepare_partial(out/f'.{name}.partial', spec.key(), force)
     atomic_write_json(partial/'run_args.json', dict(key=spec.key(), spec=asdict(spec)), force=True)
     say = print if verbose else (lambda *a, **k: None)
-    say(f"[{name}] loading {spec.model_dir} on {spec.device}")
+    say(f"[{name}] loading {spec.model_dir} on {spec.device}" if loaded is None else f"[{name}] model passed in")
     t = time.perf_counter()
-    model, processor = load_model(spec.model_dir, spec.device, spec.device_map)
+    model, processor = loaded if loaded is not None else load_model(spec.model_dir, spec.device, spec.device_map)
     t_load = time.perf_counter() - t
     t = time.perf_counter()
     batches = list(_loader(spec, calib, processor))

