@@ -110,9 +110,9 @@ def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, s
     if device.startswith('cuda'): torch.cuda.empty_cache()
     return res
 
-def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512) -> list:
-    "The reference driver, a fresh process per run, on the same DBs."
-    res = []
+def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512, res: list | None = None, save=None) -> list:
+    "The reference driver, a fresh process per run, on the same DBs (appends to `res`, saving after each run)."
+    res = [] if res is None else res
     for scope, size in runs:
         t = time.perf_counter()
         db = Path(s['calib_dir'])/f'coco2017_vlm_calib_{size}.db'
@@ -125,6 +125,7 @@ def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 51
         d.update(kind='reference', scope=scope, size=size, wall_s=round(wall, 2))
         log(f"reference {scope:10} {size:6}: {wall:7.1f}s (load {d['load']}, autoquant {d['autoquant']}) peak {d['peak_gib']} GiB")
         res.append(d)
+        if save: save()
     return res
 
 def two_gpu(s: dict, out: Path, batch_size: int) -> dict:
@@ -165,18 +166,24 @@ def cmd_run(a):
     s = setup(work, a.shape, a.n_train, tuple(map(int, a.image_size.split('x'))), device)
     doc['setup'] = dict(s, seconds=round(time.perf_counter() - t, 1)); log('setup', doc['setup']); save(doc)
     sizes = a.sizes.split(',')
+    if device.startswith('cuda'):   # ModelOpt JIT-compiles its CUDA extension on first use: time it apart from the runs
+        t = time.perf_counter()
+        from modelopt.torch.quantization.extensions import get_cuda_ext
+        get_cuda_ext()
+        doc['cuda_ext_s'] = round(time.perf_counter() - t, 1); log('modelopt CUDA extension ready in', doc['cuda_ext_s'], 's'); save(doc)
     if 'handles' in steps: doc['handle_check'] = handle_check(s['checkpoint']); log('handles', doc['handle_check'])
     if 'suite' in steps:
         t = time.perf_counter()
-        doc['project'] = project_runs(s, [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in sizes], work/'runs', a.batch_size, device)
+        doc['project'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs', a.batch_size, device)
         doc['project_suite_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'validate' in steps:
-        doc['validation'] = project_runs(s, [(sc, a.validate_size) for sc in ('all-layers', 'lm-only')], work/'validated', a.batch_size,
+        doc['validation'] = project_runs(s, [(sc, a.validate_size) for sc in a.scopes.split(',')], work/'validated', a.batch_size,
                                          device, validate=True, top_k=a.top_k); save(doc)
     if 'reference' in steps:
         ref_sizes = a.ref_sizes.split(',')
         t = time.perf_counter()
-        doc['reference'] = reference_runs(s, [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in ref_sizes], work, device, a.ref_pad_to)
+        doc['reference'] = []
+        reference_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in ref_sizes], work, device, a.ref_pad_to, doc['reference'], lambda: save(doc))
         doc['reference_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'two-gpu' in steps: doc['two_gpu'] = two_gpu(s, work/'two-gpu', a.batch_size); log('two-gpu', doc['two_gpu']); save(doc)
     if 'suite' in steps and doc.get('project'):
@@ -197,7 +204,7 @@ def scoring_floor(ck: str, run: dict, tflops) -> dict:
     flops = per_sample*run['score_samples']
     floor = flops/(tflops*1e12) if tflops else None
     return dict(run=f"{run['scope']} {run['size']}", score_samples=run['score_samples'], tokens_per_sample=round(run['tokens']/run['samples'], 1),
-                patches_per_image=patches, tflop=round(flops/1e12, 1), bf16_tflops=tflops, floor_s=None if floor is None else round(floor, 2),
+                patches_per_image=patches, tflop=round(flops/1e12, 4), bf16_tflops=tflops, floor_s=None if floor is None else round(floor, 2),
                 measured_s=run['scoring_s'], ratio=None if floor is None else round(run['scoring_s']/floor, 2))
 
 def main(argv=None):
@@ -207,6 +214,7 @@ def main(argv=None):
     r.add_argument('--steps', default='setup,handles,suite,reference')
     r.add_argument('--shape', default='qwen3-vl-4b'); r.add_argument('--work', default='.bench-work')
     r.add_argument('--out', required=True); r.add_argument('--sizes', default='small,medium,large')
+    r.add_argument('--scopes', default='all-layers,lm-only')
     r.add_argument('--ref-sizes', default='medium'); r.add_argument('--batch-size', type=int, default=16)
     r.add_argument('--n-train', type=int, default=600); r.add_argument('--image-size', default='640x480')
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
@@ -219,6 +227,8 @@ def main(argv=None):
 
 def cmd_report(a):
     sys.path.insert(0, str(HERE)); from bench_report import write_report
-    write_report([json.loads(Path(f).read_text()) for f in a.files], Path(a.out))
+    files = [Path(f) for f in a.files]
+    s = write_report([json.loads(f.read_text()) for f in files], Path(a.out), [f.stem for f in files], [f.with_suffix('.log') for f in files])
+    log(json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs', 'scoring_floor', 'two_gpu')}))
 
 if __name__ == '__main__': main()

@@ -271,6 +271,7 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
         model=dict(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg),
                    path=spec.model_dir, config_sha256=sha256_file(Path(spec.model_dir)/'config.json'),
                    dtype=str(model.dtype).replace('torch.', ''), device=spec.device, device_map=spec.device_map,
+                   devices=sorted({str(p.device) for p in model.parameters()}),
                    params=tower_params(model)),
         dataset=dict(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=n,
                      score_samples=n_score, db_path=str(db), db_sha256=sha256_file(db), coco_root=str(Path(calib.coco_root).resolve()),

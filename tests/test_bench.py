@@ -1,0 +1,30 @@
+"The GPU benchmark script, smoke-tested on the CPU at tiny shape: every step it runs on the GPU, then its report."
+import json, os, subprocess, sys
+from conftest import ROOT, artifacts_dir
+
+
+def test_bench_smoke_on_cpu(tmp_path):
+    out, work = tmp_path/'out', tmp_path/'work'
+    args = ['run', '--shape', 'tiny-shapes', '--steps', 'setup,handles,suite,validate,reference', '--scopes', 'lm-only',
+            '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3', '--batch-size', '8',
+            '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--out', str(out), '--work', str(work)]
+    r = subprocess.run([sys.executable, str(ROOT/'bench'/'bench.py'), *args], capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((out/'bench.json').read_text())
+    assert doc['handle_check'] == dict(handles=28, vision=15, text=13, unclassified=0, params=doc['handle_check']['params'])
+    (p,) = [x for x in doc['project'] if x['kind'] == 'project']
+    assert (p['scope'], p['samples'], p['score_samples']) == ('lm-only', 16, 16) and p['scoring_s'] > 0 and p['calibration_s'] > 0
+    (v,) = [x for x in doc['validation'] if x['kind'] == 'project']
+    assert v['ground_truth']['handles'] == 6          # top 3 + 3 random
+    (ref,) = doc['reference']
+    assert (ref['samples'], ref['score_samples'], ref['forward_calls']) == (16, 16, 32)   # batch 1: 16 calibration + 16 scoring forwards
+    assert doc['scoring_floor']['tflop'] > 0
+    r = subprocess.run([sys.executable, str(ROOT/'bench'/'bench.py'), 'report', str(out/'bench.json'), '--out', str(out)],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out/'results.json').read_text())
+    assert {'gpu', 'suite_s', 'reference_suite_s', 'suite_speedup', 'scoring_floor_ratio', 'peak_gib', 'handles', 'two_gpu_spearman'} <= set(res)
+    assert res['same_work_pairs'][0]['scope'] == 'lm-only' and res['suite_speedup'] > 0
+    assert '## Headline' in (out/'RESULTS.md').read_text()
+    (artifacts_dir()/'bench-smoke.json').write_text(json.dumps(res, indent=1))
