@@ -131,10 +131,11 @@ def pareto_front(state: dict, points: int = 9) -> list[dict]:
     "Predicted score, achieved bits and unquantized handles over `points` budgets from all-quantized to 16 bits."
     stats = state['candidate_stats']
     lo = achieved_effective_bits(stats, {h: quantized_recipe(st) for h, st in stats.items() if quantized_index([str(f) for f in st['formats']]) is not None})
+    searched = {h for h, st in stats.items() if quantized_index([str(f) for f in st['formats']]) is not None}
     front = []
     for b in np.linspace(lo, 16.0, points):
         rec = resolve_recipe(state, b)
-        keep = sorted(h for h, f in rec.items() if is_unquantized(f))
+        keep = sorted(h for h, f in rec.items() if is_unquantized(f) and h in searched)   # not the out-of-scope tower
         front.append(dict(budget_bits=round(float(b), 4), achieved_bits=achieved_effective_bits(stats, rec),
                           predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec))
     return front
@@ -144,7 +145,7 @@ def validate_front(model, state: dict, front: list, batches, n: int = 3) -> list
     distinct, seen = [], set()
     for p in front:
         k = tuple(p['unquantized'])
-        if k not in seen and len(p['unquantized']) < len(state['candidate_stats']): seen.add(k); distinct.append(p)
+        if k not in seen and p['predicted_score'] > 0: seen.add(k); distinct.append(p)    # the all-unquantized end needs no check
     idx = sorted({round(i*(len(distinct) - 1)/max(1, n - 1)) for i in range(n)}) if distinct else []
     apply_recipes(model, {})
     ref = reference_logprobs(model, batches)

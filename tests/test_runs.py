@@ -28,7 +28,9 @@ def matrix(tmp_path_factory):
         for method in ('gradient', 'kl_div'):
             for size in SIZES:
                 bs = 8
-                r, wall = run(out, '--scope', scope, '--method', method, '--size', size, '--batch-size', bs)
+                # ground truth is measured (and tested) by the suite; here once, through the plain CLI run
+                val = '--validate' if (scope, method, size) == ('all-layers', 'gradient', 'medium') else '--no-validate'
+                r, wall = run(out, '--scope', scope, '--method', method, '--size', size, '--batch-size', bs, val)
                 rd = Path(r.stdout.strip().splitlines()[-1].split('-> ')[-1])
                 m = manifest_of(rd)
                 res[scope, method, size] = (rd, m)
@@ -62,6 +64,13 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
         sens = [r['sensitivity'] for r in rep['layer_sensitivity']]
         assert sens == sorted(sens, reverse=True)
     assert scores['small'] != scores['medium'] != scores['large'] != scores['small']
+
+
+def test_validate_flag(matrix):
+    _, m = matrix['all-layers', 'gradient', 'medium']
+    assert m['validation']['measured_handles'] == 28 and len(m['pareto']['validated']) == 3
+    _, m = matrix['lm-only', 'kl_div', 'small']
+    assert 'validation' not in m and 'pareto' not in m and m['confidence']['score_method'] == 'kl_div'
 
 
 def test_lm_only_text_scores_match_all_layers(matrix):
