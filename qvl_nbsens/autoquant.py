@@ -138,10 +138,11 @@ class ScoreRecorder:
         self.patches = None if g is None else [int(t) for t in g.prod(-1).tolist()]
 
     def _add(self, handle: str, recipe: str, sums: torch.Tensor, exact: bool):
+        "Add a batch's per-sample sums; they stay on the device (a host copy here would stall every backward hook)."
         self.exact &= exact
-        self.parts.setdefault((handle, recipe), {})
-        row = self.parts[(handle, recipe)]
-        for i, v in enumerate(sums.detach().double().cpu().tolist()): row[self.offset + i] = row.get(self.offset + i, 0.0) + v
+        row = self.parts.setdefault((handle, recipe), {})
+        s = sums.detach().double()
+        row[self.offset] = row[self.offset] + s if self.offset in row else s   # q/k/v: several modules, one handle
 
     def install(self, model):
         "Gradient method: hook the modules ModelOpt scores (call after ModelOpt set them up, before their forward)."
@@ -182,7 +183,7 @@ class ScoreRecorder:
         keys = sorted(self.parts)
         arr = np.zeros((len(keys), n))
         for i, k in enumerate(keys):
-            for j, v in self.parts[k].items(): arr[i, j] = v
+            for j, v in self.parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
         return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
 
 def save_contributions(contrib: dict, path) -> Path:

@@ -15,11 +15,11 @@ from .core import QvlError, SIZES, size_count, sha256_file, sha256_json, atomic_
 from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name, CalibSet
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .fixture import default_fixture_dir
-from .quant import get_pair, get_scope, search_constraints, DEFAULT_PAIR
+from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, DEFAULT_PAIR
 from .autoquant import load_model, check_model_dir, run_autoquant, resolve_device
 from .confidence import handle_confidence
-from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front
-from .manifest import handle_records, achieved_effective_bits, normalize_manifest, write_reports
+from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
+from .manifest import handle_records, normalize_manifest, write_reports
 from .plots import report_html
 
 # %% auto #0
@@ -150,9 +150,10 @@ def run_validation(spec: RunSpec, model, processor, state: dict, records: dict) 
                    else VlmCalibLoader(held, processor, batch_size=spec.batch_size))
     scores = {h: r['sensitivity'] for h, r in records.items()}
     handles = pick_handles(scores, spec.validate_top_k, n_random=spec.validate_top_k or 0)
-    measured, info = measure_handles(model, state, batches, handles)
+    reference = unquantized_reference(model, batches)   # one unquantized pass serves both measurements
+    measured, info = measure_handles(model, state, batches, handles, reference=reference)
     front = pareto_front(state)
-    points = validate_front(model, state, front, batches)
+    points = validate_front(model, state, front, batches, reference=reference)
     return dict(measured=measured, validation=dict(info, heldout_db=str(held.db_path), heldout_samples=len(held),
                                                    heldout_split=sorted({x.split for x in held.samples}),
                                                    measured_handles=len(measured), top_k=spec.validate_top_k,

@@ -142,13 +142,17 @@ def sidebar_yaml(nbs, runs: list[str] = ()) -> str:
 
 def _md_cell(src: str) -> dict: return dict(cell_type='markdown', id=uuid.uuid4().hex[:8], metadata={}, source=src)
 
+def _frontmatter_cell() -> dict:
+    "Frontmatter telling nbdev not to execute a page (its outputs are the run's) nor add API docs to it."
+    return dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
+
 def _run_page(nb_path: Path, r: dict) -> dict:
     "The executed run notebook as a site page: a title naming the run, frontmatter telling nbdev not to execute it."
     nb = json.loads(nb_path.read_text())
     head = (f"# {r['name']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
             f"{r['pair']} · {r['method']} · {r['achieved_effective_bits']:.2f} effective bits")
     cells = [c for c in nb['cells'] if not (c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('# '))]
-    fm = dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
+    fm = _frontmatter_cell()
     nb['cells'] = [fm, _md_cell(head)] + cells
     return nb
 
@@ -159,7 +163,7 @@ def _overview_page(suite: Path, runs: list) -> dict:
                          "from qvl_nbsens.site import rank_agreement_html, suite_runs\n"
                          f"suite = Path({str(suite.resolve())!r})\nHTML(rank_agreement_html(suite, suite_runs(suite)[1]))"),
                  outputs=[dict(output_type='display_data', metadata={}, data={'text/html': rank_agreement_html(suite, runs)})])
-    fm = dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
+    fm = _frontmatter_cell()
     title = _md_cell(f"# Results\n\n> The sensitivity suite in `{suite.name}`: every run, its headline numbers, and rank agreement across sizes.")
     return dict(cells=[fm, title, _md_cell(md.strip()), plots],  # nbdev turns the title cell into frontmatter: the body needs its own cell
                 metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}, nbformat=4, nbformat_minor=5)

@@ -13,9 +13,9 @@ from .core import QvlError
 from .quant import is_unquantized, quantized_index, achieved_effective_bits
 
 # %% auto #0
-__all__ = ['quant_hparams', 'apply_recipes', 'quantized_recipe', 'reference_logprobs', 'caption_damage', 'pick_handles',
-           'measure_handles', 'score_vs_damage', 'scaled_state', 'resolve_recipe', 'predicted_score', 'pareto_front',
-           'validate_front']
+__all__ = ['quant_hparams', 'apply_recipes', 'quantized_recipe', 'reference_logprobs', 'unquantized_reference', 'caption_damage',
+           'pick_handles', 'measure_handles', 'score_vs_damage', 'scaled_state', 'resolve_recipe', 'predicted_score',
+           'pareto_front', 'validate_front']
 
 # %% ../nbs/06b_validate.ipynb #0a3b8a80
 def quant_hparams(model) -> dict:
@@ -53,6 +53,12 @@ def reference_logprobs(model, batches) -> list:
     "Caption log-probabilities of the model as it is now (call with every handle unquantized)."
     return [_caption_logprobs(model, b)[0] for b in batches]
 
+def unquantized_reference(model, batches) -> tuple[list, dict]:
+    "(reference log-probs, caption loss) of the model with every handle unquantized: the baseline all measurements share."
+    apply_recipes(model, {})
+    ref = reference_logprobs(model, batches)
+    return ref, caption_damage(model, batches, ref)
+
 @torch.no_grad()
 def caption_damage(model, batches, ref: list) -> dict:
     "Mean caption-token loss and mean per-token KL(reference ‖ model) over `batches`."
@@ -74,14 +80,13 @@ def pick_handles(scores: dict, top_k: int | None = None, n_random: int = 0, seed
     rest = order[top_k:]
     return order[:top_k] + sorted(random.Random(seed).sample(rest, min(n_random, len(rest))), key=order.index)
 
-def measure_handles(model, state: dict, batches, handles: list | None = None, verbose: bool = False) -> tuple[dict, dict]:
+def measure_handles(model, state: dict, batches, handles: list | None = None, verbose: bool = False,
+                    reference: tuple | None = None) -> tuple[dict, dict]:
     "({handle: {delta_loss, kl, loss}}, {base_loss, tokens, seconds}) measured on held-out `batches`."
     t0 = time.perf_counter()
     stats = state['candidate_stats']
     handles = list(stats) if handles is None else handles
-    apply_recipes(model, {})
-    ref = reference_logprobs(model, batches)
-    base = caption_damage(model, batches, ref)
+    ref, base = reference or unquantized_reference(model, batches)
     out = {}
     try:
         for i, h in enumerate(handles):
@@ -140,16 +145,14 @@ def pareto_front(state: dict, points: int = 9) -> list[dict]:
                           predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec))
     return front
 
-def validate_front(model, state: dict, front: list, batches, n: int = 3) -> list[dict]:
+def validate_front(model, state: dict, front: list, batches, n: int = 3, reference: tuple | None = None) -> list[dict]:
     "Measure held-out loss and KL at `n` distinct points of the front (always the all-quantized end)."
     distinct, seen = [], set()
     for p in front:
         k = tuple(p['unquantized'])
         if k not in seen and p['predicted_score'] > 0: seen.add(k); distinct.append(p)    # the all-unquantized end needs no check
     idx = sorted({round(i*(len(distinct) - 1)/max(1, n - 1)) for i in range(n)}) if distinct else []
-    apply_recipes(model, {})
-    ref = reference_logprobs(model, batches)
-    base = caption_damage(model, batches, ref)
+    ref, base = reference or unquantized_reference(model, batches)
     out = []
     try:
         for i in idx:
