@@ -1,6 +1,7 @@
 """GPU benchmark of qvl_nbsens at true Qwen3-VL-4B shape (see bench/README.md).
 
     python bench/bench.py run --steps setup,handles,suite,reference --out OUT      # on one GPU
+    python bench/bench.py run --steps setup,variants,profile --out OUT             # what each scoring change pays
     python bench/bench.py run --steps setup,two-gpu --out OUT                      # on two GPUs
     python bench/bench.py report OUT1/bench.json OUT2/bench.json --out bench       # RESULTS.md + results.json
 
@@ -70,54 +71,137 @@ def linear_flops_per_sample(ck: str, tokens: float, patches: float) -> float:
         fl += 2*w*rows
     return fl
 
-def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, score_size=None, validate=False, top_k=None) -> list:
-    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run."
+def one_run(base, proc, s: dict, scope: str, size: str, out: Path, batch_size: int, device: str, score_size=None,
+            validate=False, top_k=None, label=None) -> dict:
+    "One run through `run_sensitivity` on a fresh copy of the loaded model; its timings from the manifest."
+    import torch
+    from qvl_nbsens.run import RunSpec, run_sensitivity
+    if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    model = copy.deepcopy(base)          # the search changes the model in place: every run gets a pristine copy
+    t_copy = time.perf_counter() - t
+    spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope=scope, size=size, batch_size=batch_size,
+                   score_size=score_size, device=device, validate=validate, validate_top_k=top_k)
+    rd = run_sensitivity(spec, out, force=True, verbose=False, loaded=(model, proc))
+    wall = time.perf_counter() - t
+    m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
+    tm, ds = m['timings'], m['dataset']
+    peak = torch.cuda.max_memory_allocated()/2**30 if device.startswith('cuda') else None
+    r = dict(kind='project', scope=scope, size=size, samples=ds['num_samples'], score_samples=ds['score_samples'],
+             batch_size=batch_size, wall_s=round(wall, 2), load_s=round(t_copy, 2), encode_s=tm['encode_batches'],
+             calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'], validation_s=tm.get('validation'),
+             reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2), tokens_mean=ds['seq_len_mean'],
+             padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'), dir=rd.name,
+             wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
+             ground_truth=(m.get('validation') or {}).get('correlations'),
+             scores={h: r['sensitivity'] for h, r in m['layer_sensitivity'].items()})
+    if label: r['variant'] = label
+    del model; gc.collect()
+    if device.startswith('cuda'):
+        torch.cuda.empty_cache(); r['allocated_after_gib'] = round(torch.cuda.memory_allocated()/2**30, 2)  # a copy outliving its run shows here
+    log(f"project {label + ' ' if label else ''}{scope:10} {size:6}: {wall:7.1f}s (calib {tm['calibration']:.1f}, score {tm['scoring']:.1f}, "
+        f"search {tm['search']:.1f}, validation {tm.get('validation')}) peak {r['peak_gib']} GiB, left allocated {r.get('allocated_after_gib')} GiB")
+    return r
+
+def load_base(s: dict, device: str):
     import torch
     from qvl_nbsens.autoquant import load_model
-    from qvl_nbsens.run import RunSpec, run_sensitivity
     t = time.perf_counter()
     base, proc = load_model(s['checkpoint'], device)
     if device.startswith('cuda'): torch.cuda.synchronize()
     t_load = time.perf_counter() - t
     log(f"project: model loaded once in {t_load:.1f}s")
-    res = []
-    for scope, size in runs:
-        if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        model = copy.deepcopy(base)          # the search changes the model in place: every run gets a pristine copy
-        t_copy = time.perf_counter() - t
-        spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope=scope, size=size, batch_size=batch_size,
-                       score_size=score_size, device=device, validate=validate, validate_top_k=top_k)
-        rd = run_sensitivity(spec, out, force=True, verbose=False, loaded=(model, proc))
-        wall = time.perf_counter() - t
-        m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
-        tm, ds = m['timings'], m['dataset']
-        peak = torch.cuda.max_memory_allocated()/2**30 if device.startswith('cuda') else None
-        r = dict(kind='project', scope=scope, size=size, samples=ds['num_samples'], score_samples=ds['score_samples'],
-                 batch_size=batch_size, wall_s=round(wall, 2), load_s=round(t_copy, 2), encode_s=tm['encode_batches'],
-                 calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'], validation_s=tm.get('validation'),
-                 reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2), tokens_mean=ds['seq_len_mean'],
-                 padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'), dir=rd.name,
-                 wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
-                 ground_truth=(m.get('validation') or {}).get('correlations'))
-        log(f"project {scope:10} {size:6}: {wall:7.1f}s (calib {tm['calibration']:.1f}, score {tm['scoring']:.1f}, search {tm['search']:.1f}, "
-            f"validation {tm.get('validation')}) peak {r['peak_gib']} GiB")
-        res.append(r)
-        del model; gc.collect()
-        if device.startswith('cuda'): torch.cuda.empty_cache()
+    return base, proc, t_load
+
+def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, score_size=None, validate=False, top_k=None) -> list:
+    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run."
+    import torch
+    base, proc, t_load = load_base(s, device)
+    res = [one_run(base, proc, s, scope, size, out, batch_size, device, score_size, validate, top_k) for scope, size in runs]
+    for r in res: r.pop('scores')
     res.append(dict(kind='project-load', wall_s=round(t_load, 2)))
     del base; gc.collect()
     if device.startswith('cuda'): torch.cuda.empty_cache()
     return res
 
-def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512, res: list | None = None, save=None) -> list:
+VARIANTS = {   # environment of each scoring variant (06_autoquant): the reduction and gradient checkpointing
+    'stock': dict(QVL_NBSENS_SCORE_REDUCTION='separate', QVL_NBSENS_GRAD_CHECKPOINTING='1'),
+    'shared': dict(QVL_NBSENS_SCORE_REDUCTION='shared', QVL_NBSENS_GRAD_CHECKPOINTING='1'),
+    'shared-nockpt': dict(QVL_NBSENS_SCORE_REDUCTION='shared', QVL_NBSENS_GRAD_CHECKPOINTING='0'),
+}
+
+def variant_runs(s: dict, names: list, runs: list, out: Path, batch_size: int, device: str) -> dict:
+    """The same runs under each scoring variant (one model load): wall and phase times, peak memory, and how far each
+    variant's scores are from the first's (they must agree: the variants change speed, not results)."""
+    import torch
+    from scipy import stats
+    base, proc, _ = load_base(s, device)
+    res = []
+    for name in names:
+        saved = {k: os.environ.get(k) for k in VARIANTS[name]}
+        os.environ.update(VARIANTS[name])
+        try:
+            for sc, sz in runs:
+                try: res.append(one_run(base, proc, s, sc, sz, out/name, batch_size, device, label=name))
+                except torch.OutOfMemoryError as e:   # a variant that does not fit is a result too
+                    log(f"project {name} {sc} {sz}: out of GPU memory ({str(e)[:200]})"); gc.collect(); torch.cuda.empty_cache()
+                    res.append(dict(kind='project', variant=name, scope=sc, size=sz, error='out of memory'))
+        finally:
+            for k, v in saved.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
+    first = {(r['scope'], r['size']): r['scores'] for r in res if r['variant'] == names[0] and 'scores' in r}
+    for r in res:
+        a = first.get((r['scope'], r['size']))
+        if a is None or 'scores' not in r: continue
+        hs = sorted(a)
+        b = r.pop('scores'); x, y = [a[h] for h in hs], [b[h] for h in hs]
+        r['vs_first'] = dict(spearman=float(stats.spearmanr(x, y).statistic),
+                             max_rel_diff=max(abs(u - v)/max(abs(u), 1e-30) for u, v in zip(x, y)))
+    del base; gc.collect()
+    if device.startswith('cuda'): torch.cuda.empty_cache()
+    return res
+
+def profile_scoring(s: dict, variant: str, out: Path, batch_size: int, device: str, n_batches: int = 2) -> dict:
+    "torch.profiler over the scoring phase alone (all-layers, `n_batches` batches): where the GPU time goes, by op."
+    import torch
+    from torch.profiler import profile, ProfilerActivity
+    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
+    orig, got = S._estimate_auto_quantize_scores, {}
+    def wrapped(self, *a, **k):
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith('cuda') else [])
+        with profile(activities=acts) as prof:
+            r = orig(self, *a, **k)
+            if device.startswith('cuda'): torch.cuda.synchronize()
+        got['prof'] = prof
+        return r
+    saved = {k: os.environ.get(k) for k in VARIANTS[variant]}
+    os.environ.update(VARIANTS[variant]); S._estimate_auto_quantize_scores = wrapped
+    try:
+        base, proc, _ = load_base(s, device)
+        one_run(base, proc, s, 'all-layers', 'medium', out/f'profile-{variant}', batch_size, device, score_size=n_batches*batch_size, label=f'profile-{variant}')
+    finally:
+        S._estimate_auto_quantize_scores = orig
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    ka = got['prof'].key_averages()
+    key = 'self_device_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
+    table = ka.table(sort_by=key, row_limit=30, max_name_column_width=70)
+    log(table)
+    rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    return dict(variant=variant, batches=n_batches, total_self_ms=round(total, 1),
+                top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
+
+def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512, res: list | None = None, save=None, score_size: int = 128) -> list:
     "The reference driver, a fresh process per run, on the same DBs (appends to `res`, saving after each run)."
     res = [] if res is None else res
     for scope, size in runs:
         t = time.perf_counter()
         db = Path(s['calib_dir'])/f'coco2017_vlm_calib_{size}.db'
         r = subprocess.run([sys.executable, str(HERE/'reference_driver.py'), '--model-dir', s['checkpoint'], '--db', str(db),
-                            '--scope', scope, '--device', device, '--pad-to', str(pad_to), '--out', str(out/f'reference_{scope}_{size}.json')],
+                            '--scope', scope, '--device', device, '--pad-to', str(pad_to), '--score-size', str(score_size), '--out', str(out/f'reference_{scope}_{size}.json')],
                            capture_output=True, text=True)
         wall = time.perf_counter() - t
         if r.returncode: raise SystemExit(f"reference driver failed ({scope} {size}):\n{r.stderr[-3000:]}")
@@ -172,10 +256,20 @@ def cmd_run(a):
         get_cuda_ext()
         doc['cuda_ext_s'] = round(time.perf_counter() - t, 1); log('modelopt CUDA extension ready in', doc['cuda_ext_s'], 's'); save(doc)
     if 'handles' in steps: doc['handle_check'] = handle_check(s['checkpoint']); log('handles', doc['handle_check'])
+    if 'variants' in steps:
+        doc['variants'] = variant_runs(s, a.variants.split(','), [(sc, a.variant_size) for sc in a.scopes.split(',')], work/'variants',
+                                       a.batch_size, device); save(doc)
+    if 'profile' in steps:
+        doc['profile'] = [profile_scoring(s, v, work, a.batch_size, device) for v in a.profile_variants.split(',')]; save(doc)
     if 'suite' in steps:
         t = time.perf_counter()
         doc['project'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs', a.batch_size, device)
         doc['project_suite_s'] = round(time.perf_counter() - t, 2); save(doc)
+    if 'same-work' in steps:   # the suite with the reference's scoring cap: the work the reference's suite does
+        t = time.perf_counter()
+        doc['project_same_work'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs-capped',
+                                                a.batch_size, device, score_size=a.ref_score_size)
+        doc['project_same_work_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'validate' in steps:
         doc['validation'] = project_runs(s, [(sc, a.validate_size) for sc in a.scopes.split(',')], work/'validated', a.batch_size,
                                          device, validate=True, top_k=a.top_k); save(doc)
@@ -183,7 +277,7 @@ def cmd_run(a):
         ref_sizes = a.ref_sizes.split(',')
         t = time.perf_counter()
         doc['reference'] = []
-        reference_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in ref_sizes], work, device, a.ref_pad_to, doc['reference'], lambda: save(doc))
+        reference_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in ref_sizes], work, device, a.ref_pad_to, doc['reference'], lambda: save(doc), a.ref_score_size)
         doc['reference_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'two-gpu' in steps: doc['two_gpu'] = two_gpu(s, work/'two-gpu', a.batch_size); log('two-gpu', doc['two_gpu']); save(doc)
     if 'suite' in steps and doc.get('project'):
@@ -219,6 +313,9 @@ def main(argv=None):
     r.add_argument('--n-train', type=int, default=600); r.add_argument('--image-size', default='640x480')
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
+    r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
+    r.add_argument('--variants', default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
+    r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report'); q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))
     q.set_defaults(func=cmd_report)

@@ -16,8 +16,10 @@ from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, sear
 
 # %% auto #0
 __all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'PhaseClock', 'make_steps', 'per_sample_sums',
-           'ScoreRecorder', 'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval',
-           'search_clock', 'resumable_candidate_stats', 'check_finite_weights', 'run_autoquant']
+           'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder', 'save_contributions',
+           'load_contributions', 'AutoQuantResult', 'restore_eval', 'search_clock', 'resumable_candidate_stats',
+           'gradient_checkpointing', 'checkpointing_wanted', 'shared_score_reduction', 'check_finite_weights',
+           'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -117,12 +119,55 @@ def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, m
     if x.ndim >= 2 and x.shape[0] == n and not patches: return x.reshape(n, -1).sum(1), True
     return x.sum().expand(n)/n, False
 
+# %% ../nbs/06_autoquant.ipynb #f074b041
+try:
+    import triton, triton.language as tl
+except ImportError: triton = None
+
+if triton is not None:
+    @triton.jit
+    def _score_rows_kernel(g_ptr, d_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < n_cols
+            g = tl.load(g_ptr + row*n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+            d = tl.load(d_ptr + row*n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.minimum(tl.maximum(g*d, -1e10, propagate_nan=tl.PropagateNan.ALL), 1e10, propagate_nan=tl.PropagateNan.ALL)
+            acc += x*x
+        tl.store(out_ptr + row, tl.sum(acc, axis=0))
+
+def _score_rows_torch(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    x = g.to(torch.float32, copy=True).mul_(d).clamp_(-1e10, 1e10)
+    return x.square_().sum(-1, keepdim=True)
+
+def score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Σ over the last dimension of clamp(g·d)², in float32: ModelOpt's gradient score per output row, shaped
+    `g.shape[:-1] + (1,)`. One Triton kernel on CUDA tensors, torch ops elsewhere."""
+    if triton is not None and g.is_cuda and g.shape == d.shape and g.ndim >= 1 and g.shape[-1] > 0:
+        g2, d2 = g.reshape(-1, g.shape[-1]).contiguous(), d.reshape(-1, d.shape[-1]).contiguous()
+        out = torch.empty(g2.shape[0], device=g.device, dtype=torch.float32)
+        if g2.shape[0]: _score_rows_kernel[(g2.shape[0],)](g2, d2, out, g2.shape[1], BLOCK=1024)
+        return out.reshape(*g.shape[:-1], 1)
+    return _score_rows_torch(g, d)
+
+def stock_score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    "ModelOpt's own expression, kept per row (the 'separate' path)."
+    return (g.float()*d.float()).clamp(-1e10, 1e10).square().sum(-1, keepdim=True)
+
+def score_reduction_mode() -> str:
+    "'shared' (default: one reduction for ModelOpt and the recorder) or 'separate' (ModelOpt's stock reduction, the recorder's own)."
+    mode = os.environ.get('QVL_NBSENS_SCORE_REDUCTION', 'shared')
+    if mode not in ('shared', 'separate'): raise QvlError(f"QVL_NBSENS_SCORE_REDUCTION={mode!r}: expected 'shared' or 'separate'")
+    return mode
+
 # %% ../nbs/06_autoquant.ipynb #de84ea70
 class ScoreRecorder:
     "Per-sample parts of every handle's AutoQuant score, recorded alongside ModelOpt's own accumulation."
-    def __init__(self, method: str, merge: int = 4):
-        self.method, self.merge = method, merge
-        self.parts, self.offset, self.n, self.patches = {}, 0, 0, None
+    def __init__(self, method: str, merge: int = 4, rows=score_rows):
+        self.method, self.merge, self.rows = method, merge, rows
+        self.parts, self.offset, self.n, self.patches, self.pending = {}, 0, 0, None, {}
         self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
 
     def _hparams(self, model):
@@ -133,7 +178,7 @@ class ScoreRecorder:
     def begin_batch(self, batch):
         "A new scoring batch: its samples follow the previous batch's."
         self.offset += self.n
-        self.n = int(batch['input_ids'].shape[0])
+        self.n, self.pending = int(batch['input_ids'].shape[0]), {}
         g = batch.get('image_grid_thw') if hasattr(batch, 'get') else None
         self.patches = None if g is None else [int(t) for t in g.prod(-1).tolist()]
 
@@ -156,7 +201,9 @@ class ScoreRecorder:
         g = grad_output[0]
         for hp, diffs in getattr(module, 'output_diff_dict', {}).items():
             for recipe, d in diffs.items():
-                s, exact = per_sample_sums((g.float()*d.float()).clamp(-1e10, 1e10).square(), self.n, self.patches, self.merge)
+                shared = self.pending.pop(id(d), None)   # the rows ModelOpt's hook just reduced (shared_score_reduction)
+                rows = shared[1] if shared is not None and shared[0] is d else self.rows(g, d)
+                s, exact = per_sample_sums(rows, self.n, self.patches, self.merge)
                 self._add(self.names[id(hp)], str(recipe), s, exact)
 
     def observe_logits(self, model, batch, logits):
@@ -173,7 +220,7 @@ class ScoreRecorder:
 
     def remove(self):
         for h in self.hooks: h.remove()
-        self.hooks, self.log_unq = [], None
+        self.hooks, self.log_unq, self.pending = [], None, {}
 
     def result(self) -> dict | None:
         "{'keys': [(handle, format)], 'parts': float64 array [keys x samples], 'exact': bool}, or None if nothing was scored."
@@ -246,6 +293,47 @@ def resumable_candidate_stats():
     try: yield
     finally: S.initialize_candidate_stats = orig
 
+@contextlib.contextmanager
+def gradient_checkpointing(enabled: bool = True):
+    """ModelOpt's gradient search switches gradient checkpointing on for every Hugging Face model (one more forward
+    per scoring batch, less memory). `enabled=False` keeps it off for this search: same gradients, same scores; the
+    cached Q(y) − y of every scored module then lives until the batch's backward."""
+    if enabled:
+        yield; return
+    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
+    @contextlib.contextmanager
+    def no_checkpointing(model):
+        cfg = getattr(model, 'config', None)
+        cache = getattr(cfg, 'use_cache', None)
+        if cache is not None: cfg.use_cache = False
+        try: yield
+        finally:
+            if cache is not None: cfg.use_cache = cache
+    entry = (lambda model: True, no_checkpointing, lambda name, model: 'embed' in name)   # gradients enter at the embeddings, as ModelOpt's
+    S._custom_support.insert(0, entry)
+    try: yield
+    finally: S._custom_support.remove(entry)
+
+def checkpointing_wanted(value: bool | None = None) -> bool:
+    "An explicit choice, else `QVL_NBSENS_GRAD_CHECKPOINTING` (0/1), else on (ModelOpt's default)."
+    if value is not None: return bool(value)
+    v = os.environ.get('QVL_NBSENS_GRAD_CHECKPOINTING', '1').strip().lower()
+    if v not in ('0', '1', 'on', 'off', 'true', 'false'): raise QvlError(f"QVL_NBSENS_GRAD_CHECKPOINTING={v!r}: expected 0 or 1")
+    return v in ('1', 'on', 'true')
+
+@contextlib.contextmanager
+def shared_score_reduction(recorder: ScoreRecorder):
+    "ModelOpt's gradient score taken from `recorder.rows` (one pass per output), the rows left for the recorder's hook."
+    import modelopt.torch.quantization.algorithms as A
+    orig = A._get_auto_quantize_score
+    def get_score(grad_output, output_diff):
+        rows = recorder.rows(grad_output, output_diff)
+        recorder.pending[id(output_diff)] = (output_diff, rows)
+        return rows.sum()
+    A._get_auto_quantize_score = get_score
+    try: yield
+    finally: A._get_auto_quantize_score = orig
+
 def check_finite_weights(model):
     "Raise `QvlError` naming the first parameter holding NaN or inf."
     for name, p in model.named_parameters():
@@ -253,7 +341,8 @@ def check_finite_weights(model):
 
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
-                  verbose: bool = False, fault: str | None = None, contributions=None) -> AutoQuantResult:
+                  verbose: bool = False, fault: str | None = None, contributions=None,
+                  grad_checkpointing: bool | None = None) -> AutoQuantResult:
     "Run AutoQuant on `model` with calibration/scoring `batches`; see above."
     import modelopt.torch.quantization as mtq
     pair = get_pair(pair) if isinstance(pair, str) else pair
@@ -265,13 +354,15 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     check_finite_weights(model)
     clock = PhaseClock()
     merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2
-    recorder = ScoreRecorder(method, merge)
+    shared = score_reduction_mode() == 'shared'
+    recorder = ScoreRecorder(method, merge, score_rows if shared else stock_score_rows)
     fwd, loss = make_steps(model, method, clock, fault, recorder)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     kw = dict(loss_func=loss) if method == 'gradient' else {}
     t0 = time.perf_counter()
     try:
-        with resumable_candidate_stats(), search_clock(clock):
+        with resumable_candidate_stats(), search_clock(clock), gradient_checkpointing(checkpointing_wanted(grad_checkpointing)), \
+             (shared_score_reduction(recorder) if shared else contextlib.nullcontext()):
             model, state = mtq.auto_quantize(
                 model, constraints=search_constraints(scope, effective_bits), quantization_formats=modelopt_formats(pair),
                 data_loader=batches, forward_step=fwd, disabled_layers=list(scope.disabled) or None,
