@@ -21,7 +21,8 @@ def log(*a): print(*a, flush=True)
 def gpu_facts(measure: bool) -> dict:
     import torch
     if not torch.cuda.is_available(): return dict(gpu='cpu', count=0, bf16_tflops=None)
-    d = dict(gpu=torch.cuda.get_device_name(0), count=torch.cuda.device_count(), torch=torch.__version__, cuda=torch.version.cuda)
+    d = dict(gpu=torch.cuda.get_device_name(0), count=torch.cuda.device_count(), torch=torch.__version__, cuda=torch.version.cuda,
+             gpu_uuid=str(getattr(torch.cuda.get_device_properties(0), 'uuid', '')) or None)   # calls on one machine share it
     if measure:   # the matmul ceiling the FLOP floor is measured against (random data, median of 10 after warm-up)
         a, b = (torch.randn(8192, 8192, device='cuda', dtype=torch.bfloat16) for _ in range(2))
         for _ in range(3): a @ b
@@ -190,8 +191,9 @@ def profile_scoring(s: dict, variant: str, out: Path, batch_size: int, device: s
     table = ka.table(sort_by=key, row_limit=30, max_name_column_width=70)
     log(table)
     rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
-    total = sum(r[1] for r in rows)
-    return dict(variant=variant, batches=n_batches, total_self_ms=round(total, 1),
+    # ops and the kernels they launch both carry the kernels' time: the total is over the device's own events
+    total = sum(getattr(e, key, 0)/1e3 for e in ka if str(e.device_type).endswith('CUDA')) if device.startswith('cuda') else sum(r[1] for r in rows)
+    return dict(variant=variant, batches=n_batches, cuda_total_ms=round(total, 1),
                 top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
 
 def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512, res: list | None = None, save=None, score_size: int = 128) -> list:
@@ -318,6 +320,7 @@ def main(argv=None):
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report'); q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))
+    q.add_argument('--machine', default=None, help='comma-separated call names (file stems) that ran on one machine: the headline')
     q.set_defaults(func=cmd_report)
     a = p.parse_args(argv)
     a.func(a)
@@ -325,7 +328,8 @@ def main(argv=None):
 def cmd_report(a):
     sys.path.insert(0, str(HERE)); from bench_report import write_report
     files = [Path(f) for f in a.files]
-    s = write_report([json.loads(f.read_text()) for f in files], Path(a.out), [f.stem for f in files], [f.with_suffix('.log') for f in files])
+    s = write_report([json.loads(f.read_text()) for f in files], Path(a.out), [f.stem for f in files], [f.with_suffix('.log') for f in files],
+                     a.machine.split(',') if a.machine else None)
     log(json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs', 'scoring_floor', 'two_gpu')}))
 
 if __name__ == '__main__': main()

@@ -1,15 +1,20 @@
 """Turn the JSON (and logs) of `bench.py run` calls into bench/RESULTS.md and bench/results.json.
 
-    python bench/bench.py report bench/raw/*.json --out bench
+    python bench/bench.py report bench/raw/*.json --out bench --machine CALL,CALL,...
+
+`--machine` names calls that ran one after another on one machine (the device tool reports the machine warm and the
+same): their project and reference runs are compared with each other, and the headline comes from them. Calls that
+record `gpu_uuid` are grouped by it without being named. Other calls are listed as earlier calls.
 
 A call's log fills what its JSON lacks: the one-time compile of ModelOpt's CUDA extension ("Loaded extension
-modelopt_cuda_ext in X seconds", printed inside the first run when the call did not time it apart) and reference
-runs of a call cut off before it saved them ("reference <scope> <size>: ...").
+modelopt_cuda_ext in X seconds", printed inside the first run when the call did not time it apart), reference runs of
+a call cut off before it saved them ("reference <scope> <size>: ..."), and the profiler's CUDA total.
 """
 import json, re
 from pathlib import Path
 
 REF_LINE = re.compile(r'^reference (\S+)\s+(\S+)\s*:\s+([\d.]+)s \(load ([\d.]+), autoquant ([\d.]+)\) peak ([\d.]+)')
+ORDER = [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in ('small', 'medium', 'large')]
 
 def _from_log(doc: dict, log: Path) -> dict:
     if not log.is_file(): return doc
@@ -24,90 +29,159 @@ def _from_log(doc: dict, log: Path) -> dict:
                                                         load=float(r.group(4)), autoquant=float(r.group(5)), peak_gib=float(r.group(6)),
                                                         samples=128 if r.group(2) == 'medium' else None, score_samples=128,
                                                         encode=None, reports=None, source='log'))
+    totals = [float(x) for x in re.findall(r'Self CUDA time total: ([\d.]+)s', text)]
+    for p, t in zip(doc.get('profile') or [], totals):
+        if not p.get('cuda_total_ms'): p['cuda_total_ms'] = round(t*1e3, 1)
     return doc
 
-def _proj(doc):
-    return {(r['scope'], r['size']): r for r in doc.get('project') or [] if r.get('kind') == 'project'}
+def _runs(doc, key='project'):
+    return [r for r in doc.get(key) or [] if r.get('kind') == 'project']
 
-def _load(doc):
-    return next((r['wall_s'] for r in doc.get('project') or [] if r.get('kind') == 'project-load'), 0.0)
+def _load(doc, key='project'):
+    return next((r['wall_s'] for r in doc.get(key) or [] if r.get('kind') == 'project-load'), 0.0)
+
+def project_time(doc: dict, run: dict, key='project') -> tuple[float, float]:
+    """A project run's share of the suite: its wall time, its share of the one model load, less the one-time compile
+    of ModelOpt's CUDA extension when it ran inside this (the call's first) run. Returns (seconds, compile taken out)."""
+    runs = _runs(doc, key)
+    compile_s = doc.get('compile_in_first_run_s', 0.0) if runs and run is runs[0] else 0.0
+    return run['wall_s'] - compile_s + _load(doc, key)/len(runs), compile_s
 
 def same_work_pairs(docs: list) -> list:
-    """Reference runs against the project's run of the same scope and size in the same call (same GPU, same DB,
-    same scoring count). The project's model load is shared out over its runs; the one-time compile of ModelOpt's
-    CUDA extension, paid by the first project run of a call, is taken out of that run (the reference processes of
-    the call found it compiled already) and reported beside."""
+    """Reference runs against the project's run of the same scope and size, among `docs` (one call, or calls on one
+    machine), where both did the same work: the same calibration samples and the same number of scored samples."""
+    proj = {}
+    for d in docs:
+        for key in ('project', 'project_same_work'):
+            for p in _runs(d, key): proj.setdefault((p['scope'], p['size'], p['samples'], p['score_samples']), (d, p, key))
     out = []
     for d in docs:
-        proj, runs = _proj(d), [r for r in d.get('project') or [] if r.get('kind') == 'project']
         for r in d.get('reference') or []:
-            p = proj.get((r['scope'], r['size']))
-            if p is None: continue
-            first = runs and p is runs[0]
-            compile_s = d.get('compile_in_first_run_s', 0.0) if first else 0.0
-            ps = p['wall_s'] - compile_s + _load(d)/len(runs)
-            out.append(dict(gpu=d.get('gpu'), call=d.get('name'), scope=r['scope'], size=r['size'], reference_s=r['wall_s'],
-                            project_s=round(ps, 1), compile_excluded_s=compile_s, speedup=round(r['wall_s']/ps, 2)))
+            hit = proj.get((r['scope'], r['size'], r.get('samples') or 0, r['score_samples']))
+            if hit is None: continue
+            pd, p, key = hit
+            ps, compile_s = project_time(pd, p, key)
+            out.append(dict(gpu=d.get('gpu'), reference_call=d['name'], project_call=pd['name'], scope=r['scope'], size=r['size'],
+                            samples=p['samples'], score_samples=p['score_samples'], reference_s=r['wall_s'], project_s=round(ps, 1),
+                            compile_excluded_s=compile_s, speedup=round(r['wall_s']/ps, 2)))
     return out
 
-def summarize(docs: list) -> dict:
-    "The headline numbers (the keys bench/results.json promises)."
-    suite = next((d for d in docs if d.get('project_suite_s') and len(_proj(d)) == 6), None)
-    pairs = same_work_pairs(docs)
-    two = next((d['two_gpu'] for d in docs if d.get('two_gpu')), None)
-    hc = next((d['handle_check'] for d in docs if d.get('handle_check')), None)
-    floor = (suite or {}).get('scoring_floor') or {}
-    ref_s, proj_s = sum(p['reference_s'] for p in pairs), sum(p['project_s'] for p in pairs)
-    comp = max((d.get('compile_in_first_run_s') or d.get('cuda_ext_s') or 0) for d in docs)
-    return dict(gpu=sorted({d['gpu'] for d in docs if d.get('gpu')}), suite_gpu=(suite or {}).get('gpu'),
-                suite_s=(suite or {}).get('project_suite_s'), suite_compile_s=(suite or {}).get('compile_in_first_run_s'),
-                reference_suite_s=None, reference_same_work_s=round(ref_s, 1) if pairs else None,
-                project_same_work_s=round(proj_s, 1) if pairs else None,
-                suite_speedup=round(ref_s/proj_s, 2) if pairs else None,
-                suite_speedup_with_one_compile=round(ref_s/(proj_s + comp), 2) if pairs else None,
-                same_work_pairs=pairs, scoring_floor_ratio=floor.get('ratio'), scoring_floor=floor,
-                peak_gib=max((r.get('peak_gib') or 0) for r in _proj(suite).values()) if suite else None,
+def _ratio(pairs):
+    ref, proj = sum(p['reference_s'] for p in pairs), sum(p['project_s'] for p in pairs)
+    return (round(ref, 1), round(proj, 1), round(ref/proj, 2)) if pairs else (None, None, None)
+
+def summarize(docs: list, machine: list | None = None) -> dict:
+    "The headline numbers (the keys bench/results.json promises), from the calls of one machine."
+    head = [d for d in docs if d['name'] in machine] if machine else docs
+    suite = next((d for d in reversed(head) if d.get('project_suite_s') and len(_runs(d)) == 6), None)
+    pairs = same_work_pairs(head)
+    medium = [p for p in pairs if p['size'] == 'medium']
+    refs = {(r['scope'], r['size']): r for d in head for r in d.get('reference') or []}
+    measured = [k for k in ORDER if k in refs]
+    lower, proj = None, {}
+    for d in ([suite] if suite else []) + head:   # the default runs score every sample: as much work as the reference's or more
+        for p in _runs(d): proj.setdefault((p['scope'], p['size']), project_time(d, p)[0])
+    both = [k for k in measured if k in proj]
+    if both:
+        ref_s, proj_s = sum(refs[k]['wall_s'] for k in both), sum(proj[k] for k in both)
+        lower = dict(runs=[' '.join(k) for k in both], reference_s=round(ref_s, 1), project_s=round(proj_s, 1), speedup=round(ref_s/proj_s, 2))
+    two = next((d['two_gpu'] for d in reversed(docs) if d.get('two_gpu')), None)
+    hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
+    floor = dict((suite or {}).get('scoring_floor') or {})
+    if floor.get('tflop') and floor.get('bf16_tflops'):
+        floor['ratio_exact'] = round(floor['measured_s']/(floor['tflop']/floor['bf16_tflops']), 3)
+    compile_s = [d.get('cuda_ext_s') or d.get('compile_in_first_run_s') for d in head if d.get('cuda_ext_s') or d.get('compile_in_first_run_s')]
+    ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
+    return dict(gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
+                suite_gpu=(suite or {}).get('gpu'), suite_call=(suite or {}).get('name'), suite_s=(suite or {}).get('project_suite_s'),
+                suite_compile_s=(suite or {}).get('compile_in_first_run_s'), cuda_ext_compile_s=compile_s,
+                reference_suite_s=round(sum(ref_all), 1) if len(ref_all) == 6 else None,
+                reference_runs_measured=len(measured), reference_runs_s={' '.join(k): refs[k]['wall_s'] for k in measured},
+                suite_speedup=_ratio(pairs)[2], same_work=dict(zip(('reference_s', 'project_s', 'speedup'), _ratio(pairs)), runs=len(pairs)),
+                medium_pair_speedup=_ratio(medium)[2], measured_runs_lower_bound=lower, same_work_pairs=pairs,
+                scoring_floor_ratio=floor.get('ratio_exact', floor.get('ratio')), scoring_floor=floor,
+                peak_gib=max((r.get('peak_gib') or 0) for r in _runs(suite)) if suite else None,
                 handles=hc, two_gpu_spearman=(two or {}).get('spearman'), two_gpu=two)
 
-def write_report(docs: list, out: Path, names: list | None = None, logs: list | None = None):
+def _call_section(d: dict) -> list:
+    L = [f"## {d['name']}: {', '.join(d['steps'])} — {d.get('gpu')} ×{d.get('count')}, {d['date']}", '',
+         f"Versions: {', '.join(f'{k} {v}' for k, v in d['versions'].items())}. Shape {d['shape']}, batch size {d['batch_size']}, "
+         f"measured bf16 matmul {d.get('bf16_tflops') or '—'} TFLOP/s. Set-up: checkpoint {d['setup']['checkpoint_s']} s, data {d['setup']['data_s']} s."
+         + (f" ModelOpt's CUDA extension compiled at set-up (timed apart): {d['cuda_ext_s']} s." if d.get('cuda_ext_s') else '')
+         + (f" ModelOpt's CUDA extension compiled inside the first run: {d['compile_in_first_run_s']} s." if d.get('compile_in_first_run_s') else ''), '']
+    if d.get('handle_check'): L += [f"Recipe handles at this shape: {d['handle_check']}", '']
+    if d.get('variants'):
+        L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',
+              '| Variant | Scope | Size | Wall s | Calibration s | Scoring s | Peak GiB | Spearman vs first | Max rel. diff vs first |',
+              '|---|---|---|---:|---:|---:|---:|---:|---:|']
+        for r in d['variants']:
+            if r.get('error'): L.append(f"| {r['variant']} | {r['scope']} | {r['size']} | {r['error']} | | | | | |"); continue
+            v = r.get('vs_first') or {}
+            L.append(f"| {r['variant']} | {r['scope']} | {r['size']} | {r['wall_s']} | {r['calibration_s']} | {r['scoring_s']} | {r['peak_gib']} | "
+                     f"{v.get('spearman', float('nan')):.6f} | {v.get('max_rel_diff', float('nan')):.1e} |")
+        L.append('')
+    for p in d.get('profile') or []:
+        tot = p.get('cuda_total_ms')
+        ops = [t for t in p['top'] if t['op'].split('::')[0] in ('aten', 'tensorrt', 'autograd') or t['op'].startswith('_score')][:12]   # ops, not their kernels
+        L += [f"### Profile of scoring ({p['variant']}, all-layers, {p['batches']} batches): CUDA time {tot} ms", '',
+              '| Op | Self CUDA ms | Share | Calls |', '|---|---:|---:|---:|']
+        L += [f"| `{t['op']}` | {t['self_ms']} | {t['self_ms']/tot:.1%} | {t['calls']} |" if tot else f"| `{t['op']}` | {t['self_ms']} | — | {t['calls']} |" for t in ops]
+        L.append('')
+    for key, title in (('project', 'Project runs (one model load, a fresh copy per run)'),
+                       ('project_same_work', "Project runs with the reference's scoring cap"),
+                       ('validation', 'Project runs with ground truth (top 20 + 20 random handles, 32 held-out samples)')):
+        rs = _runs(d, key)
+        if not rs: continue
+        L += [f"### {title}", '', '| Scope | Size | Samples | Scored | Wall s | Copy s | Encode s | Calibration s | Scoring s | Search s | Validation s | Reports s | Samples/s | Peak GiB |',
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for r in rs:
+            L.append(f"| {r['scope']} | {r['size']} | {r['samples']} | {r['score_samples']} | {r['wall_s']} | {r['load_s']} | {r['encode_s']} | "
+                     f"{r['calibration_s']} | {r['scoring_s']} | {r['search_s']} | {r.get('validation_s') or '—'} | {r['reports_s']} | "
+                     f"{r['samples']/r['wall_s']:.1f} | {r['peak_gib']} |")
+        total = d.get('project_suite_s') if key == 'project' else d.get(f'{key}_s')
+        L += ['', f"Model load (once): {_load(d, key)} s." + (f" Whole suite: {total} s." if total else ''), '']
+        for r in rs:
+            g = r.get('ground_truth')
+            if g: L.append(f"- Ground truth {r['scope']} {r['size']}: Spearman(score, KL) {g['kl']['spearman']:.2f} (p {g['kl']['p']:.1e}); "
+                           f"vs |Δloss| {g['abs_delta_loss']['spearman']:.2f} (p {g['abs_delta_loss']['p']:.1e}); vs signed Δloss {g['delta_loss']['spearman']:.2f} "
+                           f"(p {g['delta_loss']['p']:.1e}); {g['handles']} handles")
+        if any(r.get('ground_truth') for r in rs): L.append('')
+    if d.get('reference'):
+        L += ['### Reference driver (fresh process per run, batch 1, padded to 512, labels = input ids, scoring capped at 128)', '',
+              '| Scope | Size | Samples | Scored | Wall s (process) | Load s | AutoQuant s | Peak GiB | Source |', '|---|---|---:|---:|---:|---:|---:|---:|---|']
+        for r in d['reference']:
+            L.append(f"| {r['scope']} | {r['size']} | {r.get('samples') or '—'} | {r['score_samples']} | {r['wall_s']} | {r['load']} | {r['autoquant']} | "
+                     f"{round(r['peak_gib'], 2) if r.get('peak_gib') else '—'} | {r.get('source', 'json')} |")
+        L.append('')
+    if d.get('scoring_floor'): L += [f"Scoring FLOP floor ({d['scoring_floor']['run']}): {d['scoring_floor']}", '']
+    if d.get('two_gpu'): L += [f"Two-GPU check (all-layers small, `device_map='auto'` over {d['two_gpu']['gpus']} GPUs vs one GPU): {d['two_gpu']}", '']
+    return L
+
+def write_report(docs: list, out: Path, names: list | None = None, logs: list | None = None, machine: list | None = None):
     for i, d in enumerate(docs):
         d['name'] = (names or [])[i] if names else f'call{i+1}'
         if logs: _from_log(d, logs[i])
-    s = summarize(docs)
+    if not machine:   # calls that recorded their GPU's UUID: the latest UUID's calls
+        uu = [d.get('gpu_uuid') for d in docs if d.get('gpu_uuid')]
+        machine = [d['name'] for d in docs if uu and d.get('gpu_uuid') == uu[-1]] or None
+    unknown = set(machine or []) - {d['name'] for d in docs}
+    if unknown: raise SystemExit(f"--machine names calls that were not given: {', '.join(sorted(unknown))}")
+    s = summarize(docs, machine)
     (out/'results.json').write_text(json.dumps(dict(s, calls=docs), indent=1) + '\n')
-    L = ['# Benchmark results (generated)', '', 'Written by `python bench/bench.py report bench/raw/*.json --out bench` from the calls\' JSON and logs '
-         '(`bench/raw/`); `results.json` holds every number. How the numbers were made: `bench/README.md`.', '']
-    for d in docs:
-        L += [f"## {d['name']}: {', '.join(d['steps'])} — {d.get('gpu')} ×{d.get('count')}, {d['date']}", '',
-              f"Versions: {', '.join(f'{k} {v}' for k, v in d['versions'].items())}. Shape {d['shape']}, batch size {d['batch_size']}, "
-              f"measured bf16 matmul {d.get('bf16_tflops') or '—'} TFLOP/s. Set-up: checkpoint {d['setup']['checkpoint_s']} s, data {d['setup']['data_s']} s."
-              + (f" ModelOpt's CUDA extension compiled inside the first run: {d['compile_in_first_run_s']} s." if d.get('compile_in_first_run_s') else ''), '']
-        if d.get('handle_check'): L += [f"Recipe handles at this shape: {d['handle_check']}", '']
-        for key, title in (('project', 'Project runs (one model load, a fresh copy per run)'), ('validation', 'Project runs with ground truth (top 20 + 20 random handles, 32 held-out samples)')):
-            rs = [r for r in d.get(key) or [] if r.get('kind') == 'project']
-            if not rs: continue
-            L += [f"### {title}", '', '| Scope | Size | Samples | Scored | Wall s | Copy s | Encode s | Calibration s | Scoring s | Search s | Validation s | Reports s | Samples/s | Peak GiB |',
-                  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-            for r in rs:
-                L.append(f"| {r['scope']} | {r['size']} | {r['samples']} | {r['score_samples']} | {r['wall_s']} | {r['load_s']} | {r['encode_s']} | "
-                         f"{r['calibration_s']} | {r['scoring_s']} | {r['search_s']} | {r.get('validation_s') or '—'} | {r['reports_s']} | "
-                         f"{r['samples']/r['wall_s']:.1f} | {r['peak_gib']} |")
-            L += ['', f"Model load (once): {_load(dict(project=d.get(key)))} s." + (f" Whole suite: {d['project_suite_s']} s." if key == 'project' and d.get('project_suite_s') else ''), '']
-            for r in rs:
-                g = r.get('ground_truth')
-                if g: L.append(f"- Ground truth {r['scope']} {r['size']}: Spearman(score, KL) {g['kl']['spearman']:.2f} (p {g['kl']['p']:.1e}); "
-                               f"vs |Δloss| {g['abs_delta_loss']['spearman']:.2f} (p {g['abs_delta_loss']['p']:.1e}); vs signed Δloss {g['delta_loss']['spearman']:.2f} "
-                               f"(p {g['delta_loss']['p']:.1e}); {g['handles']} handles")
-            if any(r.get('ground_truth') for r in rs): L.append('')
-        if d.get('reference'):
-            L += ['### Reference driver (fresh process per run, batch 1, padded to 512, labels = input ids, scoring capped at 128)', '',
-                  '| Scope | Size | Scored | Wall s (process) | Load s | AutoQuant s | Peak GiB | Source |', '|---|---|---:|---:|---:|---:|---:|---|']
-            for r in d['reference']:
-                L.append(f"| {r['scope']} | {r['size']} | {r['score_samples']} | {r['wall_s']} | {r['load']} | {r['autoquant']} | "
-                         f"{round(r['peak_gib'], 2) if r.get('peak_gib') else '—'} | {r.get('source', 'json')} |")
-            L.append('')
-        if d.get('scoring_floor'): L += [f"Scoring FLOP floor ({d['scoring_floor']['run']}): {d['scoring_floor']}", '']
-        if d.get('two_gpu'): L += [f"Two-GPU check (all-layers small, `device_map='auto'` over {d['two_gpu']['gpus']} GPUs vs one GPU): {d['two_gpu']}", '']
-    L += ['## Headline', '', '```json', json.dumps({k: v for k, v in s.items()}, indent=1), '```', '']
+    L = ['# Benchmark results (generated)', '', 'Written by `python bench/bench.py report ... --out bench` from the calls\' JSON and logs '
+         '(`bench/raw/`); `results.json` holds every number. How the numbers were made: `bench/README.md`.', '',
+         '## Headline', '', f"From calls {', '.join(s['calls'])} (one machine, {', '.join(s['gpu'])}).", '']
+    if s['same_work_pairs']:
+        L += ['| Scope | Size | Samples / scored | Reference s | Project s | Speedup | Project call | Reference call |', '|---|---|---|---:|---:|---:|---|---|']
+        L += [f"| {p['scope']} | {p['size']} | {p['samples']} / {p['score_samples']} | {p['reference_s']} | {p['project_s']} | {p['speedup']}× | {p['project_call']} | {p['reference_call']} |"
+              for p in s['same_work_pairs']]
+        L.append('')
+    L += ['```json', json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs',)}, indent=1), '```', '']
+    head = [d for d in docs if not machine or d['name'] in machine]
+    for d in head: L += _call_section(d)
+    rest = [d for d in docs if machine and d['name'] not in machine]
+    if rest:
+        L += ['# Earlier calls', '', 'Calls of other machines or earlier code (see bench/README.md); compare numbers only within a call.', '']
+        for d in rest: L += ['#' + x if x.startswith('#') else x for x in _call_section(d)]
     (out/'RESULTS.md').write_text('\n'.join(L))
     return s

@@ -47,7 +47,8 @@ def cmd_run(a):
     spec = RunSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scope=a.scope, size=a.size,
                    pair=a.pair, method=a.method, effective_bits=a.effective_bits, batch_size=a.batch_size,
                    score_size=a.score_size, calib_mode=a.calib_mode, device=a.device, device_map=a.device_map,
-                   validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k)
+                   validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k,
+                   grad_checkpointing=a.grad_checkpointing)
     run_sensitivity(spec, a.out, force=a.force, fault=os.environ.get('QVL_NBSENS_FAULT'))
 
 OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/layer-analysis')}
@@ -65,7 +66,8 @@ def cmd_suite(a):
     spec = SuiteSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scopes=a.scopes, sizes=a.sizes,
                      pairs=a.pairs, methods=a.methods, effective_bits=a.effective_bits, batch_size=a.batch_size,
                      score_size=a.score_size, device=a.device, device_map=a.device_map, seed=a.seed,
-                     validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k)
+                     validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k,
+                     grad_checkpointing=a.grad_checkpointing)
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
     print(f"suite index: {out/'README.md'}")
@@ -105,6 +107,9 @@ def _search_settings(p):
     p.add_argument('--score-size', type=int, default=None, help='score on the first N samples only (older runs: 128)')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1'")
     p.add_argument('--device-map', default=None, help="passed to from_pretrained, e.g. 'auto' to span GPUs")
+    p.add_argument('--grad-checkpointing', action=argparse.BooleanOptionalAction, default=None,
+                   help="gradient checkpointing while scoring (default: on, as ModelOpt does; off scores faster with more "
+                        "GPU memory, same scores)")
     _validation_settings(p)
     p.add_argument('--validate', action=argparse.BooleanOptionalAction, default=None,
                    help='measure ground truth + Pareto points on held-out samples (default: on for models under 1 B parameters)')

@@ -16,7 +16,7 @@ from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout,
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .fixture import default_fixture_dir
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, DEFAULT_PAIR
-from .autoquant import load_model, check_model_dir, run_autoquant, resolve_device
+from .autoquant import load_model, check_model_dir, run_autoquant, resolve_device, checkpointing_wanted, score_reduction_mode
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import handle_records, normalize_manifest, write_reports
@@ -77,6 +77,7 @@ class RunSpec:
     validate: bool | None = None
     heldout_size: int = 32
     validate_top_k: int | None = None
+    grad_checkpointing: bool | None = None
     def resolved(self) -> 'RunSpec':
         "A copy with the embedded defaults filled in and every field checked."
         r = RunSpec(**asdict(self))
@@ -94,7 +95,7 @@ class RunSpec:
         return r
     def key(self) -> str:
         "Digest of the arguments that change results (a partial run resumes only under the same key)."
-        d = asdict(self); d.pop('device_map')
+        d = asdict(self); d.pop('device_map'); d.pop('grad_checkpointing')   # where and how fast, not what
         return sha256_json(d)[:16]
 
 # %% ../nbs/08_run.ipynb #16ad056a
@@ -206,7 +207,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     say(f"[{name}] AutoQuant: {n} samples in {len(batches)} batches, scoring {score_batches or len(batches)} batches")
     res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
                         checkpoint=partial/'autoquant_checkpoint.pt', verbose=False, fault=fault,
-                        contributions=partial/PARTS_FILE)
+                        contributions=partial/PARTS_FILE, grad_checkpointing=spec.grad_checkpointing)
     trust = None
     if wants_validation(spec, model):
         say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
@@ -282,7 +283,8 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
         search=dict(constraints=search_constraints(scope, spec.effective_bits),
                     achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best),
                     total_score=float(st['best']['score']), is_satisfied=bool(st['best']['is_satisfied']),
-                    handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed),
+                    handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed,
+                    grad_checkpointing=checkpointing_wanted(spec.grad_checkpointing), score_reduction=score_reduction_mode()),
         autoquant_state=dict(file=state_file, keys=sorted(st.keys())),
         layers=layers, layer_sensitivity=recs,
         forward_calls=res.forward_calls, timings=dict(timings, **res.timings, validation=(trust or {}).get('seconds'))),

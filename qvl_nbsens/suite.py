@@ -78,12 +78,13 @@ class SuiteSpec:
     validate: bool | None = None
     heldout_size: int = 32
     validate_top_k: int | None = None
+    grad_checkpointing: bool | None = None
     def runs(self) -> list[RunSpec]:
         calib = str(calib_dir_for(self.calib_dir, self.coco_root, self.seed))
         return [RunSpec(model_dir=self.model_dir, calib_dir=calib, coco_root=self.coco_root, scope=sc, size=sz, pair=p,
                         method=m, effective_bits=self.effective_bits, batch_size=self.batch_size, score_size=self.score_size,
                         device=self.device, device_map=self.device_map, validate=self.validate,
-                        heldout_size=self.heldout_size, validate_top_k=self.validate_top_k)
+                        heldout_size=self.heldout_size, validate_top_k=self.validate_top_k, grad_checkpointing=self.grad_checkpointing)
                 for p in self.pairs for m in self.methods for sc in self.scopes for sz in self.sizes]
 
 # %% ../nbs/08a_suite.ipynb #36c1af4c
