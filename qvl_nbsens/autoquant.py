@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/autoquant.html.md"""
 
 # %% ../nbs/06_autoquant.ipynb #b5373946
 from __future__ import annotations
-import contextlib, json, math, os, signal, time
+import contextlib, copy, gc, json, math, os, signal, time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +15,11 @@ from .core import QvlError
 from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, search_constraints
 
 # %% auto #0
-__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'PhaseClock', 'make_steps', 'per_sample_sums',
-           'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder', 'save_contributions',
-           'load_contributions', 'AutoQuantResult', 'restore_eval', 'search_clock', 'resumable_candidate_stats',
-           'gradient_checkpointing', 'checkpointing_wanted', 'shared_score_reduction', 'check_finite_weights',
-           'run_autoquant']
+__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model', 'PhaseClock', 'make_steps',
+           'per_sample_sums', 'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder',
+           'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval', 'search_clock',
+           'resumable_candidate_stats', 'gradient_checkpointing', 'checkpointing_wanted', 'shared_score_reduction',
+           'check_finite_weights', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -56,6 +56,27 @@ def load_model(model_dir, device: str = 'auto', device_map=None, dtype=None):
     model = AutoModelForImageTextToText.from_pretrained(model_dir, **kw)
     if device_map is None: model.to(device)
     return model.eval(), AutoProcessor.from_pretrained(model_dir)
+
+# %% ../nbs/06_autoquant.ipynb #0b8b92b9
+_KEPT: dict = {}
+
+def _checkpoint_key(model_dir, device, dtype) -> tuple:
+    d = Path(model_dir).resolve()
+    return (str(d), device, str(dtype), tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir() if p.is_file())))
+
+def reusable_model(model_dir, device: str = 'auto', dtype=None):
+    "(fresh copy of a model loaded once in this process, processor)."
+    device = resolve_device(device)
+    check_model_dir(model_dir)
+    key = _checkpoint_key(model_dir, device, dtype or default_dtype(device))
+    reusable_model.reused = _KEPT.get('key') == key
+    if not reusable_model.reused:
+        _KEPT.clear(); gc.collect()
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        base, proc = load_model(model_dir, device, dtype=dtype)
+        _KEPT.update(key=key, base=base, proc=proc)
+    return copy.deepcopy(_KEPT['base']), _KEPT['proc']
+reusable_model.reused = False
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass

@@ -67,7 +67,7 @@ def cmd_suite(a):
                      pairs=a.pairs, methods=a.methods, effective_bits=a.effective_bits, batch_size=a.batch_size,
                      score_size=a.score_size, device=a.device, device_map=a.device_map, seed=a.seed,
                      validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k,
-                     grad_checkpointing=a.grad_checkpointing)
+                     grad_checkpointing=a.grad_checkpointing, one_kernel=not a.kernel_per_run)
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
     print(f"suite index: {out/'README.md'}")
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='publish: results/layer-analysis (the repo\'s results folder); tmp: tmp/layer-analysis')
     u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')
     u.add_argument('--force', action='store_true', help='re-run complete runs')
+    u.add_argument('--kernel-per-run', action='store_true', help='a fresh Python kernel (and model load) for every run')
     u.set_defaults(func=cmd_suite)
     o = sub.add_parser('docs', help='render the docs site (module pages + suite results): static HTML, or pages for quarto')
     o.add_argument('--suite', default=None, help='a suite output folder (with suite.json) for the Results section')

@@ -16,7 +16,7 @@ from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout,
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .fixture import default_fixture_dir
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, DEFAULT_PAIR
-from .autoquant import load_model, check_model_dir, run_autoquant, resolve_device, checkpointing_wanted, score_reduction_mode
+from .autoquant import load_model, reusable_model, check_model_dir, run_autoquant, resolve_device, checkpointing_wanted, score_reduction_mode
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import handle_records, normalize_manifest, write_reports
@@ -197,7 +197,11 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     say = print if verbose else (lambda *a, **k: None)
     say(f"[{name}] loading {spec.model_dir} on {spec.device}" if loaded is None else f"[{name}] model passed in")
     t = time.perf_counter()
-    model, processor = loaded if loaded is not None else load_model(spec.model_dir, spec.device, spec.device_map)
+    if loaded is not None: (model, processor), how = loaded, 'passed in'
+    elif os.environ.get('QVL_NBSENS_REUSE_MODEL') == '1' and spec.device_map is None:   # the suite's kernel: load once
+        model, processor = reusable_model(spec.model_dir, spec.device)
+        how = "copy of the kernel's loaded model" if reusable_model.reused else 'loaded'
+    else: (model, processor), how = load_model(spec.model_dir, spec.device, spec.device_map), 'loaded'
     t_load = time.perf_counter() - t
     t = time.perf_counter()
     batches = list(_loader(spec, calib, processor))
@@ -216,7 +220,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     state_file = f'{name}_autoquant_state.pt'
     torch.save(res.state, partial/state_file)
     manifest = build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file,
-                              dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust)
+                              dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust, how)
     norm = normalize_manifest(manifest, name)
     write_reports(norm, partial, force=True)
     report_html(norm, partial/'report.html', force=True)
@@ -246,7 +250,8 @@ def add_trust(manifest: dict, recs: dict, contributions, trust: dict | None) -> 
         manifest['pareto'] = trust['pareto']
     return manifest
 
-def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file, timings, trust=None) -> dict:
+def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file, timings, trust=None,
+                   load: str = 'loaded') -> dict:
     "The quant manifest of a finished search."
     pair, scope = get_pair(spec.pair), get_scope(spec.scope)
     st = res.state
@@ -273,7 +278,7 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
         model=dict(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg),
                    path=spec.model_dir, config_sha256=sha256_file(Path(spec.model_dir)/'config.json'),
                    dtype=str(model.dtype).replace('torch.', ''), device=spec.device, device_map=spec.device_map,
-                   devices=sorted({str(p.device) for p in model.parameters()}),
+                   devices=sorted({str(p.device) for p in model.parameters()}), load=load,
                    params=tower_params(model)),
         dataset=dict(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=n,
                      score_samples=n_score, db_path=str(db), db_sha256=sha256_file(db), coco_root=str(Path(calib.coco_root).resolve()),

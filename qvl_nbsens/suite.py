@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/suite.html.md"""
 
 # %% ../nbs/08a_suite.ipynb #b5663020
 from __future__ import annotations
-import datetime, json, os, shutil, sys, time
+import contextlib, datetime, json, os, shutil, sys, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from .core import QvlError, SIZES, atomic_write_json, atomic_write_text
@@ -18,7 +18,7 @@ from .run import RunSpec, planned_run_name
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'execute_run', 'SuiteSpec', 'stability', 'write_suite_index',
-           'run_suite']
+           'suite_kernel', 'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -34,8 +34,8 @@ def _params(spec: RunSpec, out_dir: Path, force: bool) -> dict:
     "Notebook parameters: every `RunSpec` field is a parameter of the run notebook under the same name."
     return dict(asdict(spec), out_dir=str(out_dir), force=force)
 
-def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False) -> Path:
-    "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`)."
+def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None) -> Path:
+    "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km` if given."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     name = planned_run_name(spec)
@@ -47,7 +47,7 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
     try:
         stream = dict(log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
         pm.execute_notebook(str(run_notebook_path()), str(nb_out), parameters=_params(spec, stage, True),
-                            kernel_name='python3', progress_bar=False, cwd=str(stage), **stream)
+                            kernel_name='python3', progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e:
         first = (e.source or '').strip().splitlines()[:1]
         raise QvlError(f"{name}: the run notebook failed in cell {e.cell_index} ({first[0] if first else ''!s}): "
@@ -79,6 +79,7 @@ class SuiteSpec:
     heldout_size: int = 32
     validate_top_k: int | None = None
     grad_checkpointing: bool | None = None
+    one_kernel: bool = True
     def runs(self) -> list[RunSpec]:
         calib = str(calib_dir_for(self.calib_dir, self.coco_root, self.seed))
         return [RunSpec(model_dir=self.model_dir, calib_dir=calib, coco_root=self.coco_root, scope=sc, size=sz, pair=p,
@@ -154,6 +155,20 @@ def write_suite_index(out: Path, spec: SuiteSpec, runs: list[dict], wall: float)
                          + f" | {_cell(t, 'vision', 'spearman')} | {_cell(t, 'text', 'spearman')} |")
     return atomic_write_text(out/'README.md', '\n'.join(lines) + '\n', force=True)
 
+# %% ../nbs/08a_suite.ipynb #24a5a053
+@contextlib.contextmanager
+def suite_kernel(cwd):
+    "A Python kernel for the suite's run notebooks, told to keep the loaded model between runs; shut down afterwards."
+    from jupyter_client.manager import KernelManager
+    km, saved = KernelManager(kernel_name='python3'), os.environ.get('QVL_NBSENS_REUSE_MODEL')
+    os.environ['QVL_NBSENS_REUSE_MODEL'] = '1'     # the kernel inherits the environment it starts with
+    try: km.start_kernel(cwd=str(cwd))
+    finally:
+        if saved is None: os.environ.pop('QVL_NBSENS_REUSE_MODEL', None)
+        else: os.environ['QVL_NBSENS_REUSE_MODEL'] = saved
+    try: yield km
+    finally: km.shutdown_kernel(now=True)
+
 # %% ../nbs/08a_suite.ipynb #1f2cc2a1
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
@@ -161,19 +176,21 @@ def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runs = spec.runs()
-    done = []
+    done, km = [], None
     bar = tqdm(runs, desc='suite', unit='run', disable=not verbose)
-    for rs in bar:
-        name = planned_run_name(rs)
-        bar.set_postfix_str(name)
-        final = out/name
-        if (final/'run.ipynb').is_file() and any(final.glob('*_quant_manifest.json')) and not force:
-            if verbose: tqdm.write(f"skip {name}: complete")
-        else:
-            t = time.perf_counter()
-            execute_run(rs, out, force=force, log_output=verbose)
-            if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
-        done.append(_headline(final))
+    with contextlib.ExitStack() as stack:
+        for rs in bar:
+            name = planned_run_name(rs)
+            bar.set_postfix_str(name)
+            final = out/name
+            if (final/'run.ipynb').is_file() and any(final.glob('*_quant_manifest.json')) and not force:
+                if verbose: tqdm.write(f"skip {name}: complete")
+            else:
+                if spec.one_kernel and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
+                t = time.perf_counter()
+                execute_run(rs, out, force=force, log_output=verbose, km=km)
+                if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
+            done.append(_headline(final))
     write_suite_index(out, spec, done, time.perf_counter() - t0)
     if verbose:
         print(f"{'run':55} {'bits':>5} {'total score':>12} {'s':>6}")
