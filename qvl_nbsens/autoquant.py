@@ -19,7 +19,7 @@ __all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', '
            'per_sample_sums', 'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder',
            'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval', 'search_clock',
            'resumable_candidate_stats', 'gradient_checkpointing', 'checkpointing_wanted', 'shared_score_reduction',
-           'check_finite_weights', 'run_autoquant']
+           'ready_cuda_extension', 'check_finite_weights', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -355,6 +355,16 @@ def shared_score_reduction(recorder: ScoreRecorder):
     try: yield
     finally: A._get_auto_quantize_score = orig
 
+def ready_cuda_extension(model) -> float:
+    """Build or load ModelOpt's CUDA extension before the search when the model is on a GPU; returns the seconds it
+    took. The first use on a machine JIT-compiles it (about a minute; cached afterwards in the torch extensions folder),
+    which would otherwise land in the first run's calibration time."""
+    if not any(p.is_cuda for p in model.parameters()): return 0.0
+    try: from modelopt.torch.quantization.extensions import get_cuda_ext
+    except ImportError: return 0.0
+    t = time.perf_counter(); get_cuda_ext()
+    return round(time.perf_counter() - t, 3)
+
 def check_finite_weights(model):
     "Raise `QvlError` naming the first parameter holding NaN or inf."
     for name, p in model.named_parameters():
@@ -373,6 +383,7 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     if not batches: raise QvlError('no calibration batches')
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
+    t_ext = ready_cuda_extension(model)
     clock = PhaseClock()
     merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2
     shared = score_reduction_mode() == 'shared'
@@ -403,7 +414,8 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     search_at = clock.search_start or t1
     calib = (clock.first.get('scoring', search_at) - clock.first['calibration']) if 'calibration' in clock.first else 0.0
     score = (search_at - clock.first['scoring']) if 'scoring' in clock.first else 0.0
-    timings = dict(calibration=round(calib, 3), scoring=round(score, 3), search=round(t1 - search_at, 3), autoquant_total=round(t1 - t0, 3))
+    timings = dict(cuda_extension=t_ext, calibration=round(calib, 3), scoring=round(score, 3), search=round(t1 - search_at, 3),
+                   autoquant_total=round(t1 - t0, 3))
     resumed = dict(checkpoint_found=had_ckpt, calibration_restored=had_ckpt and clock.calls['calibration'] == 0,
                    scores_restored=had_ckpt and clock.calls['scoring'] == 0)
     return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib)
