@@ -70,9 +70,10 @@ def reusable_model(model_dir, device: str = 'auto', dtype=None):
     check_model_dir(model_dir)
     key = _checkpoint_key(model_dir, device, dtype or default_dtype(device))
     reusable_model.reused = _KEPT.get('key') == key
+    gc.collect()                                   # the last run's copy (ModelOpt's hooks make reference cycles) goes first
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
     if not reusable_model.reused:
         _KEPT.clear(); gc.collect()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
         base, proc = load_model(model_dir, device, dtype=dtype)
         _KEPT.update(key=key, base=base, proc=proc)
     return copy.deepcopy(_KEPT['base']), _KEPT['proc']
