@@ -39,7 +39,7 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     name = planned_run_name(spec)
-    out = Path(out); final = out/name
+    out = Path(out).resolve(); final = out/name     # absolute: the notebook runs in another working directory
     if final.exists() and not force: raise QvlError(f"run {final} already exists; pass --force to replace it")
     stage = out/f'.{name}.stage'
     stage.mkdir(parents=True, exist_ok=True)
@@ -81,8 +81,10 @@ class SuiteSpec:
     grad_checkpointing: bool | None = None
     one_kernel: bool = True
     def runs(self) -> list[RunSpec]:
-        calib = str(calib_dir_for(self.calib_dir, self.coco_root, self.seed))
-        return [RunSpec(model_dir=self.model_dir, calib_dir=calib, coco_root=self.coco_root, scope=sc, size=sz, pair=p,
+        "The runs, with absolute paths (the run notebooks execute in another working directory)."
+        absolute = lambda p: None if p is None else str(Path(p).resolve())
+        calib = str(calib_dir_for(absolute(self.calib_dir), absolute(self.coco_root), self.seed))
+        return [RunSpec(model_dir=absolute(self.model_dir), calib_dir=calib, coco_root=absolute(self.coco_root), scope=sc, size=sz, pair=p,
                         method=m, effective_bits=self.effective_bits, batch_size=self.batch_size, score_size=self.score_size,
                         device=self.device, device_map=self.device_map, validate=self.validate,
                         heldout_size=self.heldout_size, validate_top_k=self.validate_top_k, grad_checkpointing=self.grad_checkpointing)
@@ -160,12 +162,8 @@ def write_suite_index(out: Path, spec: SuiteSpec, runs: list[dict], wall: float)
 def suite_kernel(cwd):
     "A Python kernel for the suite's run notebooks, told to keep the loaded model between runs; shut down afterwards."
     from jupyter_client.manager import KernelManager
-    km, saved = KernelManager(kernel_name='python3'), os.environ.get('QVL_NBSENS_REUSE_MODEL')
-    os.environ['QVL_NBSENS_REUSE_MODEL'] = '1'     # the kernel inherits the environment it starts with
-    try: km.start_kernel(cwd=str(cwd))
-    finally:
-        if saved is None: os.environ.pop('QVL_NBSENS_REUSE_MODEL', None)
-        else: os.environ['QVL_NBSENS_REUSE_MODEL'] = saved
+    km = KernelManager(kernel_name='python3')
+    km.start_kernel(cwd=str(cwd), env=dict(os.environ, QVL_NBSENS_REUSE_MODEL='1'))
     try: yield km
     finally: km.shutdown_kernel(now=True)
 
@@ -173,7 +171,7 @@ def suite_kernel(cwd):
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
     from tqdm.auto import tqdm
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runs = spec.runs()
     done, km = [], None

@@ -14,9 +14,9 @@ def _cache(tmp_path_factory):
     yield
 
 
-def cli(*args, check=None, timeout=900):
+def cli(*args, check=None, timeout=900, cwd=None):
     "Run the installed `qvl-nbsens` console command."
-    r = subprocess.run([str(BIN/'qvl-nbsens'), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([str(BIN/'qvl-nbsens'), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if check is not None: assert r.returncode == check, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
     return r
 

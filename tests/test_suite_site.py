@@ -67,6 +67,15 @@ def test_failing_notebook_names_the_cell_and_leaves_no_run(tmp_path):
     assert [p.name for p in (tmp_path/'out').iterdir() if not p.name.startswith('.')] == []
 
 
+def test_suite_takes_paths_relative_to_where_it_starts(tmp_path):
+    "The run notebooks execute in another working directory: relative --model-dir and --out still mean the caller's."
+    from qvl_nbsens.fixture import default_fixture_dir
+    shutil.copytree(default_fixture_dir(), tmp_path/'ckpt')
+    cli('suite', '--model-dir', 'ckpt', '--out', 'out', '--scopes', 'lm-only', '--sizes', 'small', '--no-validate', check=0, cwd=tmp_path)
+    (m,) = (tmp_path/'out').glob('*/*_quant_manifest.json')
+    assert json.loads(m.read_text())['model']['path'] == str(tmp_path/'ckpt')
+
+
 def _chromium(url, *args):
     flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
              '--disable-component-update', '--disable-sync', '--disable-extensions', f'--user-data-dir={tempfile.mkdtemp(prefix="chromium-")}',
