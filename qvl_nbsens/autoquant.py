@@ -282,6 +282,7 @@ class AutoQuantResult:
     forward_calls: dict
     resumed: dict
     contributions: dict | None = None
+    settings: dict = field(default_factory=dict)
 
 def restore_eval(model):
     "Undo what the gradient search leaves behind: train mode and gradient checkpointing."
@@ -387,14 +388,15 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     t_ext = ready_cuda_extension(model)
     clock = PhaseClock()
     merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2
-    shared = score_reduction_mode() == 'shared'
+    settings = dict(grad_checkpointing=checkpointing_wanted(grad_checkpointing), score_reduction=score_reduction_mode())
+    shared = settings['score_reduction'] == 'shared'
     recorder = ScoreRecorder(method, merge, score_rows if shared else stock_score_rows)
     fwd, loss = make_steps(model, method, clock, fault, recorder)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     kw = dict(loss_func=loss) if method == 'gradient' else {}
     t0 = time.perf_counter()
     try:
-        with resumable_candidate_stats(), search_clock(clock), gradient_checkpointing(checkpointing_wanted(grad_checkpointing)), \
+        with resumable_candidate_stats(), search_clock(clock), gradient_checkpointing(settings['grad_checkpointing']), \
              (shared_score_reduction(recorder) if shared else contextlib.nullcontext()):
             model, state = mtq.auto_quantize(
                 model, constraints=search_constraints(scope, effective_bits), quantization_formats=modelopt_formats(pair),
@@ -419,4 +421,4 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
                    autoquant_total=round(t1 - t0, 3))
     resumed = dict(checkpoint_found=had_ckpt, calibration_restored=had_ckpt and clock.calls['calibration'] == 0,
                    scores_restored=had_ckpt and clock.calls['scoring'] == 0)
-    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib)
+    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib, settings)

@@ -16,7 +16,7 @@ from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout,
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .fixture import default_fixture_dir
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, DEFAULT_PAIR
-from .autoquant import load_model, reusable_model, check_model_dir, run_autoquant, resolve_device, checkpointing_wanted, score_reduction_mode
+from .autoquant import load_model, reusable_model, check_model_dir, run_autoquant, resolve_device
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import handle_records, normalize_manifest, write_reports
@@ -288,8 +288,7 @@ def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batche
         search=dict(constraints=search_constraints(scope, spec.effective_bits),
                     achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best),
                     total_score=float(st['best']['score']), is_satisfied=bool(st['best']['is_satisfied']),
-                    handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed,
-                    grad_checkpointing=checkpointing_wanted(spec.grad_checkpointing), score_reduction=score_reduction_mode()),
+                    handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed, **res.settings),
         autoquant_state=dict(file=state_file, keys=sorted(st.keys())),
         layers=layers, layer_sensitivity=recs,
         forward_calls=res.forward_calls, timings=dict(timings, **res.timings, validation=(trust or {}).get('seconds'))),

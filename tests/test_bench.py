@@ -17,6 +17,7 @@ def test_bench_smoke_on_cpu(tmp_path):
     assert doc['handle_check'] == dict(handles=28, vision=15, text=13, unclassified=0, params=doc['handle_check']['params'])
     (p,) = [x for x in doc['project'] if x['kind'] == 'project']
     assert (p['scope'], p['samples'], p['score_samples']) == ('lm-only', 16, 16) and p['scoring_s'] > 0 and p['calibration_s'] > 0
+    assert p['load'] == "copy of the kernel's loaded model"        # the suite kernel's path: one load, a copy per run
     (v,) = [x for x in doc['validation'] if x['kind'] == 'project']
     assert v['ground_truth']['handles'] == 6          # top 3 + 3 random
     (ref,) = doc['reference']
