@@ -3,6 +3,7 @@
     python bench/bench.py run --steps setup,handles,suite,reference --out OUT      # on one GPU
     python bench/bench.py run --steps setup,variants,profile --out OUT             # what each scoring change pays
     python bench/bench.py run --steps setup,two-gpu --out OUT                      # on two GPUs
+    python bench/bench.py run --steps setup,cli-suite --out OUT                    # the suite as `qvl-nbsens suite` runs it
     python bench/bench.py report OUT1/bench.json OUT2/bench.json --out bench       # RESULTS.md + results.json
 
 Everything goes through the project's own code: the 4B-shape checkpoint from the fixture builder (random
@@ -243,6 +244,27 @@ def two_gpu(s: dict, out: Path, batch_size: int) -> dict:
                 max_rel_diff=rel, median_rel_diff=sorted(abs(x - y)/max(abs(x), 1e-30) for x, y in zip(a, b))[len(a)//2],
                 top10_same=top(got['one']) == top(got['many']))
 
+def cli_suite(s: dict, scopes: list, sizes: list, out: Path, batch_size: int, device: str) -> dict:
+    """The suite as users run it: `qvl-nbsens suite` in a fresh process, every run's notebook executed (papermill) in one
+    kernel that keeps the loaded model, plots and report pages included. Its wall time against the runs' own totals
+    (their manifests' `timings.total`) is what the notebooks and the kernel cost on top."""
+    import re
+    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
+           '--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(scopes), '--sizes', ','.join(sizes),
+           '--batch-size', str(batch_size), '--device', device, '--no-validate', '--out', str(out), '--force']
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode: raise SystemExit(f"qvl-nbsens suite failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    doc = json.loads((out/'suite.json').read_text())
+    notebook_s = {m.group(1): float(m.group(2)) for m in re.finditer(r'^done (\S+) in ([\d.]+)s', r.stdout + r.stderr, re.M)}
+    runs = [dict(scope=x['scope'], size=x['size'], samples=x['samples'], score_samples=x['score_samples'], run_s=x['seconds'],
+                 notebook_s=notebook_s.get(x['name'])) for x in doc['runs']]
+    res = dict(wall_s=round(wall, 2), invocation_s=doc['invocation_seconds'], runs_total_s=doc['runs_total_seconds'],
+               notebooks_s=round(sum(x['notebook_s'] or 0 for x in runs), 2), runs=runs)
+    log(f"cli-suite: {wall:.1f}s wall ({len(runs)} runs: {doc['runs_total_seconds']} s in the runs, {res['notebooks_s']} s in their notebooks)")
+    return res
+
 def cmd_run(a):
     import torch
     steps = a.steps.split(',')
@@ -274,8 +296,9 @@ def cmd_run(a):
         doc['project'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs', a.batch_size, device)
         doc['project_suite_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'same-work' in steps:   # the suite with the reference's scoring cap: the work the reference's suite does
-        t = time.perf_counter()
-        doc['project_same_work'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs-capped',
+        t = time.perf_counter()   # sizes the cap leaves whole are already the same work in the default suite
+        capped = [sz for sz in sizes if SIZE_N[sz] > a.ref_score_size] if 'suite' in steps else sizes
+        doc['project_same_work'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in capped], work/'runs-capped',
                                                 a.batch_size, device, score_size=a.ref_score_size)
         doc['project_same_work_s'] = round(time.perf_counter() - t, 2); save(doc)
     if 'validate' in steps:
@@ -287,6 +310,8 @@ def cmd_run(a):
         doc['reference'] = []
         reference_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in ref_sizes], work, device, a.ref_pad_to, doc['reference'], lambda: save(doc), a.ref_score_size)
         doc['reference_s'] = round(time.perf_counter() - t, 2); save(doc)
+    if 'cli-suite' in steps:
+        doc['cli_suite'] = cli_suite(s, a.scopes.split(','), sizes, work/'cli-suite', a.batch_size, device); save(doc)
     if 'two-gpu' in steps: doc['two_gpu'] = two_gpu(s, work/'two-gpu', a.batch_size); log('two-gpu', doc['two_gpu']); save(doc)
     if 'suite' in steps and doc.get('project'):
         big = max((r for r in doc['project'] if r['kind'] == 'project'), key=lambda r: r['scoring_s'])

@@ -85,7 +85,7 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     if both:
         ref_s, proj_s = sum(refs[k]['wall_s'] for k in both), sum(proj[k] for k in both)
         lower = dict(runs=[' '.join(k) for k in both], reference_s=round(ref_s, 1), project_s=round(proj_s, 1), speedup=round(ref_s/proj_s, 2))
-    two = next((d['two_gpu'] for d in reversed(docs) if d.get('two_gpu')), None)
+    two = next((dict(d['two_gpu'], gpu=d.get('gpu'), call=d['name']) for d in reversed(docs) if d.get('two_gpu')), None)
     hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
     floor = dict((suite or {}).get('scoring_floor') or {})
     if floor.get('tflop') and floor.get('bf16_tflops'):
@@ -101,7 +101,9 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                 medium_pair_speedup=_ratio(medium)[2], measured_runs_lower_bound=lower, same_work_pairs=pairs,
                 scoring_floor_ratio=floor.get('ratio_exact', floor.get('ratio')), scoring_floor=floor,
                 peak_gib=max((r.get('peak_gib') or 0) for r in _runs(suite)) if suite else None,
-                handles=hc, two_gpu_spearman=(two or {}).get('spearman'), two_gpu=two)
+                handles=hc, two_gpu_spearman=(two or {}).get('spearman'), two_gpu=two,
+                cli_suite=next(({k: v for k, v in d['cli_suite'].items() if k != 'runs'} | dict(gpu=d.get('gpu'), call=d['name'])
+                                for d in reversed(docs) if d.get('cli_suite')), None))
 
 def _call_section(d: dict) -> list:
     L = [f"## {d['name']}: {', '.join(d['steps'])} — {d.get('gpu')} ×{d.get('count')}, {d['date']}", '',
@@ -153,6 +155,13 @@ def _call_section(d: dict) -> list:
             L.append(f"| {r['scope']} | {r['size']} | {r.get('samples') or '—'} | {r['score_samples']} | {r['wall_s']} | {r['load']} | {r['autoquant']} | "
                      f"{round(r['peak_gib'], 2) if r.get('peak_gib') else '—'} | {r.get('source', 'json')} |")
         L.append('')
+    if d.get('cli_suite'):
+        c = d['cli_suite']
+        L += ['### `qvl-nbsens suite` (a fresh process; every run\'s notebook executed in one kernel that keeps the model)', '',
+              '| Scope | Size | Samples / scored | Run s (manifest) | Notebook s | Notebook overhead s |', '|---|---|---|---:|---:|---:|']
+        L += [f"| {r['scope']} | {r['size']} | {r['samples']} / {r['score_samples']} | {r['run_s']} | {r['notebook_s']} | "
+              f"{round(r['notebook_s'] - r['run_s'], 1) if r['notebook_s'] is not None else '—'} |" for r in c['runs']]
+        L += ['', f"Whole command: {c['wall_s']} s (suite's own clock {c['invocation_s']} s; runs {c['runs_total_s']} s, their notebooks {c['notebooks_s']} s).", '']
     if d.get('scoring_floor'): L += [f"Scoring FLOP floor ({d['scoring_floor']['run']}): {d['scoring_floor']}", '']
     if d.get('two_gpu'): L += [f"Two-GPU check (all-layers small, `device_map='auto'` over {d['two_gpu']['gpus']} GPUs vs one GPU): {d['two_gpu']}", '']
     return L

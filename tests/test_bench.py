@@ -5,7 +5,7 @@ from conftest import ROOT, artifacts_dir
 
 def test_bench_smoke_on_cpu(tmp_path):
     out, work = tmp_path/'out', tmp_path/'work'
-    args = ['run', '--shape', 'tiny-shapes', '--steps', 'setup,handles,variants,profile,suite,same-work,validate,reference',
+    args = ['run', '--shape', 'tiny-shapes', '--steps', 'setup,handles,variants,profile,suite,same-work,validate,reference,cli-suite',
             '--scopes', 'lm-only', '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3',
             '--batch-size', '8', '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--ref-score-size', '8',
             '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared',
@@ -29,6 +29,10 @@ def test_bench_smoke_on_cpu(tmp_path):
     (prof,) = doc['profile']
     assert prof['cuda_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
     assert doc['scoring_floor']['tflop'] > 0
+    c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs
+    (cr,) = c['runs']
+    assert (cr['scope'], cr['size'], cr['samples']) == ('lm-only', 'small', 16) and cr['notebook_s'] >= cr['run_s'] > 0
+    assert c['wall_s'] >= c['notebooks_s'] > 0
     r = subprocess.run([sys.executable, str(ROOT/'bench'/'bench.py'), 'report', str(out/'bench.json'), '--out', str(out), '--machine', 'bench'],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -37,5 +41,6 @@ def test_bench_smoke_on_cpu(tmp_path):
     (pair,) = res['same_work_pairs']
     assert (pair['scope'], pair['score_samples']) == ('lm-only', 8) and res['suite_speedup'] > 0
     assert res['reference_runs_measured'] == 1 and res['measured_runs_lower_bound']['speedup'] > 0
-    assert '## Headline' in (out/'RESULTS.md').read_text()
+    assert res['cli_suite']['wall_s'] == c['wall_s']
+    assert '## Headline' in (out/'RESULTS.md').read_text() and 'qvl-nbsens suite' in (out/'RESULTS.md').read_text()
     (artifacts_dir()/'bench-smoke.json').write_text(json.dumps(res, indent=1))
