@@ -17,9 +17,9 @@ from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, sear
 # %% auto #0
 __all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model', 'PhaseClock', 'make_steps',
            'per_sample_sums', 'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder',
-           'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval', 'search_clock',
-           'resumable_candidate_stats', 'gradient_checkpointing', 'checkpointing_wanted', 'shared_score_reduction',
-           'ready_cuda_extension', 'check_finite_weights', 'run_autoquant']
+           'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval', 'check_scores_finite',
+           'search_clock', 'resumable_candidate_stats', 'gradient_checkpointing', 'checkpointing_wanted',
+           'shared_score_reduction', 'ready_cuda_extension', 'check_finite_weights', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a46aadb4
 def resolve_device(device: str = 'auto') -> str:
@@ -167,10 +167,12 @@ def _score_rows_torch(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 def score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Σ over the last dimension of clamp(g·d)², in float32: ModelOpt's gradient score per output row, shaped
     `g.shape[:-1] + (1,)`. One Triton kernel on CUDA tensors, torch ops elsewhere."""
-    if triton is not None and g.is_cuda and g.shape == d.shape and g.ndim >= 1 and g.shape[-1] > 0:
+    if triton is not None and g.is_cuda and g.device == d.device and g.shape == d.shape and g.ndim >= 1 and g.shape[-1] > 0:
         g2, d2 = g.reshape(-1, g.shape[-1]).contiguous(), d.reshape(-1, d.shape[-1]).contiguous()
         out = torch.empty(g2.shape[0], device=g.device, dtype=torch.float32)
-        if g2.shape[0]: _score_rows_kernel[(g2.shape[0],)](g2, d2, out, g2.shape[1], BLOCK=1024)
+        if g2.shape[0]:
+            with torch.cuda.device(g.device):   # Triton launches on the current device: a model spread over GPUs has outputs elsewhere
+                _score_rows_kernel[(g2.shape[0],)](g2, d2, out, g2.shape[1], BLOCK=1024)
         return out.reshape(*g.shape[:-1], 1)
     return _score_rows_torch(g, d)
 
@@ -291,6 +293,13 @@ def restore_eval(model):
     for p in model.parameters(): p.requires_grad_(False)
     return model
 
+def check_scores_finite(candidate_stats: dict):
+    "Stop before the search when a handle's score is NaN or infinite (the LP solver would fail with an opaque error)."
+    bad = [f"{name} ({fmt}: {sc})" for name, st in candidate_stats.items()
+           for fmt, sc in zip(st.get('formats', []), st.get('scores', [])) if not math.isfinite(sc)]
+    if bad: raise QvlError(f"non-finite AutoQuant scores for {len(bad)} handle format(s), e.g. {', '.join(bad[:5])}: "
+                           "the model's outputs or gradients overflowed (check the checkpoint's weights and dtype)")
+
 @contextlib.contextmanager
 def search_clock(clock: PhaseClock):
     "Note when ModelOpt starts the search proper: the end of scoring (the forward step cannot see a phase's last backward)."
@@ -298,6 +307,7 @@ def search_clock(clock: PhaseClock):
     orig = S.run_search
     def run_search(self):
         clock.search_start = time.perf_counter()
+        check_scores_finite(self.candidate_stats)
         return orig(self)
     S.run_search = run_search
     try: yield
