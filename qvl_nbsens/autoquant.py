@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
+import modelopt.torch.quantization as mtq   # here, not inside a run: see below
 from .core import QvlError
 from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, search_constraints
 
@@ -387,7 +388,6 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
                   verbose: bool = False, fault: str | None = None, contributions=None,
                   grad_checkpointing: bool | None = None) -> AutoQuantResult:
     "Run AutoQuant on `model` with calibration/scoring `batches`; see above."
-    import modelopt.torch.quantization as mtq
     pair = get_pair(pair) if isinstance(pair, str) else pair
     scope = get_scope(scope) if isinstance(scope, str) else scope
     if method not in ('gradient', 'kl_div'): raise QvlError(f"unknown method {method!r}: expected gradient or kl_div")
