@@ -70,6 +70,10 @@ def _ratio(pairs):
     ref, proj = sum(p['reference_s'] for p in pairs), sum(p['project_s'] for p in pairs)
     return (round(ref, 1), round(proj, 1), round(ref/proj, 2)) if pairs else (None, None, None)
 
+def _floor_ratio(doc: dict):
+    f = doc.get('scoring_floor') or {}
+    return round(f['measured_s']/(f['tflop']/f['bf16_tflops']), 3) if f.get('tflop') and f.get('bf16_tflops') else f.get('ratio')
+
 def summarize(docs: list, machine: list | None = None) -> dict:
     "The headline numbers (the keys bench/results.json promises), from the calls of one machine."
     head = [d for d in docs if d['name'] in machine] if machine else docs
@@ -88,8 +92,7 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     two = next((dict(d['two_gpu'], gpu=d.get('gpu'), call=d['name']) for d in reversed(docs) if d.get('two_gpu')), None)
     hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
     floor = dict((suite or {}).get('scoring_floor') or {})
-    if floor.get('tflop') and floor.get('bf16_tflops'):
-        floor['ratio_exact'] = round(floor['measured_s']/(floor['tflop']/floor['bf16_tflops']), 3)
+    if floor.get('tflop') and floor.get('bf16_tflops'): floor['ratio_exact'] = _floor_ratio(suite)
     compile_s = [d.get('cuda_ext_s') or d.get('compile_in_first_run_s') for d in head if d.get('cuda_ext_s') or d.get('compile_in_first_run_s')]
     ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
     return dict(gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
@@ -101,6 +104,9 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                 medium_pair_speedup=_ratio(medium)[2], measured_runs_lower_bound=lower, same_work_pairs=pairs,
                 scoring_floor_ratio=floor.get('ratio_exact', floor.get('ratio')), scoring_floor=floor,
                 peak_gib=max((r.get('peak_gib') or 0) for r in _runs(suite)) if suite else None,
+                suites_by_call=[dict(call=d['name'], gpu=d.get('gpu'), suite_s=d['project_suite_s'], peak_gib=max((r.get('peak_gib') or 0) for r in _runs(d)),
+                                     bf16_tflops=d.get('bf16_tflops'), scoring_floor_ratio=_floor_ratio(d))
+                                for d in docs if d.get('project_suite_s') and len(_runs(d)) == 6],
                 handles=hc, two_gpu_spearman=(two or {}).get('spearman'), two_gpu=two,
                 cli_suite=next(({k: v for k, v in d['cli_suite'].items() if k != 'runs'} | dict(gpu=d.get('gpu'), call=d['name'])
                                 for d in reversed(docs) if d.get('cli_suite')), None))
@@ -190,7 +196,7 @@ def write_report(docs: list, out: Path, names: list | None = None, logs: list | 
     for d in head: L += _call_section(d)
     rest = [d for d in docs if machine and d['name'] not in machine]
     if rest:
-        L += ['# Earlier calls', '', 'Calls of other machines or earlier code (see bench/README.md); compare numbers only within a call.', '']
+        L += ['# Other calls', '', 'Calls on other machines, or of earlier code (bench/README.md says which); compare numbers only within a call.', '']
         for d in rest: L += ['#' + x if x.startswith('#') else x for x in _call_section(d)]
     (out/'RESULTS.md').write_text('\n'.join(L))
     return s
