@@ -29,6 +29,8 @@ def _from_log(doc: dict, log: Path) -> dict:
                                                         load=float(r.group(4)), autoquant=float(r.group(5)), peak_gib=float(r.group(6)),
                                                         samples=128 if r.group(2) == 'medium' else None, score_samples=128,
                                                         encode=None, reports=None, source='log'))
+    errors = re.findall(r'\b(\w*Error: [^\n]{0,240})', text)
+    if errors: doc['log_error'] = errors[-1]            # a call that stopped with an error: what it said
     totals = [float(x) for x in re.findall(r'Self CUDA time total: ([\d.]+)s', text)]
     for p, t in zip(doc.get('profile') or [], totals):
         if not p.get('cuda_total_ms'): p['cuda_total_ms'] = round(t*1e3, 1)
@@ -117,6 +119,7 @@ def _call_section(d: dict) -> list:
          f"measured bf16 matmul {d.get('bf16_tflops') or '—'} TFLOP/s. Set-up: checkpoint {d['setup']['checkpoint_s']} s, data {d['setup']['data_s']} s."
          + (f" ModelOpt's CUDA extension compiled at set-up (timed apart): {d['cuda_ext_s']} s." if d.get('cuda_ext_s') else '')
          + (f" ModelOpt's CUDA extension compiled inside the first run: {d['compile_in_first_run_s']} s." if d.get('compile_in_first_run_s') else ''), '']
+    if d.get('log_error'): L += [f"**This call stopped with an error** (its log's last error line): `{d['log_error']}`", '']
     if d.get('handle_check'): L += [f"Recipe handles at this shape: {d['handle_check']}", '']
     if d.get('variants'):
         L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',
