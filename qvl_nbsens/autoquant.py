@@ -303,7 +303,8 @@ def check_scores_finite(candidate_stats: dict):
 
 @contextlib.contextmanager
 def search_clock(clock: PhaseClock):
-    "Note when ModelOpt starts the search proper: the end of scoring (the forward step cannot see a phase's last backward)."
+    """Note when ModelOpt starts the search proper: the end of scoring (the forward step cannot see a phase's last
+    backward). Non-finite scores stop it there (`check_scores_finite`)."""
     from modelopt.torch.quantization.algorithms import _AutoQuantizeBaseSearcher as S
     orig = S.run_search
     def run_search(self):
