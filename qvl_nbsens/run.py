@@ -195,7 +195,6 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     partial = _prepare_partial(out/f'.{name}.partial', spec.key(), force)
     atomic_write_json(partial/'run_args.json', dict(key=spec.key(), spec=asdict(spec)), force=True)
     say = print if verbose else (lambda *a, **k: None)
-    say(f"[{name}] loading {spec.model_dir} on {spec.device}" if loaded is None else f"[{name}] model passed in")
     t = time.perf_counter()
     if loaded is not None: (model, processor), how = loaded, 'passed in'
     elif os.environ.get('QVL_NBSENS_REUSE_MODEL') == '1' and spec.device_map is None:   # the suite's kernel: load once
@@ -203,6 +202,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
         how = "copy of the kernel's loaded model" if reusable_model.reused else 'loaded'
     else: (model, processor), how = load_model(spec.model_dir, spec.device, spec.device_map), 'loaded'
     t_load = time.perf_counter() - t
+    say(f"[{name}] model {how}: {spec.model_dir} on {spec.device} ({t_load:.1f}s)")
     t = time.perf_counter()
     batches = list(_loader(spec, calib, processor))
     t_encode = time.perf_counter() - t
