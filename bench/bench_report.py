@@ -1,4 +1,4 @@
-"""Turn the JSON (and logs) of `bench.py run` calls into bench/RESULTS.md and bench/results.json.
+"""Turn the JSON of `bench.py run` calls into bench/RESULTS.md and bench/results.json.
 
     python bench/bench.py report bench/raw/*.json --out bench --machine CALL,CALL,...
 
@@ -6,35 +6,35 @@
 same): their project and reference runs are compared with each other, and the headline comes from them. Calls that
 record `gpu_uuid` are grouped by it without being named. Other calls are listed as earlier calls.
 
-A call's log fills what its JSON lacks: the one-time compile of ModelOpt's CUDA extension ("Loaded extension
-modelopt_cuda_ext in X seconds", printed inside the first run when the call did not time it apart), reference runs of
-a call cut off before it saved them ("reference <scope> <size>: ..."), and the profiler's CUDA total.
+Every number comes from the calls' own JSON (`bench.json`, kept as `bench/raw/<call>.json`); logs are not read. A
+number an older call did not write into its JSON (its CUDA-extension compile when it ran inside the first run, a
+step's result when the call stopped before saving it, the profiler's total) is reported as "not recorded".
 """
-import json, re
+import json
 from pathlib import Path
 
-REF_LINE = re.compile(r'^reference (\S+)\s+(\S+)\s*:\s+([\d.]+)s \(load ([\d.]+), autoquant ([\d.]+)\) peak ([\d.]+)')
 ORDER = [(sc, sz) for sc in ('all-layers', 'lm-only') for sz in ('small', 'medium', 'large')]
+NOT_RECORDED = 'not recorded'
 
-def _from_log(doc: dict, log: Path) -> dict:
-    if not log.is_file(): return doc
-    text = log.read_text()
-    m = re.search(r'Loaded extension modelopt_cuda_ext in ([\d.]+) seconds', text)
-    if m and not doc.get('cuda_ext_s'): doc['compile_in_first_run_s'] = float(m.group(1))
-    have = {(r['scope'], r['size']) for r in doc.get('reference') or []}
-    for line in text.splitlines():
-        r = REF_LINE.match(line)
-        if r and (r.group(1), r.group(2)) not in have:
-            doc.setdefault('reference', []).append(dict(kind='reference', scope=r.group(1), size=r.group(2), wall_s=float(r.group(3)),
-                                                        load=float(r.group(4)), autoquant=float(r.group(5)), peak_gib=float(r.group(6)),
-                                                        samples=128 if r.group(2) == 'medium' else None, score_samples=128,
-                                                        encode=None, reports=None, source='log'))
-    errors = re.findall(r'\b(\w*Error: [^\n]{0,240})', text)
-    if errors: doc['log_error'] = errors[-1]            # a call that stopped with an error: what it said
-    totals = [float(x) for x in re.findall(r'Self CUDA time total: ([\d.]+)s', text)]
-    for p, t in zip(doc.get('profile') or [], totals):
-        if not p.get('cuda_total_ms'): p['cuda_total_ms'] = round(t*1e3, 1)
-    return doc
+def _step_keys() -> dict:
+    "{step name: the key of a call's JSON that holds its result}, from bench.py's step registry."
+    import sys
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path: sys.path.insert(0, here)
+    from bench import STEPS
+    return {s.name: s.key for s in STEPS.values()}
+
+def first_run_compile(doc: dict):
+    """Seconds ModelOpt's CUDA extension took inside the call's first project run, when the call did not time it apart
+    at set-up: that run's manifest timing (`cuda_extension_s`). None when timed apart or not recorded."""
+    if doc.get('cuda_ext_s'): return None
+    runs = _runs(doc)
+    return (runs[0].get('cuda_extension_s') or None) if runs else None
+
+def missing_steps(doc: dict) -> list:
+    "Steps a call was asked to run whose result its JSON lacks (failed, or the call stopped before saving it)."
+    keys = _step_keys()
+    return [s for s in doc.get('steps') or [] if s in keys and doc.get(keys[s]) in (None, [], {})]
 
 def _runs(doc, key='project'):
     return [r for r in doc.get(key) or [] if r.get('kind') == 'project']
@@ -46,7 +46,7 @@ def project_time(doc: dict, run: dict, key='project') -> tuple[float, float]:
     """A project run's share of the suite: its wall time, its share of the one model load, less the one-time compile
     of ModelOpt's CUDA extension when it ran inside this (the call's first) run. Returns (seconds, compile taken out)."""
     runs = _runs(doc, key)
-    compile_s = doc.get('compile_in_first_run_s', 0.0) if runs and run is runs[0] else 0.0
+    compile_s = (first_run_compile(doc) or 0.0) if key == 'project' and runs and run is runs[0] else 0.0
     return run['wall_s'] - compile_s + _load(doc, key)/len(runs), compile_s
 
 def same_work_pairs(docs: list) -> list:
@@ -95,11 +95,11 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
     floor = dict((suite or {}).get('scoring_floor') or {})
     if floor.get('tflop') and floor.get('bf16_tflops'): floor['ratio_exact'] = _floor_ratio(suite)
-    compile_s = [d.get('cuda_ext_s') or d.get('compile_in_first_run_s') for d in head if d.get('cuda_ext_s') or d.get('compile_in_first_run_s')]
+    compile_s = [d.get('cuda_ext_s') or first_run_compile(d) for d in head if d.get('cuda_ext_s') or first_run_compile(d)]
     ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
     return dict(gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
                 suite_gpu=(suite or {}).get('gpu'), suite_call=(suite or {}).get('name'), suite_s=(suite or {}).get('project_suite_s'),
-                suite_compile_s=(suite or {}).get('compile_in_first_run_s'), cuda_ext_compile_s=compile_s,
+                suite_compile_s=first_run_compile(suite) if suite else None, cuda_ext_compile_s=compile_s,
                 reference_suite_s=round(sum(ref_all), 1) if len(ref_all) == 6 else None,
                 reference_runs_measured=len(measured), reference_runs_s={' '.join(k): refs[k]['wall_s'] for k in measured},
                 suite_speedup=_ratio(pairs)[2], same_work=dict(zip(('reference_s', 'project_s', 'speedup'), _ratio(pairs)), runs=len(pairs)),
@@ -113,13 +113,26 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                 cli_suite=next(({k: v for k, v in d['cli_suite'].items() if k != 'runs'} | dict(gpu=d.get('gpu'), call=d['name'])
                                 for d in reversed(docs) if d.get('cli_suite')), None))
 
+def _fmt(x, spec: str) -> str:
+    return '—' if x is None else format(x, spec)
+
+def _extension(d: dict) -> str:
+    "How long ModelOpt's CUDA extension took to get ready in a call, as its JSON says."
+    if d.get('cuda_ext_s') is not None: return f"{d['cuda_ext_s']} s at set-up (timed apart from the runs)"
+    if first_run_compile(d): return f"{first_run_compile(d)} s inside the first run (its manifest's timings)"
+    if d.get('gpu') == 'cpu': return 'not used (CPU)'
+    return f"{NOT_RECORDED} (not timed apart; compiled inside the first run that needed it)"
+
 def _call_section(d: dict) -> list:
     L = [f"## {d['name']}: {', '.join(d['steps'])} — {d.get('gpu')} ×{d.get('count')}, {d['date']}", '',
          f"Versions: {', '.join(f'{k} {v}' for k, v in d['versions'].items())}. Shape {d['shape']}, batch size {d['batch_size']}, "
          f"measured bf16 matmul {d.get('bf16_tflops') or '—'} TFLOP/s. Set-up: checkpoint {d['setup']['checkpoint_s']} s, data {d['setup']['data_s']} s."
-         + (f" ModelOpt's CUDA extension compiled at set-up (timed apart): {d['cuda_ext_s']} s." if d.get('cuda_ext_s') else '')
-         + (f" ModelOpt's CUDA extension compiled inside the first run: {d['compile_in_first_run_s']} s." if d.get('compile_in_first_run_s') else ''), '']
-    if d.get('log_error'): L += [f"**This call stopped with an error** (its log's last error line): `{d['log_error']}`", '']
+         + f" ModelOpt's CUDA extension: {_extension(d)}.", '']
+    for e in d.get('errors') or []: L += [f"**Step {e['step']} failed**: `{e['error'][:400]}`", '']
+    done, failed = d.get('steps_done'), {e['step'] for e in d.get('errors') or []}
+    gone = [s for s in missing_steps(d) if s not in failed and (done is None or s not in done)]
+    if gone: L += [f"Steps without a result in this call's JSON: {', '.join(gone)} ({NOT_RECORDED}: the call stopped with an error or "
+                   "was cut off before the step saved it; bench/raw/HISTORY.md says which).", '']
     if d.get('handle_check'): L += [f"Recipe handles at this shape: {d['handle_check']}", '']
     if d.get('variants'):
         L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',
@@ -129,13 +142,14 @@ def _call_section(d: dict) -> list:
             if r.get('error'): L.append(f"| {r['variant']} | {r['scope']} | {r['size']} | {r['error']} | | | | | |"); continue
             v = r.get('vs_first') or {}
             L.append(f"| {r['variant']} | {r['scope']} | {r['size']} | {r['wall_s']} | {r['calibration_s']} | {r['scoring_s']} | {r['peak_gib']} | "
-                     f"{v.get('spearman', float('nan')):.6f} | {v.get('max_rel_diff', float('nan')):.1e} |")
+                     f"{_fmt(v.get('spearman'), '.6f')} | {_fmt(v.get('max_rel_diff'), '.1e')} |")
         L.append('')
     for p in d.get('profile') or []:
-        tot = p.get('cuda_total_ms')
+        tot, clock = p.get('total_ms', p.get('cuda_total_ms')), p.get('clock', 'cuda').upper()   # older calls: cuda_total_ms, or none
         ops = [t for t in p['top'] if t['op'].split('::')[0] in ('aten', 'tensorrt', 'autograd') or t['op'].startswith('_score')][:12]   # ops, not their kernels
-        L += [f"### Profile of scoring ({p['variant']}, all-layers, {p['batches']} batches): CUDA time {tot} ms", '',
-              '| Op | Self CUDA ms | Share | Calls |', '|---|---:|---:|---:|']
+        L += [f"### Profile of scoring ({p['variant']}, all-layers, {p['batches']} batches): {clock} time "
+              f"{f'{tot} ms' if tot else f'total {NOT_RECORDED} (shares not computed)'}", '',
+              f'| Op | Self {clock} ms | Share | Calls |', '|---|---:|---:|---:|']
         L += [f"| `{t['op']}` | {t['self_ms']} | {t['self_ms']/tot:.1%} | {t['calls']} |" if tot else f"| `{t['op']}` | {t['self_ms']} | — | {t['calls']} |" for t in ops]
         L.append('')
     for key, title in (('project', 'Project runs (one model load, a fresh copy per run)'),
@@ -159,26 +173,25 @@ def _call_section(d: dict) -> list:
         if any(r.get('ground_truth') for r in rs): L.append('')
     if d.get('reference'):
         L += ['### Reference driver (fresh process per run, batch 1, padded to 512, labels = input ids, scoring capped at 128)', '',
-              '| Scope | Size | Samples | Scored | Wall s (process) | Load s | AutoQuant s | Peak GiB | Source |', '|---|---|---:|---:|---:|---:|---:|---:|---|']
+              '| Scope | Size | Samples | Scored | Wall s (process) | Load s | AutoQuant s | Peak GiB |', '|---|---|---:|---:|---:|---:|---:|---:|']
         for r in d['reference']:
             L.append(f"| {r['scope']} | {r['size']} | {r.get('samples') or '—'} | {r['score_samples']} | {r['wall_s']} | {r['load']} | {r['autoquant']} | "
-                     f"{round(r['peak_gib'], 2) if r.get('peak_gib') else '—'} | {r.get('source', 'json')} |")
+                     f"{round(r['peak_gib'], 2) if r.get('peak_gib') else '—'} |")
         L.append('')
     if d.get('cli_suite'):
         c = d['cli_suite']
         L += ['### `qvl-nbsens suite` (a fresh process; every run\'s notebook executed in one kernel that keeps the model)', '',
               '| Scope | Size | Samples / scored | Run s (manifest) | Notebook s | Notebook overhead s |', '|---|---|---|---:|---:|---:|']
         L += [f"| {r['scope']} | {r['size']} | {r['samples']} / {r['score_samples']} | {r['run_s']} | {r['notebook_s']} | "
-              f"{round(r['notebook_s'] - r['run_s'], 1) if r['notebook_s'] is not None else '—'} |" for r in c['runs']]
+              f"{round(r['notebook_s'] - r['run_s'], 1) if r['notebook_s'] is not None and r['run_s'] is not None else '—'} |" for r in c['runs']]
         L += ['', f"Whole command: {c['wall_s']} s (suite's own clock {c['invocation_s']} s; runs {c['runs_total_s']} s, their notebooks {c['notebooks_s']} s).", '']
     if d.get('scoring_floor'): L += [f"Scoring FLOP floor ({d['scoring_floor']['run']}): {d['scoring_floor']}", '']
     if d.get('two_gpu'): L += [f"Two-GPU check (all-layers small, `device_map='auto'` over {d['two_gpu']['gpus']} GPUs vs one GPU): {d['two_gpu']}", '']
     return L
 
-def write_report(docs: list, out: Path, names: list | None = None, logs: list | None = None, machine: list | None = None):
-    for i, d in enumerate(docs):
-        d['name'] = (names or [])[i] if names else f'call{i+1}'
-        if logs: _from_log(d, logs[i])
+def write_report(docs: list, out: Path, names: list | None = None, machine: list | None = None):
+    "Write `out/results.json` (the headline, then every call's JSON) and `out/RESULTS.md`; returns the headline."
+    for i, d in enumerate(docs): d['name'] = names[i] if names else f'call{i+1}'
     if not machine:   # calls that recorded their GPU's UUID: the latest UUID's calls
         uu = [d.get('gpu_uuid') for d in docs if d.get('gpu_uuid')]
         machine = [d['name'] for d in docs if uu and d.get('gpu_uuid') == uu[-1]] or None
@@ -186,8 +199,9 @@ def write_report(docs: list, out: Path, names: list | None = None, logs: list | 
     if unknown: raise SystemExit(f"--machine names calls that were not given: {', '.join(sorted(unknown))}")
     s = summarize(docs, machine)
     (out/'results.json').write_text(json.dumps(dict(s, calls=docs), indent=1) + '\n')
-    L = ['# Benchmark results (generated)', '', 'Written by `python bench/bench.py report ... --out bench` from the calls\' JSON and logs '
-         '(`bench/raw/`); `results.json` holds every number. How the numbers were made: `bench/README.md`.', '',
+    L = ['# Benchmark results (generated)', '', 'Written by `python bench/bench.py report ... --out bench` from the calls\' JSON alone '
+         f'(`bench/raw/`; a number a call did not write there reads "{NOT_RECORDED}"); `results.json` holds every number.'
+         ' How the numbers were made: `bench/README.md`; what each call was: `bench/raw/HISTORY.md`.', '',
          '## Headline', '', f"From calls {', '.join(s['calls'])} (one machine, {', '.join(s['gpu'])}).", '']
     if s['same_work_pairs']:
         L += ['| Scope | Size | Samples / scored | Reference s | Project s | Speedup | Project call | Reference call |', '|---|---|---|---:|---:|---:|---|---|']

@@ -1,4 +1,4 @@
-"""Load a Qwen3-VL checkpoint through the stock path, feed AutoQuant calibration batches, time its phases, resume from its checkpoint, and hand the model back in eval mode.
+"""Run one AutoQuant search: feed it calibration batches, time its phases, record per-sample scores, resume from its checkpoint, and hand the model back in eval mode.
 
 Docs: https://qvl-nbsens.github.io/qvl_nbsens/autoquant.html.md"""
 
@@ -6,84 +6,25 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/autoquant.html.md"""
 
 # %% ../nbs/06_autoquant.ipynb #b5373946
 from __future__ import annotations
-import contextlib, copy, gc, json, math, os, signal, time
-from collections import defaultdict
+import contextlib, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-import modelopt.torch.quantization as mtq   # here, not inside a run: see below
 from .core import QvlError
-from .quant import QuantPair, Scope, get_pair, get_scope, modelopt_formats, search_constraints
+from .quant import get_pair, get_scope, modelopt_formats, search_constraints
+from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
+                                         gradient_checkpointing, shared_score_reduction, ready_cuda_extension)
+from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
 
 # %% auto #0
-__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model', 'PhaseClock', 'make_steps',
-           'per_sample_sums', 'score_rows', 'stock_score_rows', 'score_reduction_mode', 'ScoreRecorder',
-           'save_contributions', 'load_contributions', 'AutoQuantResult', 'restore_eval', 'check_scores_finite',
-           'search_clock', 'resumable_candidate_stats', 'gradient_checkpointing', 'checkpointing_wanted',
-           'shared_score_reduction', 'ready_cuda_extension', 'check_finite_weights', 'run_autoquant']
-
-# %% ../nbs/06_autoquant.ipynb #a46aadb4
-def resolve_device(device: str = 'auto') -> str:
-    "'cuda' when asked for 'auto' and a GPU is visible, else 'cpu'; explicit devices pass through."
-    if device in (None, 'auto'): return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if str(device).startswith('cuda') and not torch.cuda.is_available(): raise QvlError(f"device {device!r} asked for, but no GPU is visible")
-    return str(device)
-
-def default_dtype(device: str) -> torch.dtype:
-    "bfloat16 on GPUs, float32 on the CPU."
-    return torch.bfloat16 if str(device).startswith('cuda') else torch.float32
-
-def check_model_dir(model_dir) -> dict:
-    "The config of a Qwen3-VL checkpoint directory, or a `QvlError` saying why it is not one."
-    d = Path(model_dir)
-    if not d.is_dir(): raise QvlError(f"model directory {d} does not exist")
-    cfg_path = d/'config.json'
-    if not cfg_path.is_file(): raise QvlError(f"{d} is not a checkpoint directory: no config.json")
-    try: cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e: raise QvlError(f"{cfg_path}: malformed JSON ({e.msg})") from None
-    if cfg.get('model_type') != 'qwen3_vl':
-        raise QvlError(f"{d} holds a {cfg.get('model_type')!r} model, not Qwen3-VL (model_type 'qwen3_vl')")
-    if not any(d.glob('*.safetensors')) and not any(d.glob('*.bin')): raise QvlError(f"{d} has no weights (*.safetensors)")
-    return cfg
-
-def load_model(model_dir, device: str = 'auto', device_map=None, dtype=None):
-    "(model, processor) from a Qwen3-VL checkpoint directory, in eval mode."
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    check_model_dir(model_dir)
-    device = resolve_device(device)
-    dtype = dtype or default_dtype(device)
-    kw = dict(dtype=dtype)
-    if device_map is not None: kw['device_map'] = device_map
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, **kw)
-    if device_map is None: model.to(device)
-    return model.eval(), AutoProcessor.from_pretrained(model_dir)
-
-# %% ../nbs/06_autoquant.ipynb #0b8b92b9
-_KEPT: dict = {}
-
-def _checkpoint_key(model_dir, device, dtype) -> tuple:
-    d = Path(model_dir).resolve()
-    return (str(d), device, str(dtype), tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir() if p.is_file())))
-
-def reusable_model(model_dir, device: str = 'auto', dtype=None):
-    "(fresh copy of a model loaded once in this process, processor)."
-    device = resolve_device(device)
-    check_model_dir(model_dir)
-    key = _checkpoint_key(model_dir, device, dtype or default_dtype(device))
-    reusable_model.reused = _KEPT.get('key') == key
-    gc.collect()                                   # the last run's copy (ModelOpt's hooks make reference cycles) goes first
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
-    if not reusable_model.reused:
-        _KEPT.clear(); gc.collect()
-        base, proc = load_model(model_dir, device, dtype=dtype)
-        _KEPT.update(key=key, base=base, proc=proc)
-    return copy.deepcopy(_KEPT['base']), _KEPT['proc']
-reusable_model.reused = False
+__all__ = ['SCORE_REDUCTIONS', 'PhaseClock', 'make_steps', 'restore_eval', 'check_finite_weights', 'check_scores_finite',
+           'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
 class PhaseClock:
-    "Wall time and forward counts of AutoQuant's calibration and scoring phases, seen from the forward step."
+    """When AutoQuant's calibration and scoring phases saw their first and last forward (`time.perf_counter()` seconds),
+    how many forwards each ran, and when the search proper started (set by `modelopt_adapter.search_clock`)."""
     first: dict = field(default_factory=dict)
     last: dict = field(default_factory=dict)
     calls: dict = field(default_factory=lambda: {'calibration': 0, 'scoring': 0})
@@ -91,194 +32,70 @@ class PhaseClock:
     search_start: float | None = None
     def phase(self, model) -> str:
         "'calibration' while ModelOpt's quantizers collect statistics, else 'scoring'."
-        if self.quantizers is None:  # quantizers are inserted before the first forward; find them once
-            self.quantizers = [m for m in model.modules() if hasattr(m, '_if_calib')]
-        return 'calibration' if any(q._if_calib for q in self.quantizers) else 'scoring'
-    def tick(self, model):
+        if self.quantizers is None: self.quantizers = model_quantizers(model)  # inserted before the first forward: find them once
+        return 'calibration' if calibrating(self.quantizers) else 'scoring'
+    def tick(self, model) -> str:
+        "Count one forward of `model` in its phase and note the time; returns the phase."
         phase = self.phase(model)
         now = time.perf_counter()
         self.first.setdefault(phase, now); self.last[phase] = now
         self.calls[phase] += 1
         return phase
-    def seconds(self, phase, end=None):
-        if phase not in self.first: return 0.0
-        return (end or self.last[phase]) - self.first[phase]
 
+# %% ../nbs/06_autoquant.ipynb #e7159890
 def _to_device(batch, device):
     return batch.to(device) if hasattr(batch, 'to') else {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-def make_steps(model, method: str, clock: PhaseClock, fault: str | None = None, recorder=None):
-    "The forward step and loss function AutoQuant calls, instrumented by `clock` (and a `ScoreRecorder`)."
+def _checked(out, method: str, phase: str, n: int):
+    "`out` after checking its loss (and, for `kl_div`, its logits) is finite."
+    if getattr(out, 'loss', None) is not None and not torch.isfinite(out.loss):
+        raise QvlError(f"non-finite loss ({out.loss.item()}) in {phase} batch {n}: check the checkpoint weights and dtype")
+    if method == 'kl_div' and not torch.isfinite(out.logits).all(): raise QvlError(f"non-finite logits in {phase} batch {n}")
+    return out
+
+# %% ../nbs/06_autoquant.ipynb #729ee08f
+def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | None = None) -> tuple:
+    """(forward_step(model, batch), loss_func(output, batch)) for `auto_quantize`, instrumented by `clock` (and `recorder`).
+    Raises `QvlError` on a non-finite loss or logits, and when the model returns no loss."""
     dev = model.device
     def forward_step(m, batch):
         phase = clock.tick(m)
-        if fault == 'kill-at-scoring' and phase == 'scoring': os.kill(os.getpid(), signal.SIGKILL)
         if recorder is not None and phase == 'scoring' and method == 'gradient': recorder.install(m); recorder.begin_batch(batch)
-        out = m(**_to_device(batch, dev))
-        if getattr(out, 'loss', None) is not None and not torch.isfinite(out.loss):
-            raise QvlError(f"non-finite loss ({out.loss.item()}) in {phase} batch {clock.calls[phase]}: "
-                           f"check the checkpoint weights and dtype")
-        if method == 'kl_div':
-            if not torch.isfinite(out.logits).all(): raise QvlError(f"non-finite logits in {phase} batch {clock.calls[phase]}")
-            if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, out.logits)
-            return out.logits
-        return out
+        out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
+        if method != 'kl_div': return out
+        if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, out.logits)
+        return out.logits
     def loss_func(out, batch):
-        loss = out.loss
-        if loss is None: raise QvlError('the model returned no loss: batches need labels')
-        return loss
+        if out.loss is None: raise QvlError('the model returned no loss: batches need labels')
+        return out.loss
     return forward_step, loss_func
 
-# %% ../nbs/06_autoquant.ipynb #4702efcc
-def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, merge: int = 4) -> tuple[torch.Tensor, bool]:
-    """Sum of `x` per sample of a batch of `n`: text tensors are (batch, ...); vision tensors are (patches, ...) with
-    the images' patches concatenated (`patches` per image, or 1/`merge` as many after the patch merger).
-    Returns (sums, exact); when the layout is not recognised the batch total is shared equally (exact=False)."""
-    if x.ndim >= 3 and x.shape[0] == n: return x.reshape(n, -1).sum(1), True
-    if patches:
-        for d in (1, merge):
-            if x.shape[0]*d == sum(patches):
-                return torch.stack([c.sum() for c in torch.split(x, [p//d for p in patches], 0)]), True
-    if x.ndim >= 2 and x.shape[0] == n and not patches: return x.reshape(n, -1).sum(1), True
-    return x.sum().expand(n)/n, False
+# %% ../nbs/06_autoquant.ipynb #95af64b7
+def restore_eval(model):
+    "Undo what the gradient search leaves behind: train mode, gradient checkpointing, parameters requiring gradients. Returns `model`."
+    if getattr(model, 'is_gradient_checkpointing', False): model.gradient_checkpointing_disable()
+    model.eval()
+    for p in model.parameters(): p.requires_grad_(False)
+    return model
 
-# %% ../nbs/06_autoquant.ipynb #f074b041
-try:
-    import triton, triton.language as tl
-except ImportError: triton = None
+# %% ../nbs/06_autoquant.ipynb #8c02d929
+def check_finite_weights(model):
+    "Raise `QvlError` naming the first parameter holding NaN or inf."
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all(): raise QvlError(f"checkpoint weight {name} holds NaN/inf values")
 
-if triton is not None:
-    @triton.jit
-    def _score_rows_kernel(g_ptr, d_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            mask = cols < n_cols
-            g = tl.load(g_ptr + row*n_cols + cols, mask=mask, other=0.0).to(tl.float32)
-            d = tl.load(d_ptr + row*n_cols + cols, mask=mask, other=0.0).to(tl.float32)
-            x = tl.minimum(tl.maximum(g*d, -1e10, propagate_nan=tl.PropagateNan.ALL), 1e10, propagate_nan=tl.PropagateNan.ALL)
-            acc += x*x
-        tl.store(out_ptr + row, tl.sum(acc, axis=0))
-
-def _score_rows_torch(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    x = g.to(torch.float32, copy=True).mul_(d).clamp_(-1e10, 1e10)
-    return x.square_().sum(-1, keepdim=True)
-
-def score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Σ over the last dimension of clamp(g·d)², in float32: ModelOpt's gradient score per output row, shaped
-    `g.shape[:-1] + (1,)`. One Triton kernel on CUDA tensors, torch ops elsewhere."""
-    if triton is not None and g.is_cuda and g.device == d.device and g.shape == d.shape and g.ndim >= 1 and g.shape[-1] > 0:
-        g2, d2 = g.reshape(-1, g.shape[-1]).contiguous(), d.reshape(-1, d.shape[-1]).contiguous()
-        out = torch.empty(g2.shape[0], device=g.device, dtype=torch.float32)
-        if g2.shape[0]:
-            with torch.cuda.device(g.device):   # Triton launches on the current device: a model spread over GPUs has outputs elsewhere
-                _score_rows_kernel[(g2.shape[0],)](g2, d2, out, g2.shape[1], BLOCK=1024)
-        return out.reshape(*g.shape[:-1], 1)
-    return _score_rows_torch(g, d)
-
-def stock_score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    "ModelOpt's own expression, kept per row (the 'separate' path)."
-    return (g.float()*d.float()).clamp(-1e10, 1e10).square().sum(-1, keepdim=True)
-
-def score_reduction_mode() -> str:
-    "'shared' (default: one reduction for ModelOpt and the recorder) or 'separate' (ModelOpt's stock reduction, the recorder's own)."
-    mode = os.environ.get('QVL_NBSENS_SCORE_REDUCTION', 'shared')
-    if mode not in ('shared', 'separate'): raise QvlError(f"QVL_NBSENS_SCORE_REDUCTION={mode!r}: expected 'shared' or 'separate'")
-    return mode
-
-# %% ../nbs/06_autoquant.ipynb #de84ea70
-class ScoreRecorder:
-    "Per-sample parts of every handle's AutoQuant score, recorded alongside ModelOpt's own accumulation."
-    def __init__(self, method: str, merge: int = 4, rows=score_rows):
-        self.method, self.merge, self.rows = method, merge, rows
-        self.parts, self.offset, self.n, self.patches, self.pending = {}, 0, 0, None, {}
-        self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
-
-    def _hparams(self, model):
-        from modelopt.torch.opt.utils import named_hparams
-        from modelopt.torch.quantization.algorithms import QuantRecipeHparam
-        return [(n, h) for n, h in named_hparams(model, unique=True) if isinstance(h, QuantRecipeHparam)]
-
-    def begin_batch(self, batch):
-        "A new scoring batch: its samples follow the previous batch's."
-        self.offset += self.n
-        self.n, self.pending = int(batch['input_ids'].shape[0]), {}
-        g = batch.get('image_grid_thw') if hasattr(batch, 'get') else None
-        self.patches = None if g is None else [int(t) for t in g.prod(-1).tolist()]
-
-    def _add(self, handle: str, recipe: str, sums: torch.Tensor, exact: bool):
-        "Add a batch's per-sample sums; they stay on the device (a host copy here would stall every backward hook)."
-        self.exact &= exact
-        row = self.parts.setdefault((handle, recipe), {})
-        s = sums.detach().double()
-        row[self.offset] = row[self.offset] + s if self.offset in row else s   # q/k/v: several modules, one handle
-
-    def install(self, model):
-        "Gradient method: hook the modules ModelOpt scores (call after ModelOpt set them up, before their forward)."
-        if self.names is not None: return
-        self.names = {id(h): n for n, h in self._hparams(model)}
-        for m in model.modules():
-            if hasattr(m, '_hparams_for_scoring') and hasattr(m, '_backward_hook_handle'):
-                self.hooks.append(m.register_full_backward_hook(self._grad_hook))
-
-    def _grad_hook(self, module, grad_input, grad_output):
-        g = grad_output[0]
-        for hp, diffs in getattr(module, 'output_diff_dict', {}).items():
-            for recipe, d in diffs.items():
-                shared = self.pending.pop(id(d), None)   # the rows ModelOpt's hook just reduced (shared_score_reduction)
-                rows = shared[1] if shared is not None and shared[0] is d else self.rows(g, d)
-                s, exact = per_sample_sums(rows, self.n, self.patches, self.merge)
-                self._add(self.names[id(hp)], str(recipe), s, exact)
-
-    def observe_logits(self, model, batch, logits):
-        "KL-divergence method: called with every scoring forward's logits."
-        if self.hparams is None:
-            from modelopt.torch.quantization.algorithms import QuantRecipe
-            self.hparams, self.none = self._hparams(model), QuantRecipe(quant_cfg=None)
-        active = [(n, h) for n, h in self.hparams if h.active != self.none]
-        lp = torch.log_softmax(logits.float(), dim=-1)
-        if not active:
-            self.begin_batch(batch); self.log_unq = lp; return
-        kl = torch.nn.functional.kl_div(lp, self.log_unq, reduction='none', log_target=True)
-        for n, h in active: self._add(n, str(h.active), kl.reshape(kl.shape[0], -1).sum(1), True)
-
-    def remove(self):
-        for h in self.hooks: h.remove()
-        self.hooks, self.log_unq, self.pending = [], None, {}
-
-    def result(self) -> dict | None:
-        "{'keys': [(handle, format)], 'parts': float64 array [keys x samples], 'exact': bool}, or None if nothing was scored."
-        import numpy as np
-        if not self.parts: return None
-        n = self.offset + self.n
-        keys = sorted(self.parts)
-        arr = np.zeros((len(keys), n))
-        for i, k in enumerate(keys):
-            for j, v in self.parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
-        return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
-
-def save_contributions(contrib: dict, path) -> Path:
-    "Write per-sample score parts to an `.npz` (plain arrays: safe to load anywhere)."
-    import numpy as np
-    from qvl_nbsens.core import atomic_path
-    with atomic_path(path, force=True) as tmp:
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(f, handles=np.array([k[0] for k in contrib['keys']]), formats=np.array([k[1] for k in contrib['keys']]),
-                                parts=contrib['parts'], exact=np.array(contrib['exact']), method=np.array(contrib['method']))
-    return Path(path)
-
-def load_contributions(path) -> dict:
-    "Read what `save_contributions` wrote."
-    import numpy as np
-    with np.load(path, allow_pickle=False) as z:
-        return dict(keys=list(zip(z['handles'].tolist(), z['formats'].tolist())), parts=z['parts'],
-                    exact=bool(z['exact']), method=str(z['method']))
+def check_scores_finite(candidate_stats: dict):
+    "Raise `QvlError` naming the handles and formats whose score is NaN or infinite ({handle: {'formats', 'scores'}})."
+    bad = [f"{name} ({fmt}: {sc})" for name, st in candidate_stats.items()
+           for fmt, sc in zip(st.get('formats', []), st.get('scores', [])) if not math.isfinite(sc)]
+    if bad: raise QvlError(f"non-finite AutoQuant scores for {len(bad)} handle format(s), e.g. {', '.join(bad[:5])}: "
+                           "the model's outputs or gradients overflowed (check the checkpoint's weights and dtype)")
 
 # %% ../nbs/06_autoquant.ipynb #c394b617
 @dataclass
 class AutoQuantResult:
-    "What one search produced: the model, ModelOpt's search state, phase timings and counts."
+    """What one search produced: the model; ModelOpt's search state; phase `timings` (seconds); `forward_calls` per
+    phase; what was `resumed` from the checkpoint; the per-sample score `contributions`; the scoring `settings`."""
     model: object
     state: dict
     timings: dict
@@ -287,149 +104,80 @@ class AutoQuantResult:
     contributions: dict | None = None
     settings: dict = field(default_factory=dict)
 
-def restore_eval(model):
-    "Undo what the gradient search leaves behind: train mode and gradient checkpointing."
-    if getattr(model, 'is_gradient_checkpointing', False): model.gradient_checkpointing_disable()
-    model.eval()
-    for p in model.parameters(): p.requires_grad_(False)
-    return model
+SCORE_REDUCTIONS = ('shared', 'separate')
 
-def check_scores_finite(candidate_stats: dict):
-    "Stop before the search when a handle's score is NaN or infinite (the LP solver would fail with an opaque error)."
-    bad = [f"{name} ({fmt}: {sc})" for name, st in candidate_stats.items()
-           for fmt, sc in zip(st.get('formats', []), st.get('scores', [])) if not math.isfinite(sc)]
-    if bad: raise QvlError(f"non-finite AutoQuant scores for {len(bad)} handle format(s), e.g. {', '.join(bad[:5])}: "
-                           "the model's outputs or gradients overflowed (check the checkpoint's weights and dtype)")
+def search_settings(method: str, grad_checkpointing: bool = True, score_reduction: str = 'shared') -> dict:
+    "The checked scoring settings of a search; `QvlError` for an unknown `method` or `score_reduction`."
+    if method not in ('gradient', 'kl_div'): raise QvlError(f"unknown method {method!r}: expected gradient or kl_div")
+    if score_reduction not in SCORE_REDUCTIONS:
+        raise QvlError(f"unknown score reduction {score_reduction!r}: expected {' or '.join(map(repr, SCORE_REDUCTIONS))}")
+    return dict(grad_checkpointing=bool(grad_checkpointing), score_reduction=score_reduction)
 
-@contextlib.contextmanager
-def search_clock(clock: PhaseClock):
-    """Note when ModelOpt starts the search proper: the end of scoring (the forward step cannot see a phase's last
-    backward). Non-finite scores stop it there (`check_scores_finite`)."""
-    from modelopt.torch.quantization.algorithms import _AutoQuantizeBaseSearcher as S
-    orig = S.run_search
-    def run_search(self):
-        clock.search_start = time.perf_counter()
-        check_scores_finite(self.candidate_stats)
-        return orig(self)
-    S.run_search = run_search
-    try: yield
-    finally: S.run_search = orig
+# %% ../nbs/06_autoquant.ipynb #25dc630f
+def _patches(clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    stack.enter_context(search_clock(clock, check_scores_finite))
+    stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
+    if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))
+    return stack
 
-@contextlib.contextmanager
-def resumable_candidate_stats():
-    """Work around ModelOpt 0.47 failing to resume from a checkpoint saved after calibration but before scoring:
-    it restores `candidate_stats` as a plain (empty) dict, then fills it as if it were a `defaultdict(dict)`."""
-    from modelopt.torch.quantization.algorithms import _AutoQuantizeBaseSearcher as S
-    orig = S.initialize_candidate_stats
-    def init(self):
-        if not isinstance(self.candidate_stats, defaultdict): self.candidate_stats = defaultdict(dict, self.candidate_stats)
-        return orig(self)
-    S.initialize_candidate_stats = init
-    try: yield
-    finally: S.initialize_candidate_stats = orig
+def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings) -> tuple:
+    "(model, state) of the search; the recorder's hooks are off afterwards."
+    fwd, loss = make_steps(model, method, clock, recorder)
+    try:
+        with _patches(clock, recorder, settings):
+            return auto_quantize(model, batches, fwd, modelopt_formats(pair), search_constraints(scope, effective_bits), method,
+                                 loss, scope.disabled, n_score, checkpoint, verbose)
+    except NonFiniteActivations as e:
+        phase = 'scoring' if clock.calls['scoring'] else 'calibration'
+        raise QvlError(f"non-finite activations in {phase} batch {clock.calls[phase]} (ModelOpt: {e})") from None
+    finally: recorder.remove()
 
-@contextlib.contextmanager
-def gradient_checkpointing(enabled: bool = True):
-    """ModelOpt's gradient search switches gradient checkpointing on for every Hugging Face model (one more forward
-    per scoring batch, less memory). `enabled=False` keeps it off for this search: same gradients, same scores; the
-    cached Q(y) − y of every scored module then lives until the batch's backward."""
-    if enabled:
-        yield; return
-    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
-    @contextlib.contextmanager
-    def no_checkpointing(model):
-        cfg = getattr(model, 'config', None)
-        cache = getattr(cfg, 'use_cache', None)
-        if cache is not None: cfg.use_cache = False
-        try: yield
-        finally:
-            if cache is not None: cfg.use_cache = cache
-    entry = (lambda model: True, no_checkpointing, lambda name, model: 'embed' in name)   # gradients enter at the embeddings, as ModelOpt's
-    S._custom_support.insert(0, entry)
-    try: yield
-    finally: S._custom_support.remove(entry)
+# %% ../nbs/06_autoquant.ipynb #e6a82038
+def phase_timings(clock: PhaseClock, t0: float, t1: float, t_ext: float) -> dict:
+    "Seconds of the CUDA extension build, calibration, scoring, the search proper and the whole `auto_quantize` (t0 to t1)."
+    at = clock.search_start or t1
+    calib = (clock.first.get('scoring', at) - clock.first['calibration']) if 'calibration' in clock.first else 0.0
+    score = (at - clock.first['scoring']) if 'scoring' in clock.first else 0.0
+    return dict(cuda_extension=t_ext, calibration=round(calib, 3), scoring=round(score, 3), search=round(t1 - at, 3),
+                autoquant_total=round(t1 - t0, 3))
 
-def checkpointing_wanted(value: bool | None = None) -> bool:
-    "An explicit choice, else `QVL_NBSENS_GRAD_CHECKPOINTING` (0/1), else on (ModelOpt's default)."
-    if value is not None: return bool(value)
-    v = os.environ.get('QVL_NBSENS_GRAD_CHECKPOINTING', '1').strip().lower()
-    if v not in ('0', '1', 'on', 'off', 'true', 'false'): raise QvlError(f"QVL_NBSENS_GRAD_CHECKPOINTING={v!r}: expected 0 or 1")
-    return v in ('1', 'on', 'true')
+def resumed_from(checkpoint_found: bool, clock: PhaseClock) -> dict:
+    "Whether a checkpoint was there, and whether calibration and scores came from it (no forward pass in that phase)."
+    return dict(checkpoint_found=checkpoint_found, calibration_restored=checkpoint_found and clock.calls['calibration'] == 0,
+                scores_restored=checkpoint_found and clock.calls['scoring'] == 0)
 
-@contextlib.contextmanager
-def shared_score_reduction(recorder: ScoreRecorder):
-    "ModelOpt's gradient score taken from `recorder.rows` (one pass per output), the rows left for the recorder's hook."
-    import modelopt.torch.quantization.algorithms as A
-    orig = A._get_auto_quantize_score
-    def get_score(grad_output, output_diff):
-        rows = recorder.rows(grad_output, output_diff)
-        recorder.pending[id(output_diff)] = (output_diff, rows)
-        return rows.sum()
-    A._get_auto_quantize_score = get_score
-    try: yield
-    finally: A._get_auto_quantize_score = orig
+# %% ../nbs/06_autoquant.ipynb #199e247b
+def _recorder(model, method: str, settings: dict) -> ScoreRecorder:
+    merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2   # patches per merged vision token
+    return ScoreRecorder(method, merge, score_rows if settings['score_reduction'] == 'shared' else stock_score_rows)
 
-def ready_cuda_extension(model) -> float:
-    """Build or load ModelOpt's CUDA extension before the search when the model is on a GPU; returns the seconds it
-    took. The first use on a machine JIT-compiles it (about a minute; cached afterwards in the torch extensions folder),
-    which would otherwise land in the first run's calibration time."""
-    if not any(p.is_cuda for p in model.parameters()): return 0.0
-    try: from modelopt.torch.quantization.extensions import get_cuda_ext
-    except ImportError: return 0.0
-    t = time.perf_counter(); get_cuda_ext()
-    return round(time.perf_counter() - t, 3)
+def _contributions(recorder: ScoreRecorder, path) -> dict | None:
+    "The parts recorded now (saved to `path`), else those saved by the run whose scores were restored, else None."
+    contrib = recorder.result()
+    if contrib is not None and path: save_contributions(contrib, path)
+    elif contrib is None and path and Path(path).is_file(): contrib = load_contributions(path)
+    return contrib
 
-def check_finite_weights(model):
-    "Raise `QvlError` naming the first parameter holding NaN or inf."
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all(): raise QvlError(f"checkpoint weight {name} holds NaN/inf values")
-
+# %% ../nbs/06_autoquant.ipynb #604638d7
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
-                  verbose: bool = False, fault: str | None = None, contributions=None,
-                  grad_checkpointing: bool | None = None) -> AutoQuantResult:
-    "Run AutoQuant on `model` with calibration/scoring `batches`; see above."
-    pair = get_pair(pair) if isinstance(pair, str) else pair
-    scope = get_scope(scope) if isinstance(scope, str) else scope
-    if method not in ('gradient', 'kl_div'): raise QvlError(f"unknown method {method!r}: expected gradient or kl_div")
+                  verbose: bool = False, contributions=None, grad_checkpointing: bool = True,
+                  score_reduction: str = 'shared') -> AutoQuantResult:
+    """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` and `scope`
+    at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
+    `contributions`: the per-sample parts' `.npz`. Raises `QvlError` on bad arguments or non-finite weights/activations/scores."""
+    pair, scope = get_pair(pair) if isinstance(pair, str) else pair, get_scope(scope) if isinstance(scope, str) else scope
+    settings = search_settings(method, grad_checkpointing, score_reduction)
     batches = list(batches)
     if not batches: raise QvlError('no calibration batches')
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
-    t_ext = ready_cuda_extension(model)
-    clock = PhaseClock()
-    merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2
-    settings = dict(grad_checkpointing=checkpointing_wanted(grad_checkpointing), score_reduction=score_reduction_mode())
-    shared = settings['score_reduction'] == 'shared'
-    recorder = ScoreRecorder(method, merge, score_rows if shared else stock_score_rows)
-    fwd, loss = make_steps(model, method, clock, fault, recorder)
+    t_ext, clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
-    kw = dict(loss_func=loss) if method == 'gradient' else {}
     t0 = time.perf_counter()
-    try:
-        with resumable_candidate_stats(), search_clock(clock), gradient_checkpointing(settings['grad_checkpointing']), \
-             (shared_score_reduction(recorder) if shared else contextlib.nullcontext()):
-            model, state = mtq.auto_quantize(
-                model, constraints=search_constraints(scope, effective_bits), quantization_formats=modelopt_formats(pair),
-                data_loader=batches, forward_step=fwd, disabled_layers=list(scope.disabled) or None,
-                num_calib_steps=len(batches), num_score_steps=n_score, method=method,
-                checkpoint=str(checkpoint) if checkpoint else None, verbose=verbose, **kw)
-    except AssertionError as e:
-        if 'nan' not in str(e).lower(): raise
-        phase = 'scoring' if clock.calls['scoring'] else 'calibration'
-        raise QvlError(f"non-finite activations in {phase} batch {clock.calls[phase]} (ModelOpt: {e})") from None
-    finally: recorder.remove()
+    model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings)
     t1 = time.perf_counter()
-    contrib = recorder.result() if clock.calls['scoring'] else None
-    if contrib is not None and contributions: save_contributions(contrib, contributions)
-    elif contrib is None and contributions and Path(contributions).is_file(): contrib = load_contributions(contributions)
-    if fault == 'kill-after-search': os.kill(os.getpid(), signal.SIGKILL)
-    restore_eval(model)
-    search_at = clock.search_start or t1
-    calib = (clock.first.get('scoring', search_at) - clock.first['calibration']) if 'calibration' in clock.first else 0.0
-    score = (search_at - clock.first['scoring']) if 'scoring' in clock.first else 0.0
-    timings = dict(cuda_extension=t_ext, calibration=round(calib, 3), scoring=round(score, 3), search=round(t1 - search_at, 3),
-                   autoquant_total=round(t1 - t0, 3))
-    resumed = dict(checkpoint_found=had_ckpt, calibration_restored=had_ckpt and clock.calls['calibration'] == 0,
-                   scores_restored=had_ckpt and clock.calls['scoring'] == 0)
-    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed, contrib, settings)
+    contrib = _contributions(recorder, contributions)
+    restore_eval(model)   # a module global, looked up now: tests patch it to stop a run here
+    return AutoQuantResult(model, state, phase_timings(clock, t0, t1, t_ext), dict(clock.calls), resumed_from(had_ckpt, clock), contrib, settings)

@@ -6,72 +6,129 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8896f34a
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, sys
 from pathlib import Path
 from . import __version__
-from .core import QvlError, SIZES, cache_dir
-from .quant import QUANT_PAIRS, SCOPES, DEFAULT_PAIR
+from .core import QvlError
+from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_options, spec_from_args
 
 # %% auto #0
-__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_docs',
-           'cmd_report', 'cmd_validate', 'build_parser', 'main']
+__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run',
+           'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #03b13bf4
-DEFAULT_CALIB_DIR = Path('datasets/vlm-quantize-calib')
-
-def _sizes(s: str):
-    out = [x.strip() for x in s.split(',') if x.strip()]
-    bad = [x for x in out if x not in SIZES]
-    if bad or not out: raise argparse.ArgumentTypeError(f"sizes must be among {', '.join(SIZES)}")
-    return out
-
 def cmd_fixture(a):
     from qvl_nbsens.fixture import make_fixture
     ck = make_fixture(a.out, a.shape, retrain=a.retrain, update_embedded=a.update_embedded, seed=a.seed,
                       device=a.device, dtype=a.dtype, force=a.force)
     print(f"wrote {a.shape} checkpoint to {ck}")
 
+def _fixture(sub):
+    f = sub.add_parser('fixture', help='write a Qwen3-VL checkpoint directory (trained tiny-shapes, or any shape with random weights)')
+    f.add_argument('--out', required=True, help='checkpoint directory to create')
+    f.add_argument('--shape', default='tiny-shapes', help='tiny-shapes (trained, default) or qwen3-vl-4b (random weights)')
+    f.add_argument('--retrain', action='store_true', help='train tiny-shapes from scratch instead of using the embedded weights')
+    f.add_argument('--update-embedded', action='store_true', help='store the retrained weights as the embedded default')
+    f.add_argument('--seed', type=int, default=0, help='seed of the random weights (shapes other than tiny-shapes)')
+    f.add_argument('--device', default='cpu', help="where to build random weights, e.g. 'cuda'")
+    f.add_argument('--dtype', default=None, help="weight dtype (default: the shape's own, bfloat16 for qwen3-vl-4b)")
+    f.add_argument('--force', action='store_true', help='replace an existing directory')
+    f.set_defaults(func=cmd_fixture)
+
+# %% ../nbs/09_cli.ipynb #daa46586
 def cmd_synth_coco(a):
     from qvl_nbsens.coco import synth_coco
     w, h = (int(x) for x in a.image_size.lower().split('x'))
     root = synth_coco(a.out, n_train=a.n_train, n_val=a.n_val, size=(w, h), seed=a.seed, force=a.force)
     print(f"wrote synthetic COCO 2017 tree ({a.n_train} train, {a.n_val} val images) to {root}")
 
+def _synth_coco(sub):
+    s = sub.add_parser('synth-coco', help='write a synthetic COCO 2017 captions tree of shape images')
+    s.add_argument('--out', required=True, help='folder of the tree to create')
+    s.add_argument('--n-train', type=int, default=640, help='train2017 images')
+    s.add_argument('--n-val', type=int, default=128, help='val2017 images')
+    s.add_argument('--image-size', default='320x240', help='WIDTHxHEIGHT, e.g. 640x480')
+    s.add_argument('--seed', type=int, default=0, help='seed of the shapes and captions')
+    s.add_argument('--force', action='store_true', help='replace an existing tree')
+    s.set_defaults(func=cmd_synth_coco)
+
+# %% ../nbs/09_cli.ipynb #0fe9eae0
+DEFAULT_CALIB_DIR = Path('datasets/vlm-quantize-calib')
+
 def cmd_calib(a):
     from qvl_nbsens.coco import build_calib_subsets, default_coco_root
     root = Path(a.coco_root) if a.coco_root else default_coco_root()
-    build_calib_subsets(root, a.out, sizes=a.sizes, splits=a.splits.split(','), seed=a.seed, force=a.force, verbose=True)
+    build_calib_subsets(root, a.out, sizes=list(a.sizes), splits=a.splits.split(','), seed=a.seed, force=a.force, verbose=True)
 
+def _calib(sub):
+    c = sub.add_parser('calib', help='write the nested small/medium/large calibration subsets of a COCO 2017 tree')
+    c.add_argument('--coco-root', default=None, help='COCO 2017 root (default: the embedded synthetic tree)')
+    c.add_argument('--out', default=str(DEFAULT_CALIB_DIR), help='folder that receives the subset files')
+    add_spec_options(c, Sweep, skip=('scopes', 'pairs', 'methods', 'kernel_per_run'))
+    c.add_argument('--splits', default='train2017', help='COCO splits to draw from, e.g. train2017 or val2017 or both')
+    c.add_argument('--seed', type=int, default=0, help='seed of the sample draw')
+    c.add_argument('--force', action='store_true', help='replace existing subset files')
+    c.set_defaults(func=cmd_calib)
+
+# %% ../nbs/09_cli.ipynb #d1f93c67
 def cmd_run(a):
-    from qvl_nbsens.run import RunSpec, run_sensitivity
-    spec = RunSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scope=a.scope, size=a.size,
-                   pair=a.pair, method=a.method, effective_bits=a.effective_bits, batch_size=a.batch_size,
-                   score_size=a.score_size, calib_mode=a.calib_mode, device=a.device, device_map=a.device_map,
-                   validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k,
-                   grad_checkpointing=a.grad_checkpointing)
-    run_sensitivity(spec, a.out, force=a.force, fault=os.environ.get('QVL_NBSENS_FAULT'))
+    from qvl_nbsens.run import run_sensitivity
+    rd = run_sensitivity(spec_from_args(RunSpec, a), a.out, force=a.force)
+    print(f"run directory: {rd}")
 
+def _run(sub):
+    r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
+    add_spec_options(r, RunSpec)
+    r.add_argument('--out', default='results', help='folder that receives the run directory')
+    r.add_argument('--force', action='store_true', help='replace an existing run directory')
+    r.set_defaults(func=cmd_run)
+
+# %% ../nbs/09_cli.ipynb #de90076c
 OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/layer-analysis')}
 
-def _csv(choices):
-    def parse(s):
-        out = [x.strip() for x in s.split(',') if x.strip()]
-        bad = [x for x in out if x not in choices]
-        if bad or not out: raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices)}")
-        return tuple(out)
-    return parse
-
 def cmd_suite(a):
-    from qvl_nbsens.suite import SuiteSpec, run_suite
-    spec = SuiteSpec(model_dir=a.model_dir, calib_dir=a.calib_dir, coco_root=a.coco_root, scopes=a.scopes, sizes=a.sizes,
-                     pairs=a.pairs, methods=a.methods, effective_bits=a.effective_bits, batch_size=a.batch_size,
-                     score_size=a.score_size, device=a.device, device_map=a.device_map, seed=a.seed,
-                     validate=a.validate, heldout_size=a.heldout_size, validate_top_k=a.validate_top_k,
-                     grad_checkpointing=a.grad_checkpointing, one_kernel=not a.kernel_per_run)
+    from qvl_nbsens.suite import run_suite
+    spec = SuiteSpec(spec_from_args(RunSpec, a, **{k: RunSpec.__dataclass_fields__[k].default for k in SWEPT}), spec_from_args(Sweep, a))
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
     print(f"suite index: {out/'README.md'}")
 
+def _suite(sub):
+    u = sub.add_parser('suite', help='the published set: all-layers and lm-only x small/medium/large, via the run notebook')
+    add_spec_options(u, RunSpec, skip=tuple(SWEPT))
+    add_spec_options(u, Sweep)
+    u.add_argument('--output-mode', choices=sorted(OUTPUT_MODES), default='publish',
+                   help="publish: results/layer-analysis (the repo's results folder); tmp: tmp/layer-analysis")
+    u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')
+    u.add_argument('--force', action='store_true', help='re-run complete runs')
+    u.set_defaults(func=cmd_suite)
+
+# %% ../nbs/09_cli.ipynb #1c651f32
+def cmd_validate(a):
+    from qvl_nbsens.run import validate_run
+    rd = validate_run(a.run_dir, a.force, **{k: getattr(a, k) for k in VALIDATE_SETTINGS if getattr(a, k) is not None})
+    print(f"validated {rd}: see {rd/'per-layer-sensitivity.md'}")
+
+def _validate(sub):
+    v = sub.add_parser('validate', help="measure an existing run's ground truth (each handle alone) and Pareto points on held-out samples")
+    v.add_argument('run_dir', help='a run directory')
+    add_spec_options(v, RunSpec, skip=[k for k in RunSpec.__dataclass_fields__ if k not in VALIDATE_SETTINGS])
+    v.add_argument('--force', action='store_true', help='measure again a run that is already validated')
+    v.set_defaults(func=cmd_validate)
+
+# %% ../nbs/09_cli.ipynb #f8f0789d
+def cmd_report(a):
+    from qvl_nbsens.reports import report_from_manifest
+    for p in report_from_manifest(a.manifest, a.out, force=a.force): print(f"wrote {p}")
+
+def _report(sub):
+    g = sub.add_parser('report', help="regenerate per-layer reports from a manifest (this tool's or the earlier driver's)")
+    g.add_argument('manifest', help='a *_quant_manifest.json file')
+    g.add_argument('--out', default=None, help='output folder (default: beside the manifest)')
+    g.add_argument('--force', action='store_true', help='replace existing reports')
+    g.set_defaults(func=cmd_report)
+
+# %% ../nbs/09_cli.ipynb #7af552bf
 def cmd_docs(a):
     if a.quarto: return _quarto_docs(a)
     from qvl_nbsens.site import build_site
@@ -80,7 +137,7 @@ def cmd_docs(a):
 
 def _quarto_docs(a):
     "Results pages into nbs/ for quarto, then `nbdev-docs` where quarto is installed."
-    import shutil, subprocess, sys
+    import shutil, subprocess
     from qvl_nbsens.site import write_quarto_results, default_nbs
     if a.suite:
         res = write_quarto_results(a.suite, force=a.force)
@@ -91,110 +148,25 @@ def _quarto_docs(a):
     r = subprocess.run([str(exe) if exe.is_file() else 'nbdev-docs'], cwd=default_nbs().parent)
     if r.returncode: raise QvlError(f"nbdev-docs failed (exit {r.returncode}); its output is above")
 
-def cmd_report(a):
-    from qvl_nbsens.manifest import report_from_manifest
-    for p in report_from_manifest(a.manifest, a.out, force=a.force): print(f"wrote {p}")
-
-# %% ../nbs/09_cli.ipynb #d4927861
-def _model_and_data(p):
-    p.add_argument('--model-dir', default=None, help='Qwen3-VL checkpoint directory (default: the tiny-shapes fixture)')
-    p.add_argument('--calib-dir', default=None, help='folder with coco2017_vlm_calib_{size}.db (default: synthetic subsets)')
-    p.add_argument('--coco-root', default=None, help="COCO 2017 root: image paths of the DB (run) / subsets are built from it (suite)")
-
-def _search_settings(p):
-    p.add_argument('--effective-bits', type=float, default=8.0)
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--score-size', type=int, default=None, help='score on the first N samples only (older runs: 128)')
-    p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1'")
-    p.add_argument('--device-map', default=None, help="passed to from_pretrained, e.g. 'auto' to span GPUs")
-    p.add_argument('--grad-checkpointing', action=argparse.BooleanOptionalAction, default=None,
-                   help="gradient checkpointing while scoring (default: on, as ModelOpt does; off scores faster with more "
-                        "GPU memory, same scores)")
-    _validation_settings(p)
-    p.add_argument('--validate', action=argparse.BooleanOptionalAction, default=None,
-                   help='measure ground truth + Pareto points on held-out samples (default: on for models under 1 B parameters)')
-
-def _validation_settings(p):
-    p.add_argument('--heldout-size', type=int, default=32, help='held-out samples for validation')
-    p.add_argument('--validate-top-k', type=int, default=None, help='measure the top-k handles plus k random others (default: all)')
-
-def cmd_validate(a):
-    from qvl_nbsens.run import validate_run
-    rd = validate_run(a.run_dir, a.heldout_size, a.validate_top_k, a.device, a.force)
-    print(f"validated {rd}: see {rd/'per-layer-sensitivity.md'}")
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='qvl-nbsens', description='Which layers of Qwen3-VL break when quantized.')
-    p.add_argument('--version', action='version', version=f'qvl-nbsens {__version__}')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    f = sub.add_parser('fixture', help='write a Qwen3-VL checkpoint directory (trained tiny-shapes, or any shape with random weights)')
-    f.add_argument('--out', required=True, help='checkpoint directory to create')
-    f.add_argument('--shape', default='tiny-shapes', help='tiny-shapes (trained, default) or qwen3-vl-4b (random weights)')
-    f.add_argument('--retrain', action='store_true', help='train tiny-shapes from scratch instead of using the embedded weights')
-    f.add_argument('--update-embedded', action='store_true', help='store the retrained weights as the embedded default')
-    f.add_argument('--seed', type=int, default=0, help='seed of the random weights (shapes other than tiny-shapes)')
-    f.add_argument('--device', default='cpu', help="where to build random weights, e.g. 'cuda'")
-    f.add_argument('--dtype', default=None, help='weight dtype (default: the shape\'s own, bfloat16 for qwen3-vl-4b)')
-    f.add_argument('--force', action='store_true', help='replace an existing directory')
-    f.set_defaults(func=cmd_fixture)
-    s = sub.add_parser('synth-coco', help='write a synthetic COCO 2017 captions tree of shape images')
-    s.add_argument('--out', required=True)
-    s.add_argument('--n-train', type=int, default=640)
-    s.add_argument('--n-val', type=int, default=128)
-    s.add_argument('--image-size', default='320x240', help='WIDTHxHEIGHT, e.g. 640x480')
-    s.add_argument('--seed', type=int, default=0)
-    s.add_argument('--force', action='store_true')
-    s.set_defaults(func=cmd_synth_coco)
-    c = sub.add_parser('calib', help='write the nested small/medium/large calibration subsets of a COCO 2017 tree')
-    c.add_argument('--coco-root', default=None, help='COCO 2017 root (default: the embedded synthetic tree)')
-    c.add_argument('--out', default=str(DEFAULT_CALIB_DIR))
-    c.add_argument('--sizes', type=_sizes, default=list(SIZES), help='comma-separated, default small,medium,large')
-    c.add_argument('--splits', default='train2017', help='COCO splits to draw from, e.g. train2017 or val2017 or both')
-    c.add_argument('--seed', type=int, default=0)
-    c.add_argument('--force', action='store_true', help='replace existing subset files')
-    c.set_defaults(func=cmd_calib)
-    r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
-    _model_and_data(r)
-    r.add_argument('--scope', default='all-layers', choices=sorted(SCOPES))
-    r.add_argument('--size', default='small', choices=list(SIZES))
-    r.add_argument('--pair', default=DEFAULT_PAIR, choices=sorted(QUANT_PAIRS))
-    r.add_argument('--method', default='gradient', choices=['gradient', 'kl_div'])
-    _search_settings(r)
-    r.add_argument('--calib-mode', default='vlm', choices=['vlm', 'text'], help='lm-only: image+caption (vlm) or captions only (text)')
-    r.add_argument('--out', default='results', help='folder that receives the run directory')
-    r.add_argument('--force', action='store_true', help='replace an existing run directory')
-    r.set_defaults(func=cmd_run)
-    u = sub.add_parser('suite', help='the published set: all-layers and lm-only x small/medium/large, via the run notebook')
-    _model_and_data(u)
-    u.add_argument('--scopes', type=_csv(sorted(SCOPES)), default=('all-layers', 'lm-only'))
-    u.add_argument('--sizes', type=_csv(list(SIZES)), default=tuple(SIZES))
-    u.add_argument('--pairs', type=_csv(sorted(QUANT_PAIRS)), default=(DEFAULT_PAIR,))
-    u.add_argument('--methods', type=_csv(['gradient', 'kl_div']), default=('gradient',))
-    _search_settings(u)
-    u.add_argument('--seed', type=int, default=0, help='seed of the subsets built from --coco-root')
-    u.add_argument('--output-mode', choices=sorted(OUTPUT_MODES), default='publish',
-                   help='publish: results/layer-analysis (the repo\'s results folder); tmp: tmp/layer-analysis')
-    u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')
-    u.add_argument('--force', action='store_true', help='re-run complete runs')
-    u.add_argument('--kernel-per-run', action='store_true', help='a fresh Python kernel (and model load) for every run')
-    u.set_defaults(func=cmd_suite)
+# %% ../nbs/09_cli.ipynb #63d8625e
+def _docs(sub):
     o = sub.add_parser('docs', help='render the docs site (module pages + suite results): static HTML, or pages for quarto')
     o.add_argument('--suite', default=None, help='a suite output folder (with suite.json) for the Results section')
     o.add_argument('--out', default='_site', help='site folder to create')
     o.add_argument('--force', action='store_true', help='replace an existing site folder (or nbs/results with --quarto)')
     o.add_argument('--quarto', action='store_true', help='write the Results pages into nbs/results + nbs/sidebar.yml and run nbdev-docs if quarto is installed')
     o.set_defaults(func=cmd_docs)
-    v = sub.add_parser('validate', help="measure an existing run's ground truth (each handle alone) and Pareto points on held-out samples")
-    v.add_argument('run_dir')
-    _validation_settings(v)
-    v.add_argument('--device', default='auto')
-    v.add_argument('--force', action='store_true', help='measure again a run that is already validated')
-    v.set_defaults(func=cmd_validate)
-    g = sub.add_parser('report', help='regenerate per-layer reports from a manifest (this tool\'s or the earlier driver\'s)')
-    g.add_argument('manifest')
-    g.add_argument('--out', default=None, help='output folder (default: beside the manifest)')
-    g.add_argument('--force', action='store_true', help='replace existing reports')
-    g.set_defaults(func=cmd_report)
+
+# %% ../nbs/09_cli.ipynb #d4927861
+SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _docs, _validate, _report)
+
+def build_parser() -> argparse.ArgumentParser:
+    "The `qvl-nbsens` parser: one subparser per entry of `SUBCOMMANDS`."
+    p = argparse.ArgumentParser(prog='qvl-nbsens', description='Which layers of Qwen3-VL break when quantized.')
+    p.add_argument('--version', action='version', version=f'qvl-nbsens {__version__}')
+    sub = p.add_subparsers(dest='cmd', required=True)
+    for declare in SUBCOMMANDS: declare(sub)
+    for sp in sub.choices.values(): sp.allow_abbrev = False   # `suite --size` must not pass for `--sizes`
     return p
 
 def main(argv=None) -> int:

@@ -7,10 +7,10 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/coco.html.md"""
 # %% ../nbs/02_coco.ipynb #bbb4efad
 from __future__ import annotations
 import json, os, random, sqlite3, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from PIL import Image, UnidentifiedImageError
-from .core import QvlError, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir
+from .core import QvlError, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir, sha256_json
 from .shapes import sample_spec, caption_of, draw_shape
 
 # %% auto #0
@@ -29,32 +29,41 @@ def _synth_image(spec, idx, size):
     if idx % 97 == 11: return im.convert('CMYK')
     return im
 
+# %% ../nbs/02_coco.ipynb #044cdf11
+def _coco_entries(spec, img_id: int, size) -> tuple[dict, list]:
+    "The `images` entry of synthetic image `img_id` and its two `annotations` (ids 2·id−1 and 2·id)."
+    image = dict(license=1, file_name=f'{img_id:012d}.jpg', coco_url='', height=size[1], width=size[0],
+                 date_captured='2026-01-01 00:00:00', flickr_url='', id=img_id)
+    cap = caption_of(spec)
+    caps = (cap, cap[0].upper() + cap[1:] + '.')
+    return image, [dict(image_id=img_id, id=2*img_id - 1 + k, caption=c) for k, c in enumerate(caps)]
+
+# %% ../nbs/02_coco.ipynb #41505cef
+def _coco_doc(images: list, anns: list) -> dict:
+    "A captions file in the official schema: `info`, `licenses`, `images`, `annotations`."
+    return dict(info=dict(description='qvl_nbsens synthetic COCO 2017 (shapes)', version='1.0', year=2017,
+                          contributor='qvl_nbsens', date_created='2026-01-01'),
+                licenses=[dict(url='', id=1, name='CC0')], images=images, annotations=anns)
+
+# %% ../nbs/02_coco.ipynb #60a1688d
 def synth_coco(out, n_train: int = 640, n_val: int = 128, size=(320, 240), seed: int = 0, force: bool = False) -> Path:
     "Write a synthetic COCO 2017 captions tree of shape images to `out` (atomically)."
     rng = random.Random(seed)
     with atomic_dir(out, force) as tmp:
         (tmp/'annotations').mkdir()
-        next_img, next_ann = 1, 1
+        next_img = 1
         for split, n in zip(COCO_SPLITS, (n_train, n_val)):
             (tmp/split).mkdir()
             images, anns = [], []
             for _ in range(n):
                 spec = sample_spec(rng)
-                fname = f'{next_img:012d}.jpg'
-                _synth_image(spec, next_img, size).save(tmp/split/fname, quality=90)
-                images.append(dict(license=1, file_name=fname, coco_url='', height=size[1], width=size[0],
-                                   date_captured='2026-01-01 00:00:00', flickr_url='', id=next_img))
-                cap = caption_of(spec)
-                for c in (cap, cap[0].upper() + cap[1:] + '.'):
-                    anns.append(dict(image_id=next_img, id=next_ann, caption=c)); next_ann += 1
-                next_img += 1
-            doc = dict(info=dict(description='qvl_nbsens synthetic COCO 2017 (shapes)', version='1.0', year=2017,
-                                 contributor='qvl_nbsens', date_created='2026-01-01'),
-                       licenses=[dict(url='', id=1, name='CC0')], images=images, annotations=anns)
-            (tmp/'annotations'/f'captions_{split}.json').write_text(json.dumps(doc))
+                image, caps = _coco_entries(spec, next_img, size)
+                _synth_image(spec, next_img, size).save(tmp/split/image['file_name'], quality=90)
+                images.append(image); anns += caps; next_img += 1
+            (tmp/'annotations'/f'captions_{split}.json').write_text(json.dumps(_coco_doc(images, anns)))
     return Path(out)
 
-# %% ../nbs/02_coco.ipynb #62b1d76a
+# %% ../nbs/02_coco.ipynb #a4d18de0
 @dataclass
 class CocoCaption:
     "One (image, caption) pair from a COCO captions file."
@@ -64,6 +73,7 @@ class CocoCaption:
     caption_id: int
     caption: str
 
+# %% ../nbs/02_coco.ipynb #5c86fed6
 def _load_json(path: Path):
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise QvlError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
@@ -72,9 +82,9 @@ def _load_json(path: Path):
 def _need(cond, msg):
     if not cond: raise QvlError(msg)
 
-def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]:
-    "All captions of `split` under `coco_root`, one `CocoCaption` per annotation, sorted by (image id, caption id)."
-    root = Path(coco_root)
+# %% ../nbs/02_coco.ipynb #fc9a079d
+def _read_captions_doc(root: Path, split: str) -> tuple[Path, dict]:
+    "The path and checked top level of `annotations/captions_{split}.json` under `root`."
     _need(root.is_dir(), f"COCO root {root} does not exist or is not a directory")
     ann = root/'annotations'/f'captions_{split}.json'
     _need(ann.is_file(), f"annotation file {ann} is missing (expected the official COCO 2017 layout: "
@@ -83,11 +93,23 @@ def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]
     _need(isinstance(doc, dict), f"{ann}: top level must be an object with 'images' and 'annotations'")
     for key in ('images', 'annotations'):
         _need(isinstance(doc.get(key), list), f"{ann}: missing or non-list field '{key}'")
+    return ann, doc
+
+# %% ../nbs/02_coco.ipynb #cda7f006
+def _image_files(ann: Path, split: str, images: list) -> dict:
+    "{image id: path relative to the COCO root} of a captions file's `images`, each entry checked."
     files = {}
-    for i, im in enumerate(doc['images']):
+    for i, im in enumerate(images):
         _need(isinstance(im, dict) and isinstance(im.get('id'), int) and isinstance(im.get('file_name'), str),
               f"{ann}: images[{i}] needs an integer 'id' and a string 'file_name'")
         files[im['id']] = f"{split}/{im['file_name']}"
+    return files
+
+# %% ../nbs/02_coco.ipynb #62b1d76a
+def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]:
+    "All captions of `split` under `coco_root`, one `CocoCaption` per annotation, sorted by (image id, caption id)."
+    ann, doc = _read_captions_doc(Path(coco_root), split)
+    files = _image_files(ann, split, doc['images'])
     out = []
     for i, a in enumerate(doc['annotations']):
         _need(isinstance(a, dict) and isinstance(a.get('image_id'), int) and isinstance(a.get('id'), int)
@@ -99,6 +121,15 @@ def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]
         if cap: out.append(CocoCaption(split, files[a['image_id']], a['image_id'], a['id'], cap))
     return sorted(out, key=lambda c: (c.image_id, c.caption_id))
 
+# %% ../nbs/02_coco.ipynb #90926456
+def _to_rgb(im: Image.Image) -> Image.Image:
+    "`im` as RGB; transparency is composited onto white."
+    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+        rgba = im.convert('RGBA')
+        bg = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert('RGB')
+    return im.convert('RGB')
+
 # %% ../nbs/02_coco.ipynb #0a315932
 def open_rgb(path) -> Image.Image:
     "Open the image at `path` fully decoded as RGB, or raise `QvlError` naming it."
@@ -107,11 +138,7 @@ def open_rgb(path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-                rgba = im.convert('RGBA')
-                bg = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(bg, rgba).convert('RGB')
-            return im.convert('RGB')
+            return _to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise QvlError(f"image {path} is corrupt or not an image ({type(e).__name__}: {e})") from None
 
@@ -136,6 +163,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 def db_name(size: str) -> str: return f'coco2017_vlm_calib_{size}.db'
 def captions_name(size: str) -> str: return f'coco2017_captions_{size}.txt'
 
+# %% ../nbs/02_coco.ipynb #e400fd1f
 def write_calib_db(path, pairs: list[CocoCaption], meta: dict, force: bool = False) -> Path:
     "Write one subset DB atomically: the rows of `pairs` (ids from 0) and the `meta` key/values."
     with atomic_path(path, force) as tmp:
@@ -149,11 +177,12 @@ def write_calib_db(path, pairs: list[CocoCaption], meta: dict, force: bool = Fal
         finally: con.close()
     return Path(path)
 
-# %% ../nbs/02_coco.ipynb #97c3a9c2
+# %% ../nbs/02_coco.ipynb #a5772534
 def check_images(coco_root, pairs: list[CocoCaption]):
     "Decode every image of `pairs` once; raise `QvlError` naming the first missing, corrupt or escaping file."
     for p in pairs: open_rgb(resolve_inside(coco_root, p.image_relpath, 'image path')).close()
 
+# %% ../nbs/02_coco.ipynb #69c8535c
 HELDOUT_DB = 'coco2017_vlm_heldout.db'
 
 def _heldout_pairs(root: Path, splits, pairs, need: int, n: int, seed: int) -> tuple[list, str]:
@@ -163,35 +192,46 @@ def _heldout_pairs(root: Path, splits, pairs, need: int, n: int, seed: int) -> t
         return shuffled_pairs(read_coco_captions(root, 'val2017'), seed)[:n], 'val2017, one caption per image, seeded shuffle'
     return pairs[need:need + n], f'{",".join(splits)} images after the first {need} (disjoint from every subset)'
 
+# %% ../nbs/02_coco.ipynb #ef2a2484
+def _subset_pairs(root: Path, counts: dict, splits, seed: int) -> tuple[list, int]:
+    "The seeded order of `splits`' images (one caption each) and the number the largest subset needs."
+    pairs = shuffled_pairs([c for split in splits for c in read_coco_captions(root, split)], seed)
+    need = max(counts.values())
+    if len(pairs) < need:
+        big = max(counts, key=counts.get)
+        raise QvlError(f"{root} has {len(pairs)} captioned images in {', '.join(splits)}, fewer than the "
+                       f"{need} needed for '{big}'")
+    return pairs, need
+
+# %% ../nbs/02_coco.ipynb #9711a844
+def _subset_meta(rel: str, size: str, n: int, seed: int, **kw) -> dict:
+    "The `meta` of a subset DB: the COCO root relative to the DB, the size, the seed and how samples were chosen (`kw`)."
+    return dict(source_dataset='coco2017', coco_root_relative=rel, num_samples=n, random_seed=seed, size=size, **kw,
+                created_by='qvl_nbsens')
+
+def _write_subset(out: Path, size: str, pairs: list, meta: dict, force: bool) -> Path:
+    "One subset's DB and its captions `.txt` companion (one caption per line, in DB order)."
+    db = write_calib_db(out/db_name(size), pairs, meta, force)
+    with atomic_path(out/captions_name(size), force) as tmp: tmp.write_text(''.join(p.caption + '\n' for p in pairs))
+    return db
+
+# %% ../nbs/02_coco.ipynb #5c6b5180
 def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), splits=('train2017',),
                         seed: int = 0, force: bool = False, verbose: bool = False, heldout: int = 64) -> dict:
     "Write the nested calibration subsets of `coco_root` into `out` (and `heldout` validation samples); returns {size: db path}."
     t0 = time.time()
     root, out = Path(coco_root), Path(out)
     counts = {s: size_count(s) for s in sizes}
-    caps = [c for split in splits for c in read_coco_captions(root, split)]
-    pairs = shuffled_pairs(caps, seed)
-    need = max(counts.values())
-    if len(pairs) < need:
-        big = max(counts, key=counts.get)
-        raise QvlError(f"{root} has {len(pairs)} captioned images in {', '.join(splits)}, fewer than the "
-                       f"{need} needed for '{big}'")
+    pairs, need = _subset_pairs(root, counts, splits, seed)
     held, held_from = _heldout_pairs(root, splits, pairs, need, heldout, seed)
     targets = [out/f(s) for s in counts for f in (db_name, captions_name)] + ([out/HELDOUT_DB] if held else [])
     for t in targets: refuse_overwrite(t, force)
     check_images(root, pairs[:need] + held)
     rel = os.path.relpath(root.resolve(), out.resolve())
-    res = {}
-    for size, n in counts.items():
-        meta = dict(source_dataset='coco2017', coco_root_relative=rel, num_samples=n, random_seed=seed,
-                    size=size, splits=','.join(splits), selection='one caption per image, seeded shuffle, nested prefixes',
-                    created_by='qvl_nbsens')
-        res[size] = write_calib_db(out/db_name(size), pairs[:n], meta, force)
-        with atomic_path(out/captions_name(size), force) as tmp:
-            tmp.write_text(''.join(p.caption + '\n' for p in pairs[:n]))
-    if held:
-        res['heldout'] = write_calib_db(out/HELDOUT_DB, held, dict(source_dataset='coco2017', coco_root_relative=rel, num_samples=len(held),
-                                        random_seed=seed, size='heldout', selection=held_from, created_by='qvl_nbsens'), force)
+    sel = 'one caption per image, seeded shuffle, nested prefixes'
+    res = {s: _write_subset(out, s, pairs[:n], _subset_meta(rel, s, n, seed, splits=','.join(splits), selection=sel), force)
+           for s, n in counts.items()}
+    if held: res['heldout'] = write_calib_db(out/HELDOUT_DB, held, _subset_meta(rel, 'heldout', len(held), seed, selection=held_from), force)
     if verbose: print(f"wrote {', '.join(f'{s} ({n})' for s, n in counts.items())} to {out} in {time.time()-t0:.1f}s")
     return res
 
@@ -207,6 +247,7 @@ class CalibSample:
     caption_id: int | None = None
     def image(self) -> Image.Image: return open_rgb(self.image_path)
 
+# %% ../nbs/02_coco.ipynb #fc809e82
 @dataclass
 class CalibSet:
     "A calibration subset read from a DB: samples in order, the DB's meta, and where it came from."
@@ -219,18 +260,29 @@ class CalibSet:
     @property
     def captions(self): return [s.caption for s in self.samples]
 
-# %% ../nbs/02_coco.ipynb #f4341113
-def _read_db(path: Path):
+# %% ../nbs/02_coco.ipynb #1cba469d
+def _check_db_file(path: Path):
+    "Refuse a missing file or one that does not start with the SQLite header."
     if not path.is_file(): raise QvlError(f"calibration DB {path} is missing")
     with open(path, 'rb') as f:
         if f.read(16) != b'SQLite format 3\x00': raise QvlError(f"calibration DB {path} is not an SQLite database")
+
+# %% ../nbs/02_coco.ipynb #f4341113
+def _sample_columns(con, path: Path) -> tuple[set, list]:
+    "The DB's tables and the columns of `vlm_calib_samples`, refusing a DB without the table or its needed columns."
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if 'vlm_calib_samples' not in tables: raise QvlError(f"calibration DB {path} has no table 'vlm_calib_samples'")
+    cols = [r[1] for r in con.execute('PRAGMA table_info(vlm_calib_samples)')]
+    missing = [c for c in ('image_relpath', 'caption') if c not in cols]
+    if missing: raise QvlError(f"calibration DB {path}: table vlm_calib_samples lacks column(s) {', '.join(missing)}")
+    return tables, cols
+
+def _read_db(path: Path):
+    "Rows of `vlm_calib_samples` as dicts (in `id` order, else row order) and the `meta` key/values."
+    _check_db_file(path)
     con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if 'vlm_calib_samples' not in tables: raise QvlError(f"calibration DB {path} has no table 'vlm_calib_samples'")
-        cols = [r[1] for r in con.execute('PRAGMA table_info(vlm_calib_samples)')]
-        missing = [c for c in ('image_relpath', 'caption') if c not in cols]
-        if missing: raise QvlError(f"calibration DB {path}: table vlm_calib_samples lacks column(s) {', '.join(missing)}")
+        tables, cols = _sample_columns(con, path)
         order = 'id' if 'id' in cols else 'rowid'
         con.row_factory = sqlite3.Row
         rows = [dict(r) for r in con.execute(f'SELECT * FROM vlm_calib_samples ORDER BY {order}')]
@@ -239,6 +291,7 @@ def _read_db(path: Path):
     finally: con.close()
     return rows, meta
 
+# %% ../nbs/02_coco.ipynb #4dd64f46
 def _coco_root_for(db: Path, meta: dict, coco_root):
     if coco_root is not None:
         if not Path(coco_root).is_dir(): raise QvlError(f"COCO root {coco_root} does not exist or is not a directory")
@@ -251,28 +304,33 @@ def _coco_root_for(db: Path, meta: dict, coco_root):
     raise QvlError(f"calibration DB {db}: COCO root {rel!r} (from its meta) not found relative to {db.parent} "
                    f"or {Path.cwd()}; pass the COCO root explicitly")
 
+# %% ../nbs/02_coco.ipynb #0d15b7aa
+def _sample_row(db: Path, root: Path, i: int, r: dict) -> CalibSample:
+    "Row `i` of a DB as a `CalibSample`, after checking its caption and that its image path stays inside `root`."
+    where = f"calibration DB {db}, row {r.get('id', i)}"
+    cap = r['caption']
+    if not isinstance(cap, str) or not cap.strip(): raise QvlError(f"{where}: empty or non-text caption")
+    path = resolve_inside(root, r['image_relpath'], f"{where}: image_relpath")
+    return CalibSample(path, ' '.join(cap.split()), r['image_relpath'], r.get('split') or '',
+                       r.get('image_id'), r.get('caption_id'))
+
+# %% ../nbs/02_coco.ipynb #b81b64cb
 def load_calib_db(db_path, coco_root=None) -> CalibSet:
     "Read a calibration subset DB (this project's or another tool's with the same schema)."
     db = Path(db_path)
     rows, meta = _read_db(db)
     if not rows: raise QvlError(f"calibration DB {db} has no samples")
     root = _coco_root_for(db, meta, coco_root)
-    samples = []
-    for i, r in enumerate(rows):
-        where = f"calibration DB {db}, row {r.get('id', i)}"
-        cap = r['caption']
-        if not isinstance(cap, str) or not cap.strip(): raise QvlError(f"{where}: empty or non-text caption")
-        path = resolve_inside(root, r['image_relpath'], f"{where}: image_relpath")
-        samples.append(CalibSample(path, ' '.join(cap.split()), r['image_relpath'], r.get('split') or '',
-                                   r.get('image_id'), r.get('caption_id')))
-    return CalibSet(samples, meta, db, root)
+    return CalibSet([_sample_row(db, root, i, r) for i, r in enumerate(rows)], meta, db, root)
 
+# %% ../nbs/02_coco.ipynb #8e5eff64
 def find_calib_db(calib_dir, size: str) -> Path:
     "The DB of `size` in a calibration folder."
     p = Path(calib_dir)/db_name(size)
     if not p.is_file(): raise QvlError(f"no {db_name(size)} in {calib_dir} (build it with `qvl-nbsens calib`)")
     return p
 
+# %% ../nbs/02_coco.ipynb #31a34bd0
 def load_heldout(calib_dir, n: int, coco_root=None) -> CalibSet:
     "The first `n` held-out samples of a calibration folder (for measuring damage on data AutoQuant never saw)."
     p = Path(calib_dir)/HELDOUT_DB
@@ -298,11 +356,14 @@ def default_coco_root() -> Path:
     if not (root/'annotations').is_dir(): synth_coco(root, force=True)
     return root
 
+# %% ../nbs/02_coco.ipynb #f11afd9d
+def _has_subsets(out: Path) -> bool:
+    return all((out/db_name(s)).is_file() for s in SIZES) and (out/HELDOUT_DB).is_file()
+
 def default_calib_dir() -> Path:
     "Calibration subsets (small/medium/large) of the synthetic tree, built once into the cache."
     out = cache_dir('calib')/'coco2017-shapes-v1'
-    if not all((out/db_name(s)).is_file() for s in SIZES) or not (out/HELDOUT_DB).is_file():
-        build_calib_subsets(default_coco_root(), out, force=True)
+    if not _has_subsets(out): build_calib_subsets(default_coco_root(), out, force=True)
     return out
 
 # %% ../nbs/02_coco.ipynb #f47d1647
@@ -310,8 +371,7 @@ def calib_dir_for(calib_dir=None, coco_root=None, seed: int = 0) -> Path:
     "The calibration folder to use: `calib_dir`, else subsets of `coco_root` (built once into the cache), else the default."
     if calib_dir: return Path(calib_dir)
     if coco_root:
-        from qvl_nbsens.core import sha256_json
         out = cache_dir('calib')/f"coco-{sha256_json([str(Path(coco_root).resolve()), seed])[:12]}"
-        if not all((out/db_name(s)).is_file() for s in SIZES) or not (out/HELDOUT_DB).is_file(): build_calib_subsets(coco_root, out, seed=seed, force=True)
+        if not _has_subsets(out): build_calib_subsets(coco_root, out, seed=seed, force=True)
         return out
     return default_calib_dir()

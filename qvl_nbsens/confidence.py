@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['bootstrap_intervals', 'wide_rank_interval', 'handle_confidence', 'top_overlap', 'agreement']
+__all__ = ['bootstrap_intervals', 'wide_rank_interval', 'handle_confidence', 'top_overlap', 'spearman', 'agreement']
 
 # %% ../nbs/06a_confidence.ipynb #906366bd
 def bootstrap_intervals(parts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -26,9 +26,26 @@ def bootstrap_intervals(parts: np.ndarray, n_boot: int = 1000, seed: int = 0, le
                 rank_lo=np.quantile(ranks, a, 0, method='lower').astype(int),
                 rank_hi=np.quantile(ranks, 1 - a, 0, method='higher').astype(int), n_boot=n_boot, level=level, seed=seed)
 
+# %% ../nbs/06a_confidence.ipynb #8b30798e
 def wide_rank_interval(lo: int, hi: int, n_handles: int) -> bool:
     "A rank interval is wide when it spans more than max(2, 10% of the handles) places."
     return (hi - lo) > max(2, math.ceil(0.1*n_handles))
+
+# %% ../nbs/06a_confidence.ipynb #fe5e050a
+def _handle_fields(ci: dict, i: int, n: int, n_handles: int) -> dict:
+    "Interval fields of the `i`-th row of `ci`, given `n` scoring samples and `n_handles` ranked handles."
+    lo, hi = int(ci['rank_lo'][i]), int(ci['rank_hi'][i])
+    return dict(score_ci95=[float(ci['score_lo'][i]), float(ci['score_hi'][i])],
+                score_per_sample_ci95=[float(ci['score_lo'][i])/n, float(ci['score_hi'][i])/n],
+                rank_ci95=[lo, hi], rank_ci_wide=wide_rank_interval(lo, hi, n_handles))
+
+# %% ../nbs/06a_confidence.ipynb #9d885293
+def _max_rel_err(parts: np.ndarray, totals) -> float:
+    "Largest relative gap between a row's sum and its total (non-finite and zero totals are skipped)."
+    worst = 0.0
+    for p, total in zip(parts, totals):
+        if math.isfinite(total) and total: worst = max(worst, abs(p.sum() - total)/abs(total))
+    return worst
 
 # %% ../nbs/06a_confidence.ipynb #eb0f266d
 def handle_confidence(contrib: dict, records: dict, n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
@@ -38,14 +55,8 @@ def handle_confidence(contrib: dict, records: dict, n_boot: int = 1000, seed: in
     parts = contrib['parts'][[rows[(h, records[h]['quantized_format'])] for h in handles]]
     n = parts.shape[1]
     ci = bootstrap_intervals(parts, n_boot, seed)
-    out, worst = {}, 0.0
-    for i, h in enumerate(handles):
-        total = records[h]['sensitivity']
-        if math.isfinite(total) and total: worst = max(worst, abs(parts[i].sum() - total)/abs(total))
-        lo, hi = int(ci['rank_lo'][i]), int(ci['rank_hi'][i])
-        out[h] = dict(score_ci95=[float(ci['score_lo'][i]), float(ci['score_hi'][i])],
-                      score_per_sample_ci95=[float(ci['score_lo'][i])/n, float(ci['score_hi'][i])/n],
-                      rank_ci95=[lo, hi], rank_ci_wide=wide_rank_interval(lo, hi, len(handles)))
+    out = {h: _handle_fields(ci, i, n, len(handles)) for i, h in enumerate(handles)}
+    worst = _max_rel_err(parts, [records[h]['sensitivity'] for h in handles])
     summary = dict(method='bootstrap over scoring samples (percentile intervals)', replicates=n_boot, level=0.95, seed=seed,
                    samples=n, handles=len(handles), exact_per_sample=bool(contrib['exact']), score_method=contrib['method'],
                    parts_sum_max_rel_err=worst, wide_rank_intervals=sum(v['rank_ci_wide'] for v in out.values()))
@@ -59,15 +70,24 @@ def top_overlap(a: dict, b: dict, k: int) -> float | None:
     ta = set(sorted(common, key=lambda h: -a[h])[:k]); tb = set(sorted(common, key=lambda h: -b[h])[:k])
     return len(ta & tb)/k
 
+# %% ../nbs/06a_confidence.ipynb #3e295b6f
+def _number(v) -> float | None: return None if v is None or not math.isfinite(v) else float(v)
+
+def spearman(x, y) -> dict:
+    "Spearman ρ (ties get average ranks) and its two-sided p-value as `{spearman, p}`; both None under 3 points or when undefined."
+    from scipy import stats
+    if len(x) < 3: return dict(spearman=None, p=None)
+    r = stats.spearmanr(x, y)
+    return dict(spearman=_number(r.statistic), p=_number(r.pvalue))
+
+# %% ../nbs/06a_confidence.ipynb #32c33b32
 def agreement(a: dict, b: dict) -> dict:
-    "Spearman ρ, Kendall τ (with p-values) and top-10 / top-20 overlap of two {handle: score} maps."
+    "Spearman ρ and p, Kendall τ and its p, top-10 / top-20 overlap of two {handle: score} maps (handles finite in both)."
     from scipy import stats
     common = sorted(h for h in a if h in b and math.isfinite(a[h]) and math.isfinite(b[h]))
-    res = dict(handles=len(common))
-    if len(common) < 3: return dict(res, spearman=None, spearman_p=None, kendall=None, kendall_p=None, top10=None, top20=None)
     x, y = [a[h] for h in common], [b[h] for h in common]
-    sp, kt = stats.spearmanr(x, y), stats.kendalltau(x, y)
-    f = lambda v: None if v is None or not math.isfinite(v) else float(v)
-    return dict(res, spearman=f(sp.statistic), spearman_p=f(sp.pvalue), kendall=f(kt.statistic), kendall_p=f(kt.pvalue),
-                top10=top_overlap(dict(zip(common, x)), dict(zip(common, y)), 10),
-                top20=top_overlap(dict(zip(common, x)), dict(zip(common, y)), 20))
+    kt = stats.kendalltau(x, y) if len(common) >= 3 else None
+    return dict(handles=len(common), **spearman(x, y), kendall=_number(kt.statistic) if kt else None,
+                kendall_p=_number(kt.pvalue) if kt else None,
+                top10=top_overlap(dict(zip(common, x)), dict(zip(common, y)), 10) if kt else None,
+                top20=top_overlap(dict(zip(common, x)), dict(zip(common, y)), 20) if kt else None)

@@ -10,8 +10,12 @@ import contextlib, hashlib, json, os, shutil, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'size_count', 'QvlError', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
+__all__ = ['SIZES', 'QvlError', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
            'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir']
+
+# %% ../nbs/00_core.ipynb #7680574d
+class QvlError(Exception):
+    "A user-facing error: bad input, missing file, refused path. The message names the culprit."
 
 # %% ../nbs/00_core.ipynb #b209db4b
 SIZES = {'small': 16, 'medium': 128, 'large': 512}
@@ -20,10 +24,6 @@ def size_count(size: str) -> int:
     "Number of calibration samples behind a size name (`small`/`medium`/`large`)."
     if size not in SIZES: raise QvlError(f"unknown size {size!r}: expected one of {', '.join(SIZES)}")
     return SIZES[size]
-
-# %% ../nbs/00_core.ipynb #7680574d
-class QvlError(Exception):
-    "A user-facing error: bad input, missing file, refused path. The message names the culprit."
 
 # %% ../nbs/00_core.ipynb #4a0ea5f1
 def _umask() -> int:
@@ -36,6 +36,7 @@ def refuse_overwrite(path, force: bool = False):
     if path.exists() and not force:
         raise QvlError(f"{path} already exists; pass --force to replace it")
 
+# %% ../nbs/00_core.ipynb #88c4211a
 @contextlib.contextmanager
 def atomic_path(path, force: bool = False):
     "Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."
@@ -52,6 +53,7 @@ def atomic_path(path, force: bool = False):
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../nbs/00_core.ipynb #6fbb3265
 def atomic_write_text(path, text: str, force: bool = False) -> Path:
     "Write `text` to `path` atomically."
     with atomic_path(path, force) as tmp: Path(tmp).write_text(text)
@@ -85,13 +87,14 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #c3a9aaaf
 def sha256_json(obj) -> str:
     "Hex SHA-256 of `obj` serialised as canonical JSON (sorted keys, no spaces)."
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
 
-# %% ../nbs/00_core.ipynb #4c31c60c
-def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
-    "Resolve `relpath` under `root`, refusing absolute paths, `..` and symlinks that leave `root`."
+# %% ../nbs/00_core.ipynb #00c9e987
+def _refuse_lexically(root, relpath: str, what: str):
+    "Refuse an empty, NUL-containing, absolute or `..`-climbing `relpath` from its text alone."
     if not isinstance(relpath, str) or not relpath.strip():
         raise QvlError(f"{what} {relpath!r} is empty or not a string")
     if '\x00' in relpath: raise QvlError(f"{what} {relpath!r} contains a NUL byte")
@@ -100,8 +103,13 @@ def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
         raise QvlError(f"{what} {relpath!r} is absolute; only paths relative to {root} are allowed")
     if '..' in p.parts or '..' in relpath.replace('\\', '/').split('/'):
         raise QvlError(f"{what} {relpath!r} climbs out of {root} with '..'")
+
+# %% ../nbs/00_core.ipynb #4c31c60c
+def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
+    "Resolve `relpath` under `root`, refusing absolute paths, `..` and symlinks that leave `root`."
+    _refuse_lexically(root, relpath, what)
     root_r = Path(root).resolve()
-    full = (root_r/p).resolve()
+    full = (root_r/Path(relpath)).resolve()
     if full != root_r and root_r not in full.parents:
         raise QvlError(f"{what} {relpath!r} resolves to {full}, outside {root_r} (symlink out of the root?)")
     return full

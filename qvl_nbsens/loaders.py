@@ -24,12 +24,14 @@ def chat_messages(caption: str | None = None, instruction: str = DEFAULT_INSTRUC
     if caption is not None: msgs.append({'role': 'assistant', 'content': [{'type': 'text', 'text': caption}]})
     return msgs
 
-# %% ../nbs/03_loaders.ipynb #c0c43f34
+# %% ../nbs/03_loaders.ipynb #887d7f4e
 def _find_last(row: list, pat: list) -> int:
+    "Start of the last occurrence of `pat` in `row`, or -1."
     for j in range(len(row) - len(pat), -1, -1):
         if row[j:j+len(pat)] == pat: return j
     return -1
 
+# %% ../nbs/03_loaders.ipynb #c0c43f34
 def caption_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     "Labels that are -100 everywhere except the assistant caption tokens and their `<|im_end|>`."
     header = tokenizer.encode('<|im_start|>assistant\n', add_special_tokens=False)
@@ -80,6 +82,7 @@ def encode_text_batch(tokenizer, captions, pad_to: int | None = None, max_length
     enc['labels'] = enc['input_ids'].masked_fill(enc['attention_mask'] == 0, -100)
     return enc
 
+# %% ../nbs/03_loaders.ipynb #817534ad
 class TextCalibLoader:
     "Caption-only batches (the text tower sees no image)."
     def __init__(self, captions, tokenizer, batch_size: int = 8, pad_to: int | None = None, limit: int | None = None):

@@ -1,4 +1,4 @@
-"""The quant manifest of a run, validation of manifests from this project and from the earlier driver-script tool, and the per-layer sensitivity reports (JSON and Markdown) derived from either.
+"""The quant manifest of a run as typed records: one writer, one reader (this project's manifests and the earlier driver-script tool's), and a JSON Schema for other tools.
 
 Docs: https://qvl-nbsens.github.io/qvl_nbsens/manifest.html.md"""
 
@@ -6,69 +6,283 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/manifest.html.md"""
 
 # %% ../nbs/07_manifest.ipynb #d87d27a8
 from __future__ import annotations
-import json, math
+import datetime, json, math
 from pathlib import Path
-from .core import QvlError, atomic_write_json, atomic_write_text
-from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index, achieved_effective_bits, TOWERS
+from typing import Any, Literal
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from .core import QvlError, atomic_write_text
+from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
+from .spec import HOW, spec_options
 
 # %% auto #0
-__all__ = ['TRUST_FIELDS', 'REPORT_JSON', 'REPORT_MD', 'handle_records', 'assign_ranks', 'detect_schema', 'normalize_manifest',
-           'load_manifest', 'report_json', 'tower_summary', 'trust_sections', 'report_markdown', 'write_reports',
-           'report_from_manifest']
+__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'Record', 'ModelInfo', 'Dataset', 'Search', 'Timings', 'StateFile',
+           'Correlation', 'Correlations', 'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto',
+           'Measured', 'HandleRow', 'handle_row', 'assign_ranks', 'handle_records', 'Manifest', 'now_utc',
+           'LegacyEntry', 'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy', 'from_v1', 'read_manifest',
+           'write_manifest', 'manifest_schema']
 
-# %% ../nbs/07_manifest.ipynb #c518dc6c
-def handle_records(candidate_stats: dict, best_recipe: dict | None = None) -> dict:
-    "{handle: record} for every searched handle of a ModelOpt search state, ranked most sensitive first."
-    best_recipe = best_recipe or {}
-    recs = {}
-    for handle, st in candidate_stats.items():
-        formats = [str(f) for f in st['formats']]
-        qi = quantized_index(formats)
-        if qi is None: continue
-        chosen = best_recipe.get(handle)
-        recs[handle] = dict(
-            layer=strip_handle(handle), formats=formats, scores=[float(s) for s in st['scores']],
-            costs=[float(c) for c in st['costs']], members=list(st.get('module_names') or [strip_handle(handle)]),
-            **classify_handle(handle), chosen_format=None if chosen is None else str(chosen),
-            quantized_format=formats[qi], num_bits=format_bits(formats[qi]), sensitivity=float(st['scores'][qi]),
-            size_cost=float(st['costs'][qi]))
-    return assign_ranks(recs)
+# %% ../nbs/07_manifest.ipynb #b1da546e
+MANIFEST_VERSION = 2
+
+class Record(BaseModel):
+    "Base of every manifest record: strict types, unknown keys kept (a newer writer's extra facts survive a round trip)."
+    model_config = ConfigDict(strict=True, extra='allow')
+
+# %% ../nbs/07_manifest.ipynb #e3414553
+SCHEME_SETTINGS = tuple(k for k in spec_options() if k not in HOW + ('model_dir', 'calib_dir', 'coco_root', 'validate',
+                                                                     'heldout_size', 'validate_top_k'))
+
+class _SchemeBase(Record):
+    name: str
+    pair_description: str | None = None
+    formats: list[str] = []
+    weights: str | None = None
+    activations: str | None = None
+    scope_description: str | None = None
+    disabled_layers: list[str] = []
+    cost_excluded: list[str] = []
+
+Scheme = create_model('Scheme', __base__=_SchemeBase, __doc__='What a run measured: its `RunSpec` settings and their descriptions.',
+                      **{k: (o['type'] | None, Field(None, description=o['help'])) for k, o in spec_options().items() if k in SCHEME_SETTINGS})
+
+# %% ../nbs/07_manifest.ipynb #478c7d4c
+class ModelInfo(Record):
+    "The checkpoint: id, folder, config digest, dtype, placement, parameters per tower."
+    id: str
+    tag: str | None = None
+    path: str | None = None
+    config_sha256: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    device_map: str | None = None
+    devices: list[str] = []
+    load: str | None = None
+    params: dict[str, int] | None = None
+
+class Dataset(Record):
+    "The calibration subset and how it was batched (token counts from the encoded batches)."
+    name: str = 'coco2017'
+    size: str | None = None
+    num_samples: int | None = None
+    score_samples: int | None = None
+    db_path: str | None = None
+    db_sha256: str | None = None
+    coco_root: str | None = None
+    meta: dict[str, Any] = {}
+    batch_size: int | None = None
+    score_batches: int | None = None
+
+# %% ../nbs/07_manifest.ipynb #41dc56a7
+class Search(Record):
+    "ModelOpt's search: constraints, the bits reached, the total score of the chosen recipe, and how scores were computed."
+    constraints: dict[str, Any] | None = None
+    achieved_effective_bits: float | None = None
+    total_score: float | None = None
+    is_satisfied: bool | None = None
+    handles: int | None = None
+    searched_handles: int | None = None
+    grad_checkpointing: bool | None = None
+    score_reduction: str | None = None
+
+class Timings(Record):
+    "Wall seconds per phase (load, encode, extension, calibration, scoring, search, validation, reports, total) and peak RSS (MiB)."
+    total: float | None = None
+    peak_rss_mib: float | None = None
+
+class StateFile(Record):
+    "The saved AutoQuant state: file name (relative to the run directory) and its top-level keys."
+    file: str | None = None
+    keys: list[str] = []
+
+# %% ../nbs/07_manifest.ipynb #91870d2e
+class Correlation(Record):
+    "Spearman ρ and its p-value (None when fewer than 3 points or undefined)."
+    spearman: float | None = None
+    p: float | None = None
+
+class Correlations(Record):
+    "The AutoQuant score against measured damage: KL (primary), |Δloss| and signed Δloss."
+    handles: int = 0
+    kl: Correlation = Correlation()
+    abs_delta_loss: Correlation = Correlation()
+    delta_loss: Correlation = Correlation()
+
+class Confidence(Record):
+    "Bootstrap over scoring samples: replicates, level, samples, how exact the per-sample parts are, wide rank intervals."
+    replicates: int
+    level: float
+    samples: int
+    handles: int
+    exact_per_sample: bool
+    parts_sum_max_rel_err: float
+    wide_rank_intervals: int
+    file: str | None = None
+
+class Validation(Record):
+    "Ground truth: each handle quantized alone on held-out samples (caption loss, KL per caption token)."
+    base_loss: float
+    tokens: int
+    heldout_samples: int
+    heldout_split: list[str] = []
+    measured_handles: int
+    top_k: int | None = None
+    correlations: Correlations
+    seconds: float | None = None
+
+# %% ../nbs/07_manifest.ipynb #c923f9a5
+class ParetoPoint(Record):
+    "One budget re-solved from the stored scores: achieved bits, predicted total score, handles left unquantized."
+    budget_bits: float
+    achieved_bits: float
+    predicted_score: float
+    unquantized: list[str]
+
+class MeasuredPoint(Record):
+    "A Pareto point applied to the model and measured on held-out samples."
+    budget_bits: float
+    achieved_bits: float
+    predicted_score: float
+    unquantized: int
+    loss: float
+    delta_loss: float
+    kl: float
+
+class Pareto(Record):
+    points: list[ParetoPoint] = []
+    validated: list[MeasuredPoint] = []
+
+# %% ../nbs/07_manifest.ipynb #2cd43d24
+class Measured(Record):
+    "Damage of this handle quantized alone, on held-out samples: Δ caption loss, KL per caption token, loss."
+    delta_loss: float
+    kl: float
+    loss: float
+
+class HandleRow(Record):
+    "One recipe handle: candidates, sensitivity, cost, rank, taxonomy, and the intervals and ground truth where measured."
+    layer: str
+    tower: str
+    block: int | None = None
+    kind: str
+    formats: list[str]
+    scores: list[float]
+    costs: list[float]
+    members: list[str]
+    chosen_format: str | None = None
+    quantized_format: str
+    num_bits: float | None = None
+    sensitivity: float
+    size_cost: float
+    rank: int = 0
+    sensitivity_per_sample: float | None = None
+    score_ci95: list[float] | None = None
+    sensitivity_per_sample_ci95: list[float] | None = None
+    rank_ci95: list[int] | None = None
+    rank_ci_wide: bool | None = None
+    measured: Measured | None = None
+
+    @model_validator(mode='after')
+    def _same_lengths(self):
+        if not (len(self.formats) == len(self.scores) == len(self.costs)):
+            raise ValueError(f"has {len(self.formats)} formats, {len(self.scores)} scores and {len(self.costs)} costs")
+        return self
+
+# %% ../nbs/07_manifest.ipynb #c0bc6f21
+def handle_row(handle: str, formats, scores, costs, members=None, **extra) -> HandleRow | None:
+    "The row of one handle from its candidates, or None when it has no quantized candidate (not searched)."
+    formats = [str(f) for f in formats]
+    qi = quantized_index(formats)
+    if qi is None: return None
+    scores, costs = [float(s) for s in scores], [float(c) for c in costs]
+    extra.setdefault('sensitivity', scores[qi])
+    return HandleRow(layer=strip_handle(handle), formats=formats, scores=scores, costs=costs,
+                     members=list(members or [strip_handle(handle)]), **classify_handle(handle), quantized_format=formats[qi],
+                     num_bits=format_bits(formats[qi]), size_cost=costs[qi], **extra)
 
 def _finite(x): return isinstance(x, (int, float)) and math.isfinite(x)
 
-def assign_ranks(recs: dict) -> dict:
-    "Set `rank` (1 = most sensitive); NaN/inf sensitivities rank after every finite one, in name order."
-    order = sorted(recs, key=lambda h: (not _finite(recs[h]['sensitivity']),
-                                        -recs[h]['sensitivity'] if _finite(recs[h]['sensitivity']) else 0, h))
-    for i, h in enumerate(order, 1): recs[h]['rank'] = i
-    return recs
+def assign_ranks(rows: dict) -> dict:
+    "Set `rank` (1 = most sensitive) on {handle: HandleRow}; NaN/inf rank after every finite one, in name order."
+    order = sorted(rows, key=lambda h: (not _finite(rows[h].sensitivity), -rows[h].sensitivity if _finite(rows[h].sensitivity) else 0, h))
+    for i, h in enumerate(order, 1): rows[h].rank = i
+    return rows
+
+# %% ../nbs/07_manifest.ipynb #c518dc6c
+def handle_records(candidate_stats: dict, best_recipe: dict | None = None) -> dict[str, HandleRow]:
+    "{handle: HandleRow} for every searched handle of a ModelOpt search state, ranked most sensitive first."
+    best_recipe = best_recipe or {}
+    rows = {h: handle_row(h, st['formats'], st['scores'], st['costs'], st.get('module_names'),
+                          chosen_format=None if best_recipe.get(h) is None else str(best_recipe[h]))
+            for h, st in candidate_stats.items()}
+    return assign_ranks({h: r for h, r in rows.items() if r is not None})
+
+# %% ../nbs/07_manifest.ipynb #0cfe5bcc
+class Manifest(Record):
+    "A run's quant manifest. `layer_sensitivity` is keyed by recipe handle; `rows` lists them most sensitive first."
+    manifest_version: int = MANIFEST_VERSION
+    generator: str = 'qvl_nbsens'
+    source: Literal['qvl_nbsens', 'legacy'] = 'qvl_nbsens'
+    created: str | None = None
+    scheme: Scheme
+    model: ModelInfo
+    dataset: Dataset = Dataset()
+    environment: dict[str, Any] | None = None
+    search: Search = Search()
+    autoquant_state: StateFile | None = None
+    layers: dict[str, dict[str, Any]] = {}
+    layer_sensitivity: dict[str, HandleRow]
+    forward_calls: dict[str, int] | None = None
+    timings: Timings | None = None
+    confidence: Confidence | None = None
+    validation: Validation | None = None
+    pareto: Pareto | None = None
+
+    @property
+    def rows(self) -> list[HandleRow]:
+        "Handle rows, most sensitive first."
+        return sorted(self.layer_sensitivity.values(), key=lambda r: r.rank)
+
+def now_utc() -> str:
+    "ISO 8601 UTC timestamp, seconds resolution, for `created` fields."
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 # %% ../nbs/07_manifest.ipynb #a3168876
-def _fail(src, path, what): raise QvlError(f"manifest {src}: {path} {what}")
+_KEYED = {'layer_sensitivity', 'layers', 'meta', 'params', 'constraints', 'forward_calls', 'environment'}
 
-def _need(d, key, typ, src, path):
-    if not isinstance(d, dict) or key not in d: _fail(src, f"{path}.{key}" if path else key, 'is missing')
-    v = d[key]
-    typs = typ if isinstance(typ, tuple) else (typ,)
-    if not isinstance(v, typs) or (isinstance(v, bool) and bool not in typs):  # True is an int to Python, not to a manifest
-        tn = ' or '.join(t.__name__ for t in typs)
-        _fail(src, f"{path}.{key}" if path else key, f"must be {tn}, got {type(v).__name__}")
-    return v
+def _loc(loc) -> str:
+    "A pydantic error location as a path: layer_sensitivity['x'].scores[1]."
+    out, keyed = '', False
+    for part in loc:
+        if isinstance(part, int): out += f'[{part}]'
+        elif keyed: out += f'[{part!r}]'
+        else: out += ('.' if out else '') + str(part)
+        keyed = not keyed and part in _KEYED
+    return out
 
-def _numbers(v, src, path):
-    if not isinstance(v, list): _fail(src, path, f"must be a list, got {type(v).__name__}")
-    for i, x in enumerate(v):
-        if isinstance(x, bool) or not isinstance(x, (int, float)): _fail(src, f"{path}[{i}]", f"must be a number, got {x!r}")
-    return [float(x) for x in v]
+def _message(e: ValidationError, src) -> QvlError:
+    err = e.errors()[0]
+    what = {'missing': 'is missing'}.get(err['type']) or err['msg'].removeprefix('Value error, ').replace('Input should be', 'must be')
+    got = '' if err['type'] in ('missing', 'value_error') else f", got {err['input']!r}"
+    return QvlError(f"manifest {src}: {_loc(err['loc']) or 'document'} {what}{got}")
 
-def _candidates(entry, src, path):
-    formats = _need(entry, 'formats', list, src, path)
-    for i, f in enumerate(formats):
-        if not isinstance(f, str): _fail(src, f"{path}.formats[{i}]", f"must be a string, got {f!r}")
-    scores = _numbers(_need(entry, 'scores', list, src, path), src, f"{path}.scores")
-    costs = _numbers(_need(entry, 'costs', list, src, path), src, f"{path}.costs")
-    if not (len(formats) == len(scores) == len(costs)): _fail(src, path, f"has {len(formats)} formats, {len(scores)} scores and {len(costs)} costs")
-    return formats, scores, costs
+# %% ../nbs/07_manifest.ipynb #9c202c44
+class LegacyEntry(Record):
+    formats: list[str]
+    scores: list[float]
+    costs: list[float]
+    importance: float | None = None
+
+class LegacyScheme(Record):
+    name: str
+    auto_quantize_bits: float
+
+class LegacyManifest(Record):
+    "The earlier driver-script tool's manifest, as far as a report needs it."
+    scheme: LegacyScheme
+    model: ModelInfo
+    layers: dict[str, dict[str, Any]] = {}
+    autoquant_state: dict[str, Any] = {}
+    layer_sensitivity: dict[str, LegacyEntry]
 
 def detect_schema(doc) -> str:
     "'qvl_nbsens' or 'legacy'; `QvlError` if the document is neither."
@@ -77,210 +291,64 @@ def detect_schema(doc) -> str:
     if isinstance(doc.get('scheme'), dict) and 'auto_quantize_bits' in doc['scheme']: return 'legacy'
     raise QvlError("not a quant manifest: expected generator 'qvl_nbsens' or a legacy scheme.auto_quantize_bits")
 
-# %% ../nbs/07_manifest.ipynb #4adfd644
-TRUST_FIELDS = ('sensitivity_per_sample', 'score_ci95', 'sensitivity_per_sample_ci95', 'rank_ci95', 'rank_ci_wide', 'measured')
+# %% ../nbs/07_manifest.ipynb #58c8fcdd
+def _legacy_chosen(layers: dict, handle: str, formats: list) -> str | None:
+    info = layers.get(strip_handle(handle))
+    if not isinstance(info, dict) or 'quantized' not in info: return None
+    none = [f for f in formats if is_unquantized(f)]
+    return formats[quantized_index(formats)] if info['quantized'] else (none[0] if none else 'NONE')
 
-def _rows_from_entries(entries, src, legacy: bool, chosen_of=None):
+def from_legacy(doc: dict) -> dict:
+    "A legacy manifest (already checked against `LegacyManifest`) as a version-2 document."
+    lg, sc, st = LegacyManifest.model_validate(doc), doc['scheme'], doc.get('autoquant_state') or {}
     rows = {}
-    for handle, e in entries.items():
-        path = f"layer_sensitivity[{handle!r}]"
-        if not isinstance(e, dict): _fail(src, path, f"must be an object, got {type(e).__name__}")
-        formats, scores, costs = _candidates(e, src, path)
-        qi = quantized_index(formats)
-        if qi is None: continue
-        if legacy and 'importance' in e:
-            imp = e['importance']
-            if isinstance(imp, bool) or not isinstance(imp, (int, float)): _fail(src, f"{path}.importance", f"must be a number, got {imp!r}")
-            sens = float(imp)
-        else: sens = scores[qi]
-        members = e.get('members') or e.get('module_names') or [strip_handle(handle)]
-        rows[handle] = dict(layer=strip_handle(handle), formats=formats, scores=scores, costs=costs, members=list(members),
-                            **classify_handle(handle), chosen_format=(chosen_of(handle, formats) if chosen_of else e.get('chosen_format')),
-                            quantized_format=formats[qi], num_bits=format_bits(formats[qi]), sensitivity=sens, size_cost=costs[qi],
-                            **{k: e[k] for k in TRUST_FIELDS if k in e})
-    return assign_ranks(rows)
+    for h, e in lg.layer_sensitivity.items():
+        extra = {} if e.importance is None else dict(sensitivity=e.importance)
+        r = handle_row(h, e.formats, e.scores, e.costs, chosen_format=_legacy_chosen(lg.layers, h, e.formats), **extra)
+        if r is not None: rows[h] = r
+    scheme = dict(name=sc['name'], method=sc.get('auto_quantize_method'), effective_bits=float(sc['auto_quantize_bits']),
+                  score_size=sc.get('auto_quantize_score_size'), scope=sc.get('coverage_mode'), formats=sc.get('quant_formats') or [])
+    return dict(source='legacy', generator=str(doc.get('generator') or 'legacy'), scheme=scheme, model=doc['model'],
+                dataset=dict(doc.get('dataset') or {}), layers=lg.layers,
+                search=dict(constraints=st.get('constraints'), total_score=st.get('score'), is_satisfied=st.get('is_satisfied')),
+                autoquant_state=dict(keys=st.get('keys') or []), layer_sensitivity=assign_ranks(rows))
 
-def normalize_manifest(doc, src: str = '<manifest>') -> dict:
-    "A validated manifest of either schema as {schema, scheme, model, dataset, search, rows} (rows ranked)."
-    schema = detect_schema(doc)
-    if schema == 'qvl_nbsens':
-        scheme = _need(doc, 'scheme', dict, src, ''); _need(scheme, 'name', str, src, 'scheme')
-        model = _need(doc, 'model', dict, src, ''); _need(model, 'id', str, src, 'model')
-        dataset = _need(doc, 'dataset', dict, src, '')
-        search = _need(doc, 'search', dict, src, '')
-        ls = _need(doc, 'layer_sensitivity', dict, src, '')
-        rows = _rows_from_entries(ls, src, legacy=False)
-        state = doc.get('autoquant_state') or {}
-    else:
-        scheme = _need(doc, 'scheme', dict, src, '')
-        _need(scheme, 'name', str, src, 'scheme')
-        _need(scheme, 'auto_quantize_bits', (int, float), src, 'scheme')
-        model = _need(doc, 'model', dict, src, ''); _need(model, 'id', str, src, 'model')
-        ls = _need(doc, 'layer_sensitivity', dict, src, '')
-        layers = doc.get('layers') or {}
-        if not isinstance(layers, dict): _fail(src, 'layers', f"must be an object, got {type(layers).__name__}")
-        st = doc.get('autoquant_state') or {}
-        if not isinstance(st, dict): _fail(src, 'autoquant_state', f"must be an object, got {type(st).__name__}")
-        def chosen_of(handle, formats):
-            info = layers.get(strip_handle(handle))
-            if not isinstance(info, dict) or 'quantized' not in info: return None
-            qi = quantized_index(formats)
-            none = [f for f in formats if is_unquantized(f)]
-            return formats[qi] if info['quantized'] else (none[0] if none else 'NONE')
-        rows = _rows_from_entries(ls, src, legacy=True, chosen_of=chosen_of)
-        search = dict(constraints=st.get('constraints'), total_score=st.get('score'), is_satisfied=st.get('is_satisfied'),
-                      effective_bits=scheme.get('auto_quantize_bits'), achieved_effective_bits=None)
-        dataset = dict(doc.get('dataset') or {}, score_size=scheme.get('auto_quantize_score_size'))
-        state = dict(st)
-        scheme = dict(scheme, method=scheme.get('auto_quantize_method'), effective_bits=scheme.get('auto_quantize_bits'),
-                      formats=scheme.get('quant_formats'), scope=scheme.get('coverage_mode'))
-    return dict(schema=schema, scheme=scheme, model=model, dataset=dataset, search=search, autoquant_state=state,
-                rows=sorted(rows.values(), key=lambda r: r['rank']),
-                **{k: doc.get(k) for k in ('confidence', 'validation', 'pareto')})
+# %% ../nbs/07_manifest.ipynb #499f7ee4
+def from_v1(doc: dict) -> dict:
+    "A version-1 qvl_nbsens manifest as a version-2 document: scheme settings moved into the scheme."
+    doc, sc, ds = dict(doc), dict(doc.get('scheme') or {}), doc.get('dataset') or {}
+    sc.update(size=sc.get('size', ds.get('size')), batch_size=sc.get('batch_size', ds.get('batch_size')), score_size=sc.pop('score_size_cap', None))
+    sc.pop('calib_size', None)                     # the dataset's num_samples
+    doc.update(scheme=sc, manifest_version=MANIFEST_VERSION)
+    return doc
 
-def load_manifest(path) -> dict:
-    "Read and normalise a manifest file."
-    p = Path(path)
-    if not p.is_file(): raise QvlError(f"manifest {p} is missing")
-    try: doc = json.loads(p.read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise QvlError(f"manifest {p}: malformed JSON ({e.msg} at line {e.lineno})") from None
-    return normalize_manifest(doc, str(p))
+def read_manifest(src) -> Manifest:
+    "The `Manifest` of a path or a parsed document of any accepted schema; `QvlError` naming the bad field otherwise."
+    if isinstance(src, (str, Path)):
+        p = Path(src)
+        if not p.is_file(): raise QvlError(f"manifest {p} is missing")
+        try: doc = json.loads(p.read_text(encoding='utf-8'))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise QvlError(f"manifest {p}: malformed JSON ({e})") from None
+        name = str(p)
+    else: doc, name = src, '<manifest>'
+    try:
+        if detect_schema(doc) == 'legacy': doc = from_legacy(doc)
+        elif doc.get('manifest_version', 1) < 2: doc = from_v1(doc)
+        man = Manifest.model_validate(doc)
+    except ValidationError as e: raise _message(e, name) from None
+    assign_ranks(man.layer_sensitivity)
+    return man
 
-# %% ../nbs/07_manifest.ipynb #c1f86f88
-def _jsonfloat(x):
-    if _finite(x): return x
-    return None
+# %% ../nbs/07_manifest.ipynb #a29a9a75
+def write_manifest(man: Manifest, path, force: bool = False) -> Path:
+    "Write `man` to `path` atomically (temp file, then rename); `QvlError` if it exists and not `force`."
+    doc = man.model_dump(mode='python', exclude={'source'})
+    plain = lambda x: x.item() if hasattr(x, 'item') else str(x)       # numpy scalars from the statistics
+    return atomic_write_text(path, json.dumps(doc, indent=2, default=plain) + '\n', force)
 
-def _nf(x): return None if _finite(x) else ('nan' if isinstance(x, float) and math.isnan(x) else 'inf' if x and x > 0 else '-inf')
-
-def report_json(norm: dict) -> dict:
-    "The machine-readable per-layer report of a normalised manifest."
-    rows = []
-    for r in norm['rows']:
-        row = dict(layer=r['layer'], num_bits=r['num_bits'], sensitivity=_jsonfloat(r['sensitivity']), size_cost=_jsonfloat(r['size_cost']))
-        if _nf(r['sensitivity']): row['non_finite'] = _nf(r['sensitivity'])
-        row.update(rank=r['rank'], tower=r['tower'], block=r['block'], kind=r['kind'], chosen_format=r['chosen_format'],
-                   quantized_format=r['quantized_format'], members=r['members'], formats=r['formats'],
-                   scores=[_jsonfloat(s) for s in r['scores']], costs=[_jsonfloat(c) for c in r['costs']])
-        for k in TRUST_FIELDS:
-            if k in r: row[k] = _jsonfloat(r[k]) if k == 'sensitivity_per_sample' else r[k]
-        rows.append(row)
-    return dict(scheme=norm['scheme'], model=norm['model'], dataset=norm['dataset'],
-                autoquant_state=dict(norm['autoquant_state'], **{k: norm['search'].get(k) for k in
-                                     ('constraints', 'total_score', 'is_satisfied', 'achieved_effective_bits') if k in norm['search']}),
-                layer_sensitivity=rows, **{k: norm[k] for k in ('confidence', 'validation', 'pareto') if norm.get(k)})
-
-# %% ../nbs/07_manifest.ipynb #20ccf5e1
-def _fmt(x, spec='.3e'):
-    if x is None: return '—'
-    if isinstance(x, float) and not math.isfinite(x): return f"**{x}**"
-    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
-
-def tower_summary(rows) -> list[dict]:
-    "Per tower: handle count, how many were quantized, size-cost share and sensitivity share, the top handle."
-    fin = [r for r in rows if _finite(r['sensitivity'])]
-    tot_s = sum(r['sensitivity'] for r in fin) or 1.0
-    tot_c = sum(r['size_cost'] for r in rows if _finite(r['size_cost'])) or 1.0
-    out = []
-    for t in TOWERS:
-        rs = [r for r in rows if r['tower'] == t]
-        if not rs: continue
-        q = sum(1 for r in rs if r['chosen_format'] and not is_unquantized(r['chosen_format']))
-        out.append(dict(tower=t, handles=len(rs), quantized=q,
-                        size_cost_share=sum(r['size_cost'] for r in rs if _finite(r['size_cost']))/tot_c,
-                        sensitivity_share=sum(r['sensitivity'] for r in rs if _finite(r['sensitivity']))/tot_s,
-                        most_sensitive=min(rs, key=lambda r: r['rank'])['layer']))
-    return out
-
-def _corr(c):
-    return '—' if not c or c.get('spearman') is None else f"{c['spearman']:+.2f} (p = {c['p']:.1e})"
-
-def trust_sections(norm: dict) -> list[str]:
-    "Markdown for the confidence, ground-truth and mixed-precision sections (empty for manifests without them)."
-    out, c, v, pf = [], norm.get('confidence'), norm.get('validation'), norm.get('pareto')
-    if c:
-        out += ['## How far to trust the ranking', '',
-                f"Bootstrap over the {c['samples']} scoring samples ({c['replicates']} replicates, 95% percentile intervals, "
-                f"{'per-sample' if c['exact_per_sample'] else 'partly batch-level'} score parts that add up to ModelOpt's totals "
-                f"within {c['parts_sum_max_rel_err']:.1e}). {c['wide_rank_intervals']} of {c['handles']} handles have a wide rank "
-                "interval (⚠: more than max(2, 10% of the handles) places): their position is not pinned down by this subset.", '']
-    if v:
-        cc = v['correlations']
-        out += ['## Ground truth', '',
-                f"Each of {v['measured_handles']} handles quantized alone (the others unquantized, calibrated as in the run), "
-                f"measured on {v['heldout_samples']} held-out samples ({', '.join(v.get('heldout_split') or []) or 'held out'}, never "
-                f"calibrated or scored on; unquantized caption loss {v['base_loss']:.4f} over {v['tokens']} caption tokens).", '',
-                '| Spearman ρ of the AutoQuant score against | ρ (p-value) |', '|---|---|',
-                f"| KL(unquantized ‖ quantized) per caption token (primary) | {_corr(cc.get('kl'))} |",
-                f"| abs(Δ caption loss) | {_corr(cc.get('abs_delta_loss'))} |",
-                f"| signed Δ caption loss | {_corr(cc.get('delta_loss'))} |", '']
-    if pf:
-        val = {round(p['budget_bits'], 4): p for p in pf.get('validated') or []}
-        out += ['## Mixed-precision advice', '',
-                'Re-solved from the stored scores (no re-scoring) at each budget; measured = applied to the model and run on the '
-                'held-out samples.', '',
-                '| Budget (bits) | Achieved bits | Predicted score | Unquantized handles | Measured KL | Measured Δloss | Keep unquantized (most sensitive first) |',
-                '|---:|---:|---:|---:|---:|---:|---|']
-        rank = {r['layer']: r['rank'] for r in norm['rows']}
-        for p in pf['points']:
-            m = val.get(round(p['budget_bits'], 4))
-            keep = sorted((strip_handle(h) for h in p['unquantized']), key=lambda l: rank.get(l, 10**9))
-            out.append(f"| {p['budget_bits']:.2f} | {_fmt(p['achieved_bits'], '.2f')} | {_fmt(p['predicted_score'], '.3e')} | {len(keep)} | "
-                       f"{_fmt(m['kl'], '.2e') if m else ''} | {_fmt(m['delta_loss'], '+.2e') if m else ''} | "
-                       + (', '.join(f'`{l}`' for l in keep[:6]) + (f' … (+{len(keep) - 6})' if len(keep) > 6 else '') if keep else '—') + ' |')
-        out.append('')
-    return out
-
-def report_markdown(norm: dict) -> str:
-    "The human-readable per-layer report of a normalised manifest."
-    s, m, d, se = norm['scheme'], norm['model'], norm['dataset'], norm['search']
-    rows = norm['rows']
-    fmts = s.get('formats') or []
-    lines = [f"# Per-layer sensitivity: {s['name']}", '',
-             '| | |', '|---|---|',
-             f"| Scheme | {s.get('pair', '—')} ({', '.join(map(str, fmts)) or '—'}), method {s.get('method', '—')}, scope {s.get('scope', '—')} |",
-             f"| Model | {m.get('id')}" + (f" (`{m['path']}`)" if m.get('path') else '') + ' |',
-             f"| Dataset | {d.get('name', 'coco2017')} {d.get('size', '')} — {d.get('num_samples', '—')} samples, scored on {d.get('score_samples', d.get('score_size', '—'))} |",
-             f"| Budget | {_fmt(s.get('effective_bits'), 'g')} effective bits |",
-             f"| Achieved | {_fmt(se.get('achieved_effective_bits'), '.3f')} effective bits |",
-             f"| Total score | {_fmt(se.get('total_score'))} |",
-             f"| Satisfied | {'yes' if se.get('is_satisfied') else 'no' if se.get('is_satisfied') is not None else '—'} |",
-             f"| Handles | {len(rows)} searched |", '']
-    bad = [r for r in rows if not _finite(r['sensitivity'])]
-    if bad:
-        lines += [f"**Warning:** {len(bad)} handle(s) have non-finite scores and are ranked last: "
-                  + ', '.join(f"`{r['layer']}` ({r['sensitivity']})" for r in bad[:10]) + ('…' if len(bad) > 10 else ''), '']
-    lines += ['## Per-tower summary', '', '| Tower | Handles | Quantized | Size cost share | Sensitivity share | Most sensitive |',
-              '|---|---:|---:|---:|---:|---|']
-    for t in tower_summary(rows):
-        lines.append(f"| {t['tower']} | {t['handles']} | {t['quantized']} | {t['size_cost_share']:.1%} | {t['sensitivity_share']:.1%} | `{t['most_sensitive']}` |")
-    lines += [''] + trust_sections(norm)
-    ci = any('rank_ci95' in r for r in rows); gt = any('measured' in r for r in rows)
-    head = '| Layer | Tower | Num Bits | Sensitivity | Size Cost |' + (' Score 95% CI | Per sample | Rank 95% CI |' if ci else '') + (' Measured KL | Δloss |' if gt else '')
-    lines += ['', '## Layers, most sensitive first', '', head, '|---|---|---:|---:|---:|' + ('---:|---:|---:|' if ci else '') + ('---:|---:|' if gt else '')]
-    for r in rows:
-        line = f"| `{r['layer']}` | {r['tower']} | {_fmt(r['num_bits'], 'g')} | {_fmt(r['sensitivity'])} | {_fmt(r['size_cost'], '.4g')} |"
-        if ci:
-            c, k = r.get('score_ci95'), r.get('rank_ci95')
-            line += (f" {_fmt(c[0], '.2e')} – {_fmt(c[1], '.2e')} | {_fmt(r.get('sensitivity_per_sample'), '.2e')} | "
-                     f"{k[0]}–{k[1]}{' ⚠' if r.get('rank_ci_wide') else ''} |") if c and k else ' — | — | — |'
-        if gt:
-            mm = r.get('measured')
-            line += f" {_fmt(mm['kl'], '.2e')} | {_fmt(mm['delta_loss'], '+.2e')} |" if mm else ' — | — |'
-        lines.append(line)
-    return '\n'.join(lines) + '\n'
-
-# %% ../nbs/07_manifest.ipynb #bd5aa922
-REPORT_JSON, REPORT_MD = 'per-layer-sensitivity.json', 'per-layer-sensitivity.md'
-
-def write_reports(norm: dict, out_dir, force: bool = False) -> tuple[Path, Path]:
-    "Write both per-layer reports of a normalised manifest into `out_dir` (atomically)."
-    out = Path(out_dir)
-    j = atomic_write_text(out/REPORT_JSON, json.dumps(report_json(norm), indent=2, allow_nan=False) + '\n', force)
-    m = atomic_write_text(out/REPORT_MD, report_markdown(norm), force)
-    return j, m
-
-def report_from_manifest(manifest_path, out_dir=None, force: bool = False) -> tuple[Path, Path]:
-    "Regenerate the reports of a manifest (default: beside it) without loading any model."
-    p = Path(manifest_path)
-    return write_reports(load_manifest(p), out_dir or p.parent, force)
+# %% ../nbs/07_manifest.ipynb #0490baa6
+def manifest_schema() -> dict:
+    "JSON Schema (draft 2020-12) of a version-2 quant manifest, generated from `Manifest`."
+    sch = Manifest.model_json_schema(mode='serialization')
+    sch['properties'].pop('source', None)
+    return {'$schema': 'https://json-schema.org/draft/2020-12/schema', 'title': 'qvl_nbsens quant manifest', **sch}

@@ -6,8 +6,8 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/quant.html.md"""
 
 # %% ../nbs/05_quant.ipynb #7af702d2
 from __future__ import annotations
-import fnmatch, math, re
-from dataclasses import dataclass, field, asdict
+import math, re
+from dataclasses import dataclass, asdict
 from .core import QvlError
 
 # %% auto #0
@@ -97,8 +97,8 @@ def _group_key(model, name: str, rules) -> str:
 
 def recipe_handles(model) -> dict:
     "{handle name: [member module names]} as ModelOpt's AutoQuant would group `model`'s quantizable modules."
-    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher
-    rules = AutoQuantizeGradientSearcher.quant_grouping_rules
+    from qvl_nbsens.modelopt_adapter import quant_grouping_rules   # here, not at the top: ModelOpt loads with the adapter
+    rules = quant_grouping_rules()
     groups = {}
     for name, mod in model.named_modules():
         if _is_quantizable(mod): groups.setdefault(_group_key(model, name, rules), []).append(name)

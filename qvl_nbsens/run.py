@@ -6,26 +6,33 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/run.html.md"""
 
 # %% ../nbs/08_run.ipynb #d5d8b70a
 from __future__ import annotations
-import datetime, json, math, os, platform, re, resource, shutil, sys, tempfile, time
-from dataclasses import dataclass, asdict, field
+import json, math, os, platform, re, resource, shutil, time
+from dataclasses import asdict
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, SIZES, size_count, sha256_file, sha256_json, atomic_write_json
-from .coco import default_calib_dir, find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name, CalibSet
+from .core import QvlError, sha256_file, atomic_write_json
+from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name
 from .loaders import VlmCalibLoader, TextCalibLoader
-from .fixture import default_fixture_dir
-from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, DEFAULT_PAIR
-from .autoquant import load_model, reusable_model, check_model_dir, run_autoquant, resolve_device
+from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
+from .spec import RunSpec, VALIDATE_SETTINGS
+from .loading import load_model, reusable_model, check_model_dir
+from .scoring import load_contributions
+from .autoquant import run_autoquant
+from .modelopt_adapter import restore_search
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
-from .manifest import handle_records, normalize_manifest, write_reports
+from .manifest import (Manifest, Scheme, ModelInfo, Dataset, Search, Timings, StateFile, Confidence, Validation,
+                                 Pareto, Measured, handle_records, read_manifest, write_manifest, now_utc, SCHEME_SETTINGS)
+from .tables import Run, manifest_file
+from .reports import write_reports
 from .plots import report_html
 
 # %% auto #0
-__all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'RunSpec', 'tower_params', 'environment',
-           'batch_stats', 'peak_rss_mib', 'wants_validation', 'run_validation', 'planned_run_name', 'run_sensitivity',
-           'add_trust', 'build_manifest', 'validate_run']
+__all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
+           'peak_rss_mib', 'calib_batches', 'wants_validation', 'run_validation', 'trust_blocks', 'run_scheme',
+           'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'planned_run_name', 'obtain_model', 'search',
+           'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def model_tag(model_dir, config: dict | None = None) -> str:
@@ -57,47 +64,6 @@ def run_name(tag: str, scope: str, pair: str, size: str, method: str = 'gradient
     if score_size: base += f"_score{score_size}"
     return base
 
-# %% ../nbs/08_run.ipynb #bcd5099a
-@dataclass
-class RunSpec:
-    "All arguments of one sensitivity run."
-    model_dir: str | None = None
-    calib_dir: str | None = None
-    coco_root: str | None = None
-    scope: str = 'all-layers'
-    size: str = 'small'
-    pair: str = DEFAULT_PAIR
-    method: str = 'gradient'
-    effective_bits: float = 8.0
-    batch_size: int = 8
-    score_size: int | None = None
-    calib_mode: str = 'vlm'
-    device: str = 'auto'
-    device_map: str | None = None
-    validate: bool | None = None
-    heldout_size: int = 32
-    validate_top_k: int | None = None
-    grad_checkpointing: bool | None = None
-    def resolved(self) -> 'RunSpec':
-        "A copy with the embedded defaults filled in and every field checked."
-        r = RunSpec(**asdict(self))
-        r.model_dir = str(Path(r.model_dir or default_fixture_dir()).resolve())
-        r.calib_dir = str(Path(r.calib_dir or default_calib_dir()).resolve())
-        size_count(r.size); get_scope(r.scope); get_pair(r.pair)
-        if r.method not in ('gradient', 'kl_div'): raise QvlError(f"unknown method {r.method!r}: expected gradient or kl_div")
-        if r.calib_mode not in ('vlm', 'text'): raise QvlError(f"unknown calib mode {r.calib_mode!r}: expected vlm or text")
-        if r.calib_mode == 'text' and r.scope != 'lm-only': raise QvlError('text-only calibration is for lm-only runs')
-        if r.batch_size < 1: raise QvlError('batch size must be >= 1')
-        if r.score_size is not None and r.score_size < 1: raise QvlError('score size must be >= 1')
-        if r.heldout_size < 1: raise QvlError('held-out size must be >= 1')
-        r.effective_bits = float(r.effective_bits)
-        r.device = resolve_device(r.device)
-        return r
-    def key(self) -> str:
-        "Digest of the arguments that change results (a partial run resumes only under the same key)."
-        d = asdict(self); d.pop('device_map'); d.pop('grad_checkpointing')   # where and how fast, not what
-        return sha256_json(d)[:16]
-
 # %% ../nbs/08_run.ipynb #16ad056a
 def tower_params(model) -> dict:
     "Parameter counts of the vision tower, the text tower (with embeddings and lm_head) and the whole model."
@@ -114,6 +80,7 @@ def environment() -> dict:
     return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
                 transformers=transformers.__version__, modelopt=modelopt.__version__, qvl_nbsens=__version__, device=dev)
 
+# %% ../nbs/08_run.ipynb #7b9b9643
 def batch_stats(batches) -> dict:
     "Batch count, token counts per sample (without padding) and in total (with padding), and image patches, from encoded batches."
     lens = [n for b in batches for n in b['attention_mask'].sum(1).tolist()]
@@ -131,11 +98,12 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, 1)
 
 # %% ../nbs/08_run.ipynb #2058a5c5
-def _loader(spec: RunSpec, calib, processor):
+def calib_batches(spec: RunSpec, calib, processor) -> list:
+    "The encoded calibration batches of a run: image+caption, or captions alone (`calib_mode='text'`)."
     if spec.calib_mode == 'text':
         caps = read_captions_txt(Path(spec.calib_dir)/captions_name(spec.size))
-        return TextCalibLoader(caps, processor.tokenizer, batch_size=spec.batch_size)
-    return VlmCalibLoader(calib, processor, batch_size=spec.batch_size)
+        return list(TextCalibLoader(caps, processor.tokenizer, batch_size=spec.batch_size))
+    return list(VlmCalibLoader(calib, processor, batch_size=spec.batch_size))
 
 SMALL_MODEL_PARAMS = 1_000_000_000
 
@@ -143,31 +111,98 @@ def wants_validation(spec: RunSpec, model) -> bool:
     "Validation on by default for models under 1 B parameters; `spec.validate` overrides."
     return spec.validate if spec.validate is not None else sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
 
-def run_validation(spec: RunSpec, model, processor, state: dict, records: dict) -> dict:
-    "Ground truth per handle and the measured Pareto points, on held-out samples; see `qvl_nbsens.validate`."
+# %% ../nbs/08_run.ipynb #ce5b578b
+def run_validation(spec: RunSpec, model, processor, state: dict, rows: dict) -> dict:
+    "Ground truth per handle and the measured Pareto points on held-out samples (`qvl_nbsens.validate`): {measured, validation, pareto}."
     t0 = time.perf_counter()
     held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
     batches = list(TextCalibLoader(held.captions, processor.tokenizer, batch_size=spec.batch_size) if spec.calib_mode == 'text'
                    else VlmCalibLoader(held, processor, batch_size=spec.batch_size))
-    scores = {h: r['sensitivity'] for h, r in records.items()}
-    handles = pick_handles(scores, spec.validate_top_k, n_random=spec.validate_top_k or 0)
+    scores = {h: r.sensitivity for h, r in rows.items()}
     reference = unquantized_reference(model, batches)   # one unquantized pass serves both measurements
-    measured, info = measure_handles(model, state, batches, handles, reference=reference)
+    measured, info = measure_handles(model, state, batches, pick_handles(scores, spec.validate_top_k, n_random=spec.validate_top_k or 0),
+                                     reference=reference)
     front = pareto_front(state)
     points = validate_front(model, state, front, batches, reference=reference)
-    return dict(measured=measured, validation=dict(info, heldout_db=str(held.db_path), heldout_samples=len(held),
-                                                   heldout_split=sorted({x.split for x in held.samples}),
-                                                   measured_handles=len(measured), top_k=spec.validate_top_k,
-                                                   correlations=score_vs_damage(scores, measured)),
-                pareto=dict(points=[{k: v for k, v in p.items() if k != 'recipe'} for p in front], validated=points),
-                seconds=round(time.perf_counter() - t0, 3))
+    return dict(measured=measured, pareto=Pareto(points=[{k: v for k, v in p.items() if k != 'recipe'} for p in front], validated=points),
+                validation=Validation(**dict(info, seconds=round(time.perf_counter() - t0, 3)), heldout_db=held.db_path.name, heldout_samples=len(held), heldout_split=sorted({x.split for x in held.samples}),
+                                      measured_handles=len(measured), top_k=spec.validate_top_k,
+                                      correlations=score_vs_damage(scores, measured)))
 
+# %% ../nbs/08_run.ipynb #0331aa53
+PARTS_FILE = 'per-sample-scores.npz'
+
+def trust_blocks(rows: dict, contributions, trust: dict | None) -> dict:
+    "Add intervals and measured damage to the handle `rows` (in place); return the manifest's confidence/validation/pareto blocks."
+    out = {}
+    if contributions is not None:
+        conf, summary = handle_confidence(contributions, {h: r.model_dump() for h, r in rows.items()})
+        for h, c in conf.items():
+            for k, v in dict(c, sensitivity_per_sample_ci95=c.pop('score_per_sample_ci95')).items(): setattr(rows[h], k, v)
+        out['confidence'] = Confidence(**summary, file=PARTS_FILE)
+    if trust:
+        for h, m in trust['measured'].items():
+            if h in rows: rows[h].measured = Measured(**m)
+        out.update(validation=trust['validation'], pareto=trust['pareto'])
+    return out
+
+# %% ../nbs/08_run.ipynb #73ddde24
+def run_scheme(spec: RunSpec, name: str, n_score: int) -> Scheme:
+    "The scheme block: the spec's result settings, the pair's and scope's descriptions."
+    pair, scope = get_pair(spec.pair), get_scope(spec.scope)
+    return Scheme(name=name, **{k: getattr(spec, k) for k in SCHEME_SETTINGS}, pair_description=pair.description,
+                  formats=list(pair.formats), weights=pair.weights, activations=pair.activations,
+                  scope_description=scope.description, disabled_layers=list(scope.disabled), cost_excluded=list(scope.disabled))
+
+def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
+    "The model block: id, folder, config digest, dtype, placement, parameters per tower."
+    return ModelInfo(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg), path=spec.model_dir,
+                     config_sha256=sha256_file(Path(spec.model_dir)/'config.json'), dtype=str(model.dtype).replace('torch.', ''),
+                     device=spec.device, device_map=spec.device_map, devices=sorted({str(p.device) for p in model.parameters()}),
+                     load=load, params=tower_params(model))
+
+# %% ../nbs/08_run.ipynb #8e52ec94
+def dataset_info(spec: RunSpec, calib, db, batches, n_score: int, score_batches) -> Dataset:
+    "The dataset block: the subset file and its digest, sample counts, batching and token counts."
+    return Dataset(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
+                   db_path=str(db), db_sha256=sha256_file(db), coco_root=str(Path(calib.coco_root).resolve()), meta=calib.meta,
+                   batch_size=spec.batch_size, score_batches=score_batches or len(batches), **batch_stats(batches))
+
+def layer_map(state: dict, best: dict, model) -> dict:
+    "{module: {handle, quantized, format, module_type}} for every module of every handle."
+    mods = dict(model.named_modules())
+    return {m: dict(handle=h, quantized=not best.get(h, 'NONE').upper().startswith('NONE'), format=best.get(h, 'NONE'),
+                    module_type=type(mods[m]).__name__ if m in mods else None)
+            for h, st in state['candidate_stats'].items() for m in st['module_names']}
+
+# %% ../nbs/08_run.ipynb #5a0b1c2d
+def build_manifest(spec: RunSpec, name: str, cfg: dict, model, calib, db, batches, res, score_batches, state_file: str,
+                   timings: dict, trust: dict | None = None, load: str = 'loaded') -> Manifest:
+    "The typed quant manifest of a finished search (`res`: an `autoquant.AutoQuantResult`)."
+    st = res.state
+    best = {h: str(r) for h, r in st['best']['recipe'].items()}
+    rows = handle_records(st['candidate_stats'], best)
+    n_score = len(calib) if score_batches is None else min(len(calib), score_batches*spec.batch_size)
+    for r in rows.values(): r.sensitivity_per_sample = r.sensitivity/n_score if math.isfinite(r.sensitivity) else r.sensitivity
+    blocks = trust_blocks(rows, res.contributions, trust)
+    search = Search(constraints=search_constraints(get_scope(spec.scope), spec.effective_bits),
+                    achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best), total_score=float(st['best']['score']),
+                    is_satisfied=bool(st['best']['is_satisfied']), handles=len(st['candidate_stats']), searched_handles=len(rows),
+                    **res.resumed, **res.settings)
+    return Manifest(created=now_utc(), scheme=run_scheme(spec, name, n_score), model=model_info(spec, cfg, model, load),
+                    dataset=dataset_info(spec, calib, db, batches, n_score, score_batches), environment=environment(), search=search,
+                    autoquant_state=StateFile(file=state_file, keys=sorted(st.keys())), layers=layer_map(st, best, model),
+                    layer_sensitivity=rows, forward_calls=res.forward_calls,
+                    timings=Timings(**timings, **res.timings, validation=trust['validation'].seconds if trust else None),
+                    **blocks)
+
+# %% ../nbs/08_run.ipynb #191b94e7
 def _prepare_partial(partial: Path, key: str, force: bool):
     args = partial/'run_args.json'
     if partial.exists():
         old = json.loads(args.read_text()).get('key') if args.is_file() else None
         if old != key:
-            if not force: raise QvlError(f"{partial} holds a partial run with other arguments; pass --force to discard it")
+            if not force: raise QvlError(f"{partial.name} holds a partial run with other arguments; pass --force to discard it")
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     return partial
@@ -175,161 +210,103 @@ def _prepare_partial(partial: Path, key: str, force: bool):
 def planned_run_name(spec: RunSpec) -> str:
     "The folder name a run of `spec` will get (checks the model directory)."
     spec = spec.resolved()
-    cfg = check_model_dir(spec.model_dir)
-    return run_name(model_tag(spec.model_dir, cfg), spec.scope, spec.pair, spec.size, spec.method,
+    return run_name(model_tag(spec.model_dir, check_model_dir(spec.model_dir)), spec.scope, spec.pair, spec.size, spec.method,
                     spec.effective_bits, spec.calib_mode, spec.score_size)
 
-def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, fault: str | None = None,
-                    loaded: tuple | None = None) -> Path:
+# %% ../nbs/08_run.ipynb #5de5c96b
+def obtain_model(spec: RunSpec, loaded=None, keep_model: bool = False) -> tuple:
+    "(model, processor, how): passed in, a fresh copy of the model this process keeps (`keep_model`), or loaded."
+    if loaded is not None: return (*loaded, 'passed in')
+    if keep_model and spec.device_map is None:
+        model, processor = reusable_model(spec.model_dir, spec.device)
+        return model, processor, "copy of the kernel's loaded model" if reusable_model.reused else 'loaded'
+    return (*load_model(spec.model_dir, spec.device, spec.device_map), 'loaded')
+
+# %% ../nbs/08_run.ipynb #305f5fac
+def search(spec: RunSpec, model, batches, n: int, partial: Path):
+    "ModelOpt's AutoQuant search of a run, checkpointed into the partial folder; the number of scoring batches and the result."
+    score_batches = None if spec.score_size is None else math.ceil(min(spec.score_size, n)/spec.batch_size)
+    res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
+                        checkpoint=partial/'autoquant_checkpoint.pt', contributions=partial/PARTS_FILE,
+                        grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction)
+    return score_batches, res
+
+# %% ../nbs/08_run.ipynb #11d58a97
+def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Path:
+    "Write the manifest and reports into the partial folder, then move it to its final name."
+    t = time.perf_counter()
+    run = Run(partial, man)
+    write_reports(run, partial, force=True)
+    report_html(run, partial/'report.html', force=True)
+    man.timings = man.timings.model_copy(update=dict(reports=round(time.perf_counter() - t, 3), total=round(time.perf_counter() - t_start, 3),
+                                                     peak_rss_mib=peak_rss_mib()))
+    write_manifest(man, partial/f'{final.name}_quant_manifest.json', force=True)
+    for f in ('autoquant_checkpoint.pt', 'run_args.json'): (partial/f).unlink(missing_ok=True)
+    if final.exists(): shutil.rmtree(final)
+    os.replace(partial, final)
+    return final
+
+# %% ../nbs/08_run.ipynb #2058a5c6
+def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, loaded: tuple | None = None,
+                    keep_model: bool = False) -> Path:
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
-    `loaded=(model, processor)` skips loading (a caller running many searches loads once and passes a fresh copy
-    each time: the search modifies the model)."""
-    t_start = time.perf_counter()
-    spec = spec.resolved()
-    cfg = check_model_dir(spec.model_dir)
-    name = planned_run_name(spec)
-    out = Path(out); final = out/name
-    if final.exists() and not force: raise QvlError(f"run {final} already exists; pass --force to replace it")
+    `loaded=(model, processor)` skips loading (the search modifies the model: pass a fresh copy each time);
+    `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel)."""
+    t_start, spec = time.perf_counter(), spec.resolved()
+    cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
+    final = Path(out)/name
+    if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
     db = find_calib_db(spec.calib_dir, spec.size)
     calib = load_calib_db(db, spec.coco_root)
-    partial = _prepare_partial(out/f'.{name}.partial', spec.key(), force)
+    partial = _prepare_partial(Path(out)/f'.{name}.partial', spec.key(), force)
     atomic_write_json(partial/'run_args.json', dict(key=spec.key(), spec=asdict(spec)), force=True)
     say = print if verbose else (lambda *a, **k: None)
-    t = time.perf_counter()
-    if loaded is not None: (model, processor), how = loaded, 'passed in'
-    elif os.environ.get('QVL_NBSENS_REUSE_MODEL') == '1' and spec.device_map is None:   # the suite's kernel: load once
-        model, processor = reusable_model(spec.model_dir, spec.device)
-        how = "copy of the kernel's loaded model" if reusable_model.reused else 'loaded'
-    else: (model, processor), how = load_model(spec.model_dir, spec.device, spec.device_map), 'loaded'
-    t_load = time.perf_counter() - t
-    say(f"[{name}] model {how}: {spec.model_dir} on {spec.device} ({t_load:.1f}s)")
-    t = time.perf_counter()
-    batches = list(_loader(spec, calib, processor))
-    t_encode = time.perf_counter() - t
-    n = len(calib)
-    score_batches = None if spec.score_size is None else math.ceil(min(spec.score_size, n)/spec.batch_size)
-    say(f"[{name}] AutoQuant: {n} samples in {len(batches)} batches, scoring {score_batches or len(batches)} batches")
-    res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
-                        checkpoint=partial/'autoquant_checkpoint.pt', verbose=False, fault=fault,
-                        contributions=partial/PARTS_FILE, grad_checkpointing=spec.grad_checkpointing)
+    t = time.perf_counter(); model, processor, how = obtain_model(spec, loaded, keep_model); t_load = time.perf_counter() - t
+    say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
+    t = time.perf_counter(); batches = calib_batches(spec, calib, processor); t_encode = time.perf_counter() - t
+    score_batches, res = search(spec, model, batches, len(calib), partial)
     trust = None
     if wants_validation(spec, model):
         say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
         trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
-    t = time.perf_counter()
     state_file = f'{name}_autoquant_state.pt'
     torch.save(res.state, partial/state_file)
-    manifest = build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file,
-                              dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust, how)
-    norm = normalize_manifest(manifest, name)
-    write_reports(norm, partial, force=True)
-    report_html(norm, partial/'report.html', force=True)
-    manifest['timings']['reports'] = round(time.perf_counter() - t, 3)
-    manifest['timings']['total'] = round(time.perf_counter() - t_start, 3)
-    manifest['timings']['peak_rss_mib'] = peak_rss_mib()
-    atomic_write_json(partial/f'{name}_quant_manifest.json', manifest, force=True)
-    for f in ('autoquant_checkpoint.pt', 'run_args.json'): (partial/f).unlink(missing_ok=True)
-    if final.exists(): shutil.rmtree(final)
-    os.replace(partial, final)
-    say(f"[{name}] done in {manifest['timings']['total']:.1f}s -> {final}")
+    man = build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file,
+                         dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust, how)
+    finish_run(man, partial, final, t_start)
+    say(f"[{name}] done in {man.timings.total:.1f}s")
     return final
 
-# %% ../nbs/08_run.ipynb #0331aa53
-PARTS_FILE = 'per-sample-scores.npz'
-
-def add_trust(manifest: dict, recs: dict, contributions, trust: dict | None) -> dict:
-    "Put bootstrap intervals, measured damage and the Pareto front into a manifest and its handle records."
-    if contributions is not None:
-        conf, summary = handle_confidence(contributions, recs)
-        for h, c in conf.items(): recs[h].update(c, sensitivity_per_sample_ci95=c.pop('score_per_sample_ci95'))
-        manifest['confidence'] = dict(summary, file=PARTS_FILE)
-    if trust:
-        for h, m in trust['measured'].items():
-            if h in recs: recs[h]['measured'] = m
-        manifest['validation'] = dict(trust['validation'], seconds=trust['seconds'])
-        manifest['pareto'] = trust['pareto']
-    return manifest
-
-def build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file, timings, trust=None,
-                   load: str = 'loaded') -> dict:
-    "The quant manifest of a finished search."
-    pair, scope = get_pair(spec.pair), get_scope(spec.scope)
-    st = res.state
-    best = {h: str(r) for h, r in st['best']['recipe'].items()}
-    recs = handle_records(st['candidate_stats'], best)
-    n = len(calib)
-    n_score = n if score_batches is None else min(n, score_batches*spec.batch_size)
-    for r in recs.values(): r['sensitivity_per_sample'] = r['sensitivity']/n_score if math.isfinite(r['sensitivity']) else r['sensitivity']
-    layers = {}
-    mods = dict(model.named_modules())
-    for h, stt in st['candidate_stats'].items():
-        for mname in stt['module_names']:
-            ch = best.get(h, 'NONE')
-            layers[mname] = dict(handle=h, quantized=not ch.upper().startswith('NONE'), format=ch,
-                                 module_type=type(mods[mname]).__name__ if mname in mods else None)
-    return add_trust(dict(
-        generator='qvl_nbsens', manifest_version=1,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        scheme=dict(name=name, pair=pair.name, pair_description=pair.description, formats=list(pair.formats),
-                    weights=pair.weights, activations=pair.activations, method=spec.method,
-                    effective_bits=spec.effective_bits, scope=scope.name, scope_description=scope.description,
-                    disabled_layers=list(scope.disabled), cost_excluded=list(scope.disabled),
-                    score_size=n_score, score_size_cap=spec.score_size, calib_size=n, calib_mode=spec.calib_mode),
-        model=dict(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg),
-                   path=spec.model_dir, config_sha256=sha256_file(Path(spec.model_dir)/'config.json'),
-                   dtype=str(model.dtype).replace('torch.', ''), device=spec.device, device_map=spec.device_map,
-                   devices=sorted({str(p.device) for p in model.parameters()}), load=load,
-                   params=tower_params(model)),
-        dataset=dict(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=n,
-                     score_samples=n_score, db_path=str(db), db_sha256=sha256_file(db), coco_root=str(Path(calib.coco_root).resolve()),
-                     meta=calib.meta, batch_size=spec.batch_size, score_batches=score_batches or len(batches),
-                     **batch_stats(batches)),
-        environment=environment(),
-        search=dict(constraints=search_constraints(scope, spec.effective_bits),
-                    achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best),
-                    total_score=float(st['best']['score']), is_satisfied=bool(st['best']['is_satisfied']),
-                    handles=len(st['candidate_stats']), searched_handles=len(recs), **res.resumed, **res.settings),
-        autoquant_state=dict(file=state_file, keys=sorted(st.keys())),
-        layers=layers, layer_sensitivity=recs,
-        forward_calls=res.forward_calls, timings=dict(timings, **res.timings, validation=(trust or {}).get('seconds'))),
-        recs, res.contributions, trust)
+# %% ../nbs/08_run.ipynb #e27674ac
+def spec_of(man: Manifest, **over) -> RunSpec:
+    "The `RunSpec` a qvl_nbsens manifest was made with (model, data and scheme settings), with `over` applied."
+    ds = man.dataset
+    return RunSpec(model_dir=man.model.path, calib_dir=str(Path(ds.db_path).parent), coco_root=ds.coco_root,
+                   **{**{k: getattr(man.scheme, k) for k in SCHEME_SETTINGS if getattr(man.scheme, k) is not None}, **over})
 
 # %% ../nbs/08_run.ipynb #5113c3e8
-def validate_run(run_dir, heldout_size: int = 32, top_k: int | None = None, device: str = 'auto', force: bool = False) -> Path:
-    "Measure ground truth and the Pareto front for an existing run directory and update its manifest and reports."
-    rd = Path(run_dir)
-    mf = next(rd.glob('*_quant_manifest.json'), None)
-    if mf is None: raise QvlError(f"{rd} has no *_quant_manifest.json: not a run directory")
-    m = json.loads(mf.read_text())
-    if m.get('generator') != 'qvl_nbsens': raise QvlError(f"{mf} was not written by qvl_nbsens: validate needs the run's AutoQuant state")
-    if m.get('validation') and not force: raise QvlError(f"{rd} is already validated; pass --force to measure again")
-    st_file = rd/m['autoquant_state']['file']
-    if not st_file.is_file(): raise QvlError(f"{st_file} is missing: validate needs the run's AutoQuant state")
-    sc, ds = m['scheme'], m['dataset']
-    spec = RunSpec(model_dir=m['model']['path'], calib_dir=str(Path(ds['db_path']).parent), coco_root=ds.get('coco_root'),
-                   scope=sc['scope'], size=ds['size'], pair=sc['pair'], method=sc['method'], effective_bits=sc['effective_bits'],
-                   batch_size=ds['batch_size'], score_size=sc.get('score_size_cap'), calib_mode=sc.get('calib_mode', 'vlm'),
-                   device=device, validate=True, heldout_size=heldout_size, validate_top_k=top_k).resolved()
-    calib = load_calib_db(ds['db_path'], spec.coco_root)
-    model, processor = load_model(spec.model_dir, spec.device, m['model'].get('device_map'))
-    batches = list(_loader(spec, calib, processor))
-    with tempfile.TemporaryDirectory(dir=rd.parent, prefix=f'.{rd.name}.validate.') as tmp:
-        ckpt = Path(tmp)/'state.pt'   # auto_quantize restores calibration + scores from it (ModelOpt loads plain dicts only)
-        state = torch.load(st_file, weights_only=False)
-        torch.save(dict(state, candidate_stats=dict(state['candidate_stats'])), ckpt)
-        res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits,
-                            ds.get('score_batches'), checkpoint=ckpt)
-    if res.forward_calls['calibration'] or res.forward_calls['scoring']:
-        raise QvlError(f"{st_file} did not restore the run's calibration and scores (model or data changed?)")
-    recs = m['layer_sensitivity']
-    for r in recs.values(): r.pop('measured', None)      # a new measurement replaces the old one entirely
-    trust = run_validation(spec, model, processor, res.state, recs)
+def validate_run(run_dir, force: bool = False, **settings) -> Path:
+    """Measure ground truth and the Pareto front for an existing run directory and update its manifest and reports.
+    `settings` are `RunSpec` fields among `VALIDATE_SETTINGS` (defaults: the spec's). Raises `QvlError` for a run
+    without a qvl_nbsens AutoQuant state, an already validated run (unless `force`) or another setting."""
+    if bad := set(settings) - set(VALIDATE_SETTINGS): raise QvlError(f"validate takes {', '.join(VALIDATE_SETTINGS)}, not {', '.join(sorted(bad))}")
+    mf = manifest_file(run_dir); rd = mf.parent
+    m = read_manifest(mf)
+    if m.source != 'qvl_nbsens': raise QvlError(f"{mf.name} was not written by qvl_nbsens: validate needs the run's AutoQuant state")
+    if m.validation and not force: raise QvlError(f"{rd.name} is already validated; pass --force to measure again")
+    st_file = rd/m.autoquant_state.file
+    if not st_file.is_file(): raise QvlError(f"{st_file.name} is missing from {rd.name}: validate needs the run's AutoQuant state")
+    spec = spec_of(m, **{'device_map': m.model.device_map, **settings, 'validate': True}).resolved()
+    model, processor = load_model(spec.model_dir, spec.device, spec.device_map)
+    state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
+    model = restore_search(model, state)                # the searched, calibrated model: no forward pass, no checkpoint
+    for r in m.layer_sensitivity.values(): r.measured = None     # a new measurement replaces the old one entirely
+    trust = run_validation(spec, model, processor, state, m.layer_sensitivity)
     parts = rd/PARTS_FILE
-    from qvl_nbsens.autoquant import load_contributions
-    add_trust(m, recs, load_contributions(parts) if parts.is_file() and 'confidence' not in m else None, trust)
-    m['timings']['validation'] = trust['seconds']
-    norm = normalize_manifest(m, str(mf))
-    write_reports(norm, rd, force=True)
-    report_html(norm, rd/'report.html', force=True)
-    atomic_write_json(mf, m, force=True)
+    blocks = trust_blocks(m.layer_sensitivity, load_contributions(parts) if parts.is_file() and not m.confidence else None, trust)
+    m = m.model_copy(update=dict(blocks, timings=(m.timings or Timings()).model_copy(update=dict(validation=trust['validation'].seconds))))
+    run = Run(rd, m)
+    write_reports(run, rd, force=True)
+    report_html(run, rd/'report.html', force=True)
+    write_manifest(m, mf, force=True)
     return rd

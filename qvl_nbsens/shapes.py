@@ -21,6 +21,7 @@ BACKGROUNDS = {'black': (15, 15, 15), 'gray': (128, 128, 128), 'brown': (110, 70
 SHAPES = ('circle', 'square', 'triangle', 'cross')
 SLOTS = ('color', 'shape', 'background')
 
+# %% ../nbs/01_shapes.ipynb #d609e6ca
 @dataclass(frozen=True)
 class ShapeSpec:
     "One synthetic image: what is drawn and where (fractions of the image size)."
@@ -33,6 +34,7 @@ class ShapeSpec:
     rot: float = 0.0
     def to_dict(self): return asdict(self)
 
+# %% ../nbs/01_shapes.ipynb #94135372
 def sample_spec(rng: random.Random) -> ShapeSpec:
     "Draw a random `ShapeSpec`; the shape colour always differs from the background."
     bg = rng.choice(sorted(BACKGROUNDS))
@@ -46,6 +48,7 @@ def caption_of(spec: ShapeSpec) -> str:
     art = 'an' if spec.color[0] in 'aeiou' else 'a'
     return f"{art} {spec.color} {spec.shape} on a {spec.background} background"
 
+# %% ../nbs/01_shapes.ipynb #579ad0a5
 _cap_re = re.compile(r"^\s*an?\s+(\w+)\s+(\w+)\s+on\s+an?\s+(\w+)\s+background", re.I)
 
 def parse_caption(text: str) -> dict:
@@ -64,20 +67,22 @@ def slot_accuracy(specs, captions) -> dict:
         for k in SLOTS: hits[k] += got[k] == getattr(spec, k)
     return {k: v/len(specs) for k, v in hits.items()}
 
+# %% ../nbs/01_shapes.ipynb #be9924de
+def _paint(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, rot: float, c: tuple):
+    "Fill `shape` of radius `r` centred on (`cx`, `cy`), rotated by `rot` degrees."
+    if shape == 'circle': d.ellipse([cx-r, cy-r, cx+r, cy+r], fill=c)
+    elif shape == 'square': d.regular_polygon((cx, cy, r), 4, rotation=rot, fill=c)
+    elif shape == 'triangle': d.regular_polygon((cx, cy, r), 3, rotation=rot, fill=c)
+    elif shape == 'cross':
+        w = 0.22*r
+        d.rectangle([cx-r, cy-w, cx+r, cy+w], fill=c)
+        d.rectangle([cx-w, cy-r, cx+w, cy+r], fill=c)
+    else: raise ValueError(f'unknown shape {shape!r}')
+
 # %% ../nbs/01_shapes.ipynb #23eae9b8
 def draw_shape(spec: ShapeSpec, size=(320, 240)) -> Image.Image:
     "Render `spec` as an RGB image of `size` (width, height)."
     W, H = size
     im = Image.new('RGB', (W, H), BACKGROUNDS[spec.background])
-    d = ImageDraw.Draw(im)
-    r = spec.scale*min(W, H)/2
-    cx, cy, c = spec.cx*W, spec.cy*H, COLORS[spec.color]
-    if spec.shape == 'circle': d.ellipse([cx-r, cy-r, cx+r, cy+r], fill=c)
-    elif spec.shape == 'square': d.regular_polygon((cx, cy, r), 4, rotation=spec.rot, fill=c)
-    elif spec.shape == 'triangle': d.regular_polygon((cx, cy, r), 3, rotation=spec.rot, fill=c)
-    elif spec.shape == 'cross':
-        w = 0.22*r
-        d.rectangle([cx-r, cy-w, cx+r, cy+w], fill=c)
-        d.rectangle([cx-w, cy-r, cx+w, cy+r], fill=c)
-    else: raise ValueError(f'unknown shape {spec.shape!r}')
+    _paint(ImageDraw.Draw(im), spec.shape, spec.cx*W, spec.cy*H, spec.scale*min(W, H)/2, spec.rot, COLORS[spec.color])
     return im

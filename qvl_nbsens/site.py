@@ -1,4 +1,4 @@
-"""The documentation site — module pages, the run notebooks of a suite, a suite overview — as pages for quarto (`nbdev-docs`) and, without quarto, as static HTML with working navigation.
+"""The documentation site — module pages, the run notebooks of a suite, a suite overview — as pages for quarto (`nbdev-docs`) and, without quarto, as static HTML with working navigation that loads nothing from the network.
 
 Docs: https://qvl-nbsens.github.io/qvl_nbsens/site.html.md"""
 
@@ -6,16 +6,15 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/site.html.md"""
 
 # %% ../nbs/08b_site.ipynb #2e64e40a
 from __future__ import annotations
-import html, json, re, shutil, uuid
+import html, json, re, uuid
 from pathlib import Path
 from .core import QvlError, atomic_dir, atomic_write_text
-from .manifest import load_manifest
 from .plots import fig_rank_scatter
-from .quant import SCOPES
+from .tables import Suite, load_run
 
 # %% auto #0
-__all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'build_site', 'rank_agreement_html', 'sidebar_yaml',
-           'write_quarto_results']
+__all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'site_pages', 'build_site', 'rank_agreement_html',
+           'sidebar_yaml', 'write_quarto_results']
 
 # %% ../nbs/08b_site.ipynb #08a7d751
 _CSS = """
@@ -37,12 +36,39 @@ def _nav(pages: list[dict], current: str) -> str:
         out.append(f'<a href="{p["file"]}"{cls}>{html.escape(p["title"])}</a>')
     return ''.join(out) + '</nav>'
 
+# %% ../nbs/08b_site.ipynb #744dd68f
 def _wrap(title: str, body: str, pages: list[dict], current: str, head: str = '') -> str:
+    "A whole page: `head` (a rendered notebook's styles) and `body` inside the common frame."
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>{head}</head>"
             f"<body>{_nav(pages, current)}<main class='qvl'>{body}</main></body></html>")
 
 # %% ../nbs/08b_site.ipynb #cc2eb139
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock %}{% block jupyter_widgets %}{% endblock %}
+{% block html_head_js_mathjax %}{% endblock %}{% block html_head_js_mermaidjs %}{% endblock %}
+"""
+
+def _exporter():
+    "nbconvert's `lab` HTML exporter without the scripts it would load from CDNs."
+    import jinja2
+    from nbconvert import HTMLExporter
+    return HTMLExporter(template_name='lab', template_file='qvl_offline.html.j2',
+                        extra_loaders=[jinja2.DictLoader({'qvl_offline.html.j2': _OFFLINE_TEMPLATE})])
+
+# %% ../nbs/08b_site.ipynb #d24bacdd
+def _render_nb(nb_path: Path) -> tuple[str, str]:
+    "(head, body) of a notebook rendered by nbconvert."
+    import nbformat
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for c in nb.cells:
+        if c.cell_type == 'code': c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
+    out, _ = _exporter().from_notebook_node(nb)
+    head = re.search(r'<head>(.*?)</head>', out, re.S); body = re.search(r'<body[^>]*>(.*)</body>', out, re.S)
+    return re.sub(r'<title>.*?</title>', '', head.group(1) if head else '', flags=re.S), (body.group(1) if body else out)
+
+# %% ../nbs/08b_site.ipynb #796eb53c
 def _title_of(nb_path: Path) -> str:
+    "A notebook's page title: its first markdown heading, else its file name."
     nb = json.loads(nb_path.read_text())
     for c in nb['cells']:
         if c['cell_type'] == 'markdown':
@@ -50,23 +76,12 @@ def _title_of(nb_path: Path) -> str:
             if m: return m.group(1).strip()
     return nb_path.stem
 
-def _render_nb(nb_path: Path) -> tuple[str, str]:
-    "(head, body) of a notebook rendered by nbconvert."
-    import nbformat
-    from nbconvert import HTMLExporter
-    nb = nbformat.read(str(nb_path), as_version=4)
-    for c in nb.cells:  # nbdev directives are for tools, not readers
-        if c.cell_type == 'code': c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
-    exp = HTMLExporter(template_name='lab')
-    out, _ = exp.from_notebook_node(nb)
-    head = re.search(r'<head>(.*?)</head>', out, re.S); body = re.search(r'<body[^>]*>(.*)</body>', out, re.S)
-    return (head.group(1) if head else ''), (body.group(1) if body else out)
-
 # %% ../nbs/08b_site.ipynb #7287ba9b
 def _md_to_html(md: str) -> str:
     import markdown_it
     return markdown_it.MarkdownIt('commonmark').enable('table').render(md)
 
+# %% ../nbs/08b_site.ipynb #2f6415b2
 def default_nbs() -> Path:
     "The source checkout's `nbs/` folder (the site is built from notebooks, which the wheel does not ship)."
     return Path(__import__('qvl_nbsens').__file__).parent.parent/'nbs'
@@ -75,6 +90,7 @@ def module_notebooks(nbs) -> list[Path]:
     "The numbered module notebooks, in order: the API section of the site."
     return sorted(Path(nbs).glob('[0-9]*.ipynb'))
 
+# %% ../nbs/08b_site.ipynb #e88ea39a
 def suite_runs(suite) -> tuple[dict, list[dict]]:
     "(suite index, runs) of a suite folder, checking every run has its executed notebook."
     suite = Path(suite)
@@ -85,19 +101,25 @@ def suite_runs(suite) -> tuple[dict, list[dict]]:
         if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
     return doc, doc['runs']
 
+# %% ../nbs/08b_site.ipynb #3d799957
+def site_pages(nbs: Path, suite: Path | None = None, runs: list = ()) -> list[dict]:
+    "The pages of the site, in navigation order: section, title, file, and the notebook it renders (None: written here)."
+    pages = [dict(section='Home', title='qvl_nbsens', file='index.html', nb=nbs/'index.ipynb')]
+    for p in module_notebooks(nbs):
+        pages.append(dict(section='API', title=_title_of(p), file=re.sub(r'^\d+[a-z]?_', '', p.stem) + '.html', nb=p))
+    if suite is not None:
+        pages.append(dict(section='Results', title='Suite overview', file='results.html', nb=None))
+        pages += [dict(section='Results', title=r['run'], file=f"run_{r['run']}.html", nb=suite/r['dir']/'run.ipynb') for r in runs]
+    return pages
+
+# %% ../nbs/08b_site.ipynb #b1fd5bf6
 def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
     "Render the docs site to `out`: home, module pages, and (with `suite`) the Results section."
     nbs = Path(nbs) if nbs else default_nbs()
     if not nbs.is_dir(): raise QvlError(f"notebook folder {nbs} not found (the site is built from a source checkout)")
     suite = Path(suite) if suite else None
-    pages = [dict(section='Home', title='qvl_nbsens', file='index.html', nb=nbs/'index.ipynb')]
-    for p in module_notebooks(nbs):
-        pages.append(dict(section='API', title=_title_of(p), file=re.sub(r'^\d+[a-z]?_', '', p.stem) + '.html', nb=p))
-    runs = []
-    if suite is not None:
-        doc, runs = suite_runs(suite)
-        pages.append(dict(section='Results', title='Suite overview', file='results.html', nb=None))
-        for r in runs: pages.append(dict(section='Results', title=r['name'], file=f"run_{r['name']}.html", nb=suite/r['dir']/'run.ipynb'))
+    runs = suite_runs(suite)[1] if suite is not None else []
+    pages = site_pages(nbs, suite, runs)
     with atomic_dir(out, force) as tmp:
         for p in pages:
             if p['nb'] is None: continue
@@ -108,16 +130,17 @@ def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
 
 # %% ../nbs/08b_site.ipynb #3b22fa05
 def rank_agreement_html(suite: Path, runs: list) -> str:
-    "Rank-vs-rank scatter plots across sizes, one per scope, as HTML (plotly.js inline once)."
-    parts, first = [], True
-    for scope in SCOPES:
-        by_size = {r['size']: r for r in runs if r['scope'] == scope}
-        if len(by_size) < 2: continue
-        norms = {s: load_manifest(next((suite/by_size[s]['dir']).glob('*_quant_manifest.json'))) for s in ('small', 'medium', 'large') if s in by_size}
-        fig = fig_rank_scatter(norms); fig.update_layout(title=f'Rank agreement across sizes — {scope}')
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=first)); first = False
+    "Rank-vs-rank scatter plots across sizes, one per (scope, pair, method) with two or more runs, as HTML (plotly.js inline once)."
+    groups, parts = {}, []
+    for r in runs: groups.setdefault((r['scope'], r['pair'], r['method']), []).append(r)
+    for (scope, pair, method), rs in groups.items():
+        if len(rs) < 2: continue
+        long = Suite(suite, [load_run(suite/r['dir']) for r in rs]).frame()
+        fig = fig_rank_scatter(long).update_layout(title=f'Rank agreement across sizes — {scope} · {pair} · {method}')
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=not parts))
     return ''.join(parts)
 
+# %% ../nbs/08b_site.ipynb #fd190a08
 def _suite_md(suite: Path, runs: list, link) -> str:
     "The suite README with each run's link pointing at its page (`link(run)`)."
     md = (suite/'README.md').read_text()
@@ -125,7 +148,7 @@ def _suite_md(suite: Path, runs: list, link) -> str:
     return md
 
 def _suite_body(suite: Path, runs: list) -> str:
-    return _md_to_html(_suite_md(suite, runs, lambda r: f"run_{r['name']}.html")) + rank_agreement_html(suite, runs)
+    return _md_to_html(_suite_md(suite, runs, lambda r: f"run_{r['run']}.html")) + rank_agreement_html(suite, runs)
 
 # %% ../nbs/08b_site.ipynb #9321a61d
 RESULTS_DIR = 'results'
@@ -140,34 +163,37 @@ def sidebar_yaml(nbs, runs: list[str] = ()) -> str:
         lines += [f'          - {RESULTS_DIR}/{r}.ipynb' for r in runs]
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/08b_site.ipynb #f4424805
 def _md_cell(src: str) -> dict: return dict(cell_type='markdown', id=uuid.uuid4().hex[:8], metadata={}, source=src)
 
 def _frontmatter_cell() -> dict:
     "Frontmatter telling nbdev not to execute a page (its outputs are the run's) nor add API docs to it."
     return dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
 
+# %% ../nbs/08b_site.ipynb #a8541e61
 def _run_page(nb_path: Path, r: dict) -> dict:
     "The executed run notebook as a site page: a title naming the run, frontmatter telling nbdev not to execute it."
     nb = json.loads(nb_path.read_text())
-    head = (f"# {r['name']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
+    head = (f"# {r['run']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
             f"{r['pair']} · {r['method']} · {r['achieved_effective_bits']:.2f} effective bits")
     cells = [c for c in nb['cells'] if not (c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('# '))]
-    fm = _frontmatter_cell()
-    nb['cells'] = [fm, _md_cell(head)] + cells
+    nb['cells'] = [_frontmatter_cell(), _md_cell(head)] + cells
     return nb
 
+# %% ../nbs/08b_site.ipynb #00dfe263
 def _overview_page(suite: Path, runs: list) -> dict:
-    md = _suite_md(suite, runs, lambda r: f"{r['name']}.ipynb").split('\n', 1)[1]  # the page title replaces the README's
+    "The Results overview notebook: the suite README and the rank-agreement plots (as saved output)."
+    md = _suite_md(suite, runs, lambda r: f"{r['run']}.ipynb").split('\n', 1)[1]  # the page title replaces the README's
     plots = dict(cell_type='code', id=uuid.uuid4().hex[:8], metadata={}, execution_count=None,
                  source=("#| echo: false\nfrom pathlib import Path\nfrom IPython.display import HTML\n"
                          "from qvl_nbsens.site import rank_agreement_html, suite_runs\n"
-                         f"suite = Path({str(suite.resolve())!r})\nHTML(rank_agreement_html(suite, suite_runs(suite)[1]))"),
+                         f"suite = Path({suite.name!r})  # the suite folder\nHTML(rank_agreement_html(suite, suite_runs(suite)[1]))"),
                  outputs=[dict(output_type='display_data', metadata={}, data={'text/html': rank_agreement_html(suite, runs)})])
-    fm = _frontmatter_cell()
     title = _md_cell(f"# Results\n\n> The sensitivity suite in `{suite.name}`: every run, its headline numbers, and rank agreement across sizes.")
-    return dict(cells=[fm, title, _md_cell(md.strip()), plots],  # nbdev turns the title cell into frontmatter: the body needs its own cell
+    return dict(cells=[_frontmatter_cell(), title, _md_cell(md.strip()), plots],  # nbdev turns the title cell into frontmatter: the body needs its own cell
                 metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}, nbformat=4, nbformat_minor=5)
 
+# %% ../nbs/08b_site.ipynb #29f95fe2
 def write_quarto_results(suite, nbs=None, force: bool = False) -> Path:
     "Write a suite's Results pages into `nbs/results/` and list them in `nbs/sidebar.yml`, for `nbdev-docs`."
     nbs = Path(nbs) if nbs else default_nbs()
@@ -175,7 +201,7 @@ def write_quarto_results(suite, nbs=None, force: bool = False) -> Path:
     suite = Path(suite)
     _, runs = suite_runs(suite)
     with atomic_dir(nbs/RESULTS_DIR, force) as tmp:
-        for r in runs: (tmp/f"{r['name']}.ipynb").write_text(json.dumps(_run_page(suite/r['dir']/'run.ipynb', r), indent=1))
+        for r in runs: (tmp/f"{r['run']}.ipynb").write_text(json.dumps(_run_page(suite/r['dir']/'run.ipynb', r), indent=1))
         (tmp/'index.ipynb').write_text(json.dumps(_overview_page(suite, runs), indent=1))
-    atomic_write_text(nbs/'sidebar.yml', sidebar_yaml(nbs, [r['name'] for r in runs]), force=True)
+    atomic_write_text(nbs/'sidebar.yml', sidebar_yaml(nbs, [r['run'] for r in runs]), force=True)
     return nbs/RESULTS_DIR

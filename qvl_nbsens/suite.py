@@ -6,19 +6,19 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/suite.html.md"""
 
 # %% ../nbs/08a_suite.ipynb #b5663020
 from __future__ import annotations
-import contextlib, datetime, json, os, shutil, sys, time
-from dataclasses import dataclass, asdict, field
+import contextlib, json, os, re, shutil, sys, time
+from dataclasses import asdict
 from pathlib import Path
 from .core import QvlError, SIZES, atomic_write_json, atomic_write_text
-from .coco import calib_dir_for
-from .manifest import load_manifest
-from .plots import fig_rank_scatter
+from .tables import load_run, Suite
+from .manifest import now_utc
 from .confidence import agreement
-from .run import RunSpec, planned_run_name
+from .spec import RunSpec, SuiteSpec
+from .run import planned_run_name
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'execute_run', 'SuiteSpec', 'stability', 'write_suite_index',
-           'suite_kernel', 'run_suite']
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'tidy_outputs', 'execute_run', 'stability', 'runs_table',
+           'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -29,168 +29,150 @@ def run_notebook_path() -> Path:
     repo = Path(qvl_nbsens.__file__).parent.parent/'nbs'/RUN_NOTEBOOK
     return repo if repo.is_file() else Path(qvl_nbsens.__file__).parent/'assets'/RUN_NOTEBOOK
 
-# %% ../nbs/08a_suite.ipynb #96528065
-def _params(spec: RunSpec, out_dir: Path, force: bool) -> dict:
-    "Notebook parameters: every `RunSpec` field is a parameter of the run notebook under the same name."
-    return dict(asdict(spec), out_dir=str(out_dir), force=force)
+# %% ../nbs/08a_suite.ipynb #a86377da
+_PROGRESS = re.compile(r'\d+%\|.*\|.*(it/s|s/it|\?it/s)|^\s*\d+%\|')
 
-def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None) -> Path:
+def tidy_outputs(nb: dict) -> dict:
+    "Remove progress-bar lines (tqdm) from the stream outputs of an executed notebook, in place; drop streams left empty."
+    for c in nb['cells']:
+        outs = []
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'stream':
+                text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
+                lines = [l for l in re.split(r'[\r\n]', text) if l.strip() and not _PROGRESS.search(l)]
+                if not lines: continue
+                o['text'] = '\n'.join(lines) + '\n'
+            outs.append(o)
+        if 'outputs' in c: c['outputs'] = outs
+    return nb
+
+# %% ../nbs/08a_suite.ipynb #96528065
+def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool) -> dict:
+    "Notebook parameters: every `RunSpec` field under its own name, and `spec.NOTEBOOK_PARAMS`."
+    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model)
+
+def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None, keep_model: bool = False) -> Path:
     "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km` if given."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     name = planned_run_name(spec)
     out = Path(out).resolve(); final = out/name     # absolute: the notebook runs in another working directory
-    if final.exists() and not force: raise QvlError(f"run {final} already exists; pass --force to replace it")
+    if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
     stage = out/f'.{name}.stage'
     stage.mkdir(parents=True, exist_ok=True)
     nb_out = stage/'run.ipynb'
     try:
         stream = dict(log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
-        pm.execute_notebook(str(run_notebook_path()), str(nb_out), parameters=_params(spec, stage, True),
+        pm.execute_notebook(str(run_notebook_path()), str(nb_out), parameters=_params(spec, stage, True, keep_model),
                             kernel_name='python3', progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e:
         first = (e.source or '').strip().splitlines()[:1]
         raise QvlError(f"{name}: the run notebook failed in cell {e.cell_index} ({first[0] if first else ''!s}): "
                        f"{e.ename}: {e.evalue}; executed notebook kept in {nb_out}") from None
-    shutil.move(str(nb_out), str(stage/name/'run.ipynb'))
+    (stage/name/'run.ipynb').write_text(json.dumps(tidy_outputs(json.loads(nb_out.read_text())), indent=1))
     if final.exists(): shutil.rmtree(final)
     os.replace(stage/name, final)
     shutil.rmtree(stage)
     return final
 
-# %% ../nbs/08a_suite.ipynb #b04e749e
-@dataclass
-class SuiteSpec:
-    "Arguments of a suite: the shared run settings and the sweep."
-    model_dir: str | None = None
-    calib_dir: str | None = None
-    coco_root: str | None = None
-    scopes: tuple = ('all-layers', 'lm-only')
-    sizes: tuple = ('small', 'medium', 'large')
-    pairs: tuple = ('wint8_aint8',)
-    methods: tuple = ('gradient',)
-    effective_bits: float = 8.0
-    batch_size: int = 8
-    score_size: int | None = None
-    device: str = 'auto'
-    device_map: str | None = None
-    seed: int = 0
-    validate: bool | None = None
-    heldout_size: int = 32
-    validate_top_k: int | None = None
-    grad_checkpointing: bool | None = None
-    one_kernel: bool = True
-    def runs(self) -> list[RunSpec]:
-        "The runs, with absolute paths (the run notebooks execute in another working directory)."
-        absolute = lambda p: None if p is None else str(Path(p).resolve())
-        calib = str(calib_dir_for(absolute(self.calib_dir), absolute(self.coco_root), self.seed))
-        return [RunSpec(model_dir=absolute(self.model_dir), calib_dir=calib, coco_root=absolute(self.coco_root), scope=sc, size=sz, pair=p,
-                        method=m, effective_bits=self.effective_bits, batch_size=self.batch_size, score_size=self.score_size,
-                        device=self.device, device_map=self.device_map, validate=self.validate,
-                        heldout_size=self.heldout_size, validate_top_k=self.validate_top_k, grad_checkpointing=self.grad_checkpointing)
-                for p in self.pairs for m in self.methods for sc in self.scopes for sz in self.sizes]
-
 # %% ../nbs/08a_suite.ipynb #36c1af4c
-def _headline(run_dir: Path) -> dict:
-    m = json.loads(next(run_dir.glob('*_quant_manifest.json')).read_text())
-    ls = sorted(m['layer_sensitivity'].values(), key=lambda r: r['rank'])
-    gt = ((m.get('validation') or {}).get('correlations') or {}).get('kl') or {}
-    return dict(name=run_dir.name, dir=run_dir.name, scope=m['scheme']['scope'], size=m['dataset']['size'],
-                pair=m['scheme']['pair'], method=m['scheme']['method'], effective_bits=m['scheme']['effective_bits'],
-                samples=m['dataset']['num_samples'], score_samples=m['dataset']['score_samples'],
-                handles=len(ls), achieved_effective_bits=m['search']['achieved_effective_bits'],
-                total_score=m['search']['total_score'], is_satisfied=m['search']['is_satisfied'],
-                top=[r['layer'] for r in ls[:3]], seconds=m['timings']['total'], peak_rss_mib=m['timings'].get('peak_rss_mib'),
-                wide_rank_intervals=(m.get('confidence') or {}).get('wide_rank_intervals'),
-                spearman_score_vs_kl=gt.get('spearman'), spearman_score_vs_kl_p=gt.get('p'))
-
 STABILITY_PAIRS = ('small_vs_medium', 'small_vs_large', 'medium_vs_large')
 
-def stability(out: Path, runs: list[dict]) -> dict:
-    "Per (scope, pair, method): `confidence.agreement` of the handle scores between sizes, overall and per tower."
-    res, groups = {}, {}
-    for r in runs: groups.setdefault((r['scope'], r['pair'], r['method']), {})[r['size']] = r
-    for key, by_size in groups.items():
-        norms = {s: load_manifest(next((out/by_size[s]['dir']).glob('*_quant_manifest.json'))) for s in SIZES if s in by_size}
-        names, pairs = list(norms), {}
+def stability(suite: Suite) -> dict:
+    "{'scope/pair/method': {'a_vs_b': agreement of the handle scores between sizes a and b, with a per-tower breakdown}}."
+    res, df = {}, suite.frame()
+    for (scope, pair, method), g in df.groupby(['scope', 'pair', 'method'], sort=False):
+        by = {s: g[g['size'] == s].set_index('layer') for s in SIZES if (g['size'] == s).any()}
+        names, pairs = list(by), {}
         for i, a in enumerate(names):
             for b in names[i+1:]:
-                sa, sb = ({r['layer']: r['sensitivity'] for r in norms[x]['rows']} for x in (a, b))
-                towers = {r['layer']: r['tower'] for r in norms[a]['rows']}
-                pairs[f'{a}_vs_{b}'] = dict(agreement(sa, sb), towers={t: agreement({h: v for h, v in sa.items() if towers.get(h) == t}, sb)
-                                                                   for t in sorted(set(towers.values()))})
-        res['/'.join(key)] = pairs
+                sa, sb = by[a]['sensitivity'].to_dict(), by[b]['sensitivity'].to_dict()
+                towers = {t: agreement({h: v for h, v in sa.items() if by[a].at[h, 'tower'] == t}, sb) for t in sorted(by[a]['tower'].unique())}
+                pairs[f'{a}_vs_{b}'] = dict(agreement(sa, sb), towers=towers)
+        res[f'{scope}/{pair}/{method}'] = pairs
     return res
 
-def _cell(v, p, k):
-    x = v.get(p, {}).get(k)
-    return '—' if x is None else f"{x:.2f}"
+# %% ../nbs/08a_suite.ipynb #9c0705d7
+def _num(x, spec):
+    return '—' if x is None or (isinstance(x, float) and x != x) else format(x, spec)
 
-def write_suite_index(out: Path, spec: SuiteSpec, runs: list[dict], wall: float) -> Path:
-    "Write `suite.json`, `stability.json` and `README.md` for the runs in `out`."
-    stab = stability(out, runs)
-    atomic_write_json(out/'stability.json', stab, force=True)
-    doc = dict(generator='qvl_nbsens', created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-               settings={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}, invocation_seconds=round(wall, 1),
-               runs_total_seconds=round(sum(r['seconds'] for r in runs), 1),
-               runs=runs, stability_spearman={k: {p: v[p]['spearman'] for p in v} for k, v in stab.items()})
-    atomic_write_json(out/'suite.json', doc, force=True)
-    lines = ['# Sensitivity suite', '', f"Model: `{spec.model_dir or 'embedded tiny-shapes fixture'}` · calibration: "
-             f"`{spec.coco_root or spec.calib_dir or 'synthetic COCO subsets'}` · budget {spec.effective_bits:g} effective bits · "
-             f"runs' total time {sum(r['seconds'] for r in runs):.0f} s", '',
-             '| Run | Scope | Size | Pair | Method | Samples | Achieved bits | Total score | Most sensitive | Wide rank CIs | ρ(score, measured KL) | Seconds |',
+def runs_table(runs) -> list[str]:
+    "Markdown lines of the runs table, from `Suite.runs_frame()`."
+    lines = ['| Run | Scope | Size | Pair | Method | Samples | Achieved bits | Total score | Most sensitive | Wide rank CIs | ρ(score, measured KL) | Seconds |',
              '|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|']
-    for r in runs:
-        gt = '—' if r.get('spearman_score_vs_kl') is None else f"{r['spearman_score_vs_kl']:.2f}"
-        wide = '—' if r.get('wide_rank_intervals') is None else f"{r['wide_rank_intervals']}/{r['handles']}"
-        lines.append(f"| [{r['name']}]({r['dir']}/per-layer-sensitivity.md) | {r['scope']} | {r['size']} | {r['pair']} | {r['method']} | "
-                     f"{r['samples']} | {r['achieved_effective_bits']:.2f} | {r['total_score']:.3e} | `{r['top'][0]}` | {wide} | {gt} | {r['seconds']:.0f} |")
-    lines += ['', '## Rank agreement across sizes', '', 'Spearman ρ / Kendall τ of the handle scores, and the share of the top-10 and top-20 handles '
-              'that two sizes agree on (`stability.json` has p-values and per-tower figures).', '',
-              '| Scope / pair / method | Sizes | Spearman ρ | Kendall τ | Top-10 overlap | Top-20 overlap | ρ vision | ρ text |',
-              '|---|---|---:|---:|---:|---:|---:|---:|']
+    for r in runs.itertuples():
+        wide = '—' if r.wide_rank_intervals is None or r.wide_rank_intervals != r.wide_rank_intervals else f"{int(r.wide_rank_intervals)}/{r.handles}"
+        lines.append(f"| [{r.run}]({r.run}/per-layer-sensitivity.md) | {r.scope} | {r.size} | {r.pair} | {r.method} | {r.samples} | "
+                     f"{_num(r.achieved_effective_bits, '.2f')} | {_num(r.total_score, '.3e')} | `{r.top}` | {wide} | "
+                     f"{_num(r.spearman_score_vs_kl, '.2f')} | {_num(r.seconds, '.0f')} |")
+    return lines
+
+def stability_table(stab: dict) -> list[str]:
+    "Markdown lines of the rank-agreement table."
+    lines = ['| Scope / pair / method | Sizes | Spearman ρ | Kendall τ | Top-10 overlap | Top-20 overlap | ρ vision | ρ text |',
+             '|---|---|---:|---:|---:|---:|---:|---:|']
     for k, v in stab.items():
         for p in STABILITY_PAIRS:
             if p not in v: continue
             a, t = v[p], v[p]['towers']
-            lines.append(f"| {k} | {p.replace('_vs_', ' vs ')} | " + ' | '.join(_cell(v, p, x) for x in ('spearman', 'kendall', 'top10', 'top20'))
-                         + f" | {_cell(t, 'vision', 'spearman')} | {_cell(t, 'text', 'spearman')} |")
-    return atomic_write_text(out/'README.md', '\n'.join(lines) + '\n', force=True)
+            lines.append(f"| {k} | {p.replace('_vs_', ' vs ')} | " + ' | '.join(_num(a[x], '.2f') for x in ('spearman', 'kendall', 'top10', 'top20'))
+                         + f" | {_num(t.get('vision', {}).get('spearman'), '.2f')} | {_num(t.get('text', {}).get('spearman'), '.2f')} |")
+    return lines
+
+# %% ../nbs/08a_suite.ipynb #61430381
+def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
+    "Write `suite.json`, `stability.json` and `README.md` for the runs in `out` (in the order of `spec.runs()`); returns the suite."
+    names = [planned_run_name(r) for r in spec.runs()]
+    suite = Suite(out, [load_run(out/n) for n in names])
+    runs, stab = suite.runs_frame(), stability(suite)
+    atomic_write_json(out/'stability.json', stab, force=True)
+    settings = dict({k: v for k, v in asdict(spec.run).items() if k not in ('model_dir', 'calib_dir', 'coco_root')},
+                    **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.sweep).items()})
+    doc = dict(generator='qvl_nbsens', created=now_utc(), settings=settings, invocation_seconds=round(wall, 1),
+               runs_total_seconds=round(float(runs.seconds.sum()), 1), runs=[dict(r, dir=r['run']) for r in runs.to_dict('records')],
+               stability_spearman={k: {p: v[p]['spearman'] for p in v} for k, v in stab.items()})
+    atomic_write_json(out/'suite.json', doc, force=True)
+    lines = ['# Sensitivity suite', '', f"Model: `{Path(spec.run.model_dir).name if spec.run.model_dir else 'embedded tiny-shapes fixture'}` · "
+             f"calibration: `{Path(spec.run.coco_root or spec.run.calib_dir).name if (spec.run.coco_root or spec.run.calib_dir) else 'synthetic COCO subsets'}` · "
+             f"budget {spec.run.effective_bits:g} effective bits · runs' total time {runs.seconds.sum():.0f} s", '']
+    lines += runs_table(runs) + ['', '## Rank agreement across sizes', '', 'Spearman ρ / Kendall τ of the handle scores, and the share of the top-10 and '
+              'top-20 handles that two sizes agree on (`stability.json` has p-values and per-tower figures).', ''] + stability_table(stab)
+    atomic_write_text(out/'README.md', '\n'.join(lines) + '\n', force=True)
+    return suite
 
 # %% ../nbs/08a_suite.ipynb #24a5a053
 @contextlib.contextmanager
 def suite_kernel(cwd):
-    "A Python kernel for the suite's run notebooks, told to keep the loaded model between runs; shut down afterwards."
+    "A Python kernel for the suite's run notebooks (started in `cwd`), shut down afterwards."
     from jupyter_client.manager import KernelManager
     km = KernelManager(kernel_name='python3')
-    km.start_kernel(cwd=str(cwd), env=dict(os.environ, QVL_NBSENS_REUSE_MODEL='1'))
+    km.start_kernel(cwd=str(cwd))
     try: yield km
     finally: km.shutdown_kernel(now=True)
 
 # %% ../nbs/08a_suite.ipynb #1f2cc2a1
+def run_complete(run_dir: Path) -> bool:
+    "A finished run directory of the suite: its executed notebook and its manifest are there."
+    return (run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))
+
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
     from tqdm.auto import tqdm
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    runs = spec.runs()
-    done, km = [], None
-    bar = tqdm(runs, desc='suite', unit='run', disable=not verbose)
+    t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
+    bar = tqdm(spec.runs(), desc='suite', unit='run', disable=not verbose)
     with contextlib.ExitStack() as stack:
         for rs in bar:
-            name = planned_run_name(rs)
-            bar.set_postfix_str(name)
-            final = out/name
-            if (final/'run.ipynb').is_file() and any(final.glob('*_quant_manifest.json')) and not force:
+            name = planned_run_name(rs); bar.set_postfix_str(name)
+            if run_complete(out/name) and not force:
                 if verbose: tqdm.write(f"skip {name}: complete")
-            else:
-                if spec.one_kernel and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
-                t = time.perf_counter()
-                execute_run(rs, out, force=force, log_output=verbose, km=km)
-                if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
-            done.append(_headline(final))
-    write_suite_index(out, spec, done, time.perf_counter() - t0)
+                continue
+            if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
+            t = time.perf_counter()
+            execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared)
+            if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
+    runs = write_suite_index(out, spec, time.perf_counter() - t0).runs_frame()
     if verbose:
         print(f"{'run':55} {'bits':>5} {'total score':>12} {'s':>6}")
-        for r in done: print(f"{r['name']:55} {r['achieved_effective_bits']:5.2f} {r['total_score']:12.3e} {r['seconds']:6.1f}")
+        for r in runs.itertuples(): print(f"{r.run:55} {r.achieved_effective_bits:5.2f} {r.total_score:12.3e} {r.seconds:6.1f}")
     return out

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from .core import QvlError
 from .quant import is_unquantized, quantized_index, achieved_effective_bits
+from .modelopt_adapter import recipe_hparams, activate_recipe, solve_recipe
 
 # %% auto #0
 __all__ = ['quant_hparams', 'apply_recipes', 'quantized_recipe', 'reference_logprobs', 'unquantized_reference', 'caption_damage',
@@ -19,20 +20,14 @@ __all__ = ['quant_hparams', 'apply_recipes', 'quantized_recipe', 'reference_logp
 
 # %% ../nbs/06b_validate.ipynb #0a3b8a80
 def quant_hparams(model) -> dict:
-    "{handle name: ModelOpt recipe hparam} of a model searched by `auto_quantize`."
-    from modelopt.torch.opt.utils import named_hparams
-    from modelopt.torch.quantization.algorithms import QuantRecipeHparam
-    hps = {n: h for n, h in named_hparams(model, unique=True) if isinstance(h, QuantRecipeHparam)}
+    "{handle name: ModelOpt recipe hparam} of a searched model (`run_autoquant`, `modelopt_adapter.restore_search`)."
+    hps = recipe_hparams(model)
     if not hps: raise QvlError('the model carries no AutoQuant recipe choices: run the search first')
     return hps
 
 def apply_recipes(model, recipes: dict) -> None:
     "Make `recipes` ({handle: format or its name}) active; every other configurable handle goes unquantized."
-    for name, h in quant_hparams(model).items():
-        want = str(recipes.get(name, 'NONE'))
-        choice = next((c for c in h.choices if str(c) == want), None)
-        if choice is None: choice = next(c for c in h.choices if is_unquantized(str(c)))
-        if h.is_configurable: h.active = choice
+    for name, h in quant_hparams(model).items(): activate_recipe(h, recipes.get(name, 'NONE'))
 
 def quantized_recipe(stats: dict) -> str:
     "The quantized format of one handle's candidate stats."
@@ -116,12 +111,7 @@ def scaled_state(state: dict) -> dict:
 
 def resolve_recipe(state: dict, effective_bits: float) -> dict:
     "{handle: format name} that ModelOpt's solver picks for `effective_bits`, from the stored state (no re-scoring)."
-    from modelopt.torch.quantization.algorithms import _resolve_best_recipe  # what get_auto_quantize_config uses
-    import contextlib, io, warnings
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        rec = _resolve_best_recipe(scaled_state(state), {'effective_bits': float(effective_bits)})
-    return {h: str(r) for h, r in rec.items()}
+    return solve_recipe(scaled_state(state), effective_bits)
 
 def predicted_score(state: dict, recipe: dict) -> float:
     "Sum of the candidate scores of the chosen formats (what the solver minimises)."

@@ -1,40 +1,93 @@
-"The GPU benchmark script, smoke-tested on the CPU at tiny shape: every step it runs on the GPU, then its report."
-import json, os, subprocess, sys
+"""The GPU benchmark (bench/): its step registry, its error records, its report from the calls' JSON alone, and every
+step smoke-tested on the CPU at tiny shape."""
+import argparse, json, os, shutil, subprocess, sys
 from conftest import ROOT, artifacts_dir
+
+BENCH = ROOT/'bench'
+sys.path.insert(0, str(BENCH))
+import bench, bench_report  # noqa: E402
+
+ALL_STEPS = ['setup', 'handles', 'variants', 'profile', 'suite', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+
+
+def bench_cmd(*args, timeout=120):
+    return subprocess.run([sys.executable, str(BENCH/'bench.py'), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_step_registry_is_listed():
+    assert list(bench.STEPS) == ALL_STEPS and all(s.help and '\n' not in s.help for s in bench.STEPS.values())
+    r = bench_cmd('--list-steps')
+    assert r.returncode == 0 and [line.split()[0] for line in r.stdout.splitlines()[1:]] == ALL_STEPS
+    r = bench_cmd('run', '--help')
+    assert r.returncode == 0 and all(s.help[:40] in ' '.join(r.stdout.split()) for s in bench.STEPS.values())
+    assert bench_cmd('run', '--steps', 'setup,nope', '--out', 'x').returncode != 0
+
+
+def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
+    def boom(b): raise ValueError('no luck')
+    reg = {'setup': bench.Step('setup', 'set up', 'setup', lambda b: dict(setup={})),
+           'boom': bench.Step('boom', 'fails', 'boom', boom),
+           'after': bench.Step('after', 'runs anyway', 'after', lambda b: dict(after=1))}
+    b = bench.Bench(argparse.Namespace(), tmp_path, tmp_path, 'cpu', list(reg))
+    bench.run_steps(b, list(reg), reg)
+    doc = json.loads((tmp_path/'bench.json').read_text())
+    assert doc['steps_done'] == ['setup', 'after'] and doc['after'] == 1 and set(doc['step_s']) == set(reg)
+    (e,) = doc['errors']
+    assert (e['step'], e['error']) == ('boom', 'ValueError: no luck') and 'in boom' in e['traceback']
+    reg['setup'] = bench.Step('setup', 'set up', 'setup', boom)        # nothing runs without its set-up
+    b = bench.Bench(argparse.Namespace(), tmp_path, tmp_path, 'cpu', list(reg))
+    assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
+
+
+def test_report_from_raw_json_alone(tmp_path):
+    "bench/results.json's headline comes from the calls' JSON in bench/raw alone (no logs beside them)."
+    order = [n for k in range(1, 40) for n in (f'h200-call{k}', f'h100-call{k}', f'h200x2-call{k}') if (BENCH/'raw'/f'{n}.json').is_file()]
+    for n in order: shutil.copy(BENCH/'raw'/f'{n}.json', tmp_path/f'{n}.json')
+    s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, ['h200-call8'])
+    kept = json.loads((BENCH/'results.json').read_text())
+    assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == ['h200-call8']
+    assert (s['suite_speedup'], s['medium_pair_speedup'], s['suite_s'], s['reference_suite_s']) == (8.0, 9.44, 212.54, 1160.1)
+    md = (tmp_path/'RESULTS.md').read_text()
+    assert md == (BENCH/'RESULTS.md').read_text()
+    assert 'not recorded' in md and 'Steps without a result' in md       # calls 2, 9, 12: what only their logs had
 
 
 def test_bench_smoke_on_cpu(tmp_path):
+    "Every step at tiny shape on the CPU; two-gpu, which needs two GPUs, fails and is recorded as the call's one error."
     out, work = tmp_path/'out', tmp_path/'work'
-    args = ['run', '--shape', 'tiny-shapes', '--steps', 'setup,handles,variants,profile,suite,same-work,validate,reference,cli-suite',
-            '--scopes', 'lm-only', '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3',
-            '--batch-size', '8', '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--ref-score-size', '8',
-            '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared',
-            '--out', str(out), '--work', str(work)]
-    r = subprocess.run([sys.executable, str(ROOT/'bench'/'bench.py'), *args], capture_output=True, text=True, timeout=900,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = bench_cmd('run', '--shape', 'tiny-shapes', '--steps', ','.join(ALL_STEPS),
+                  '--scopes', 'lm-only', '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3',
+                  '--batch-size', '8', '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--ref-score-size', '8',
+                  '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared',
+                  '--out', out, '--work', work, timeout=1500)
     doc = json.loads((out/'bench.json').read_text())
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    (err,) = doc['errors']
+    assert err['step'] == 'two-gpu' and 'needs at least 2 GPUs' in err['error'], err
+    assert doc['steps_done'] == ALL_STEPS[:-1] and set(doc['step_s']) == set(ALL_STEPS)
     assert doc['handle_check'] == dict(handles=28, vision=15, text=13, unclassified=0, params=doc['handle_check']['params'])
     (p,) = [x for x in doc['project'] if x['kind'] == 'project']
     assert (p['scope'], p['samples'], p['score_samples']) == ('lm-only', 16, 16) and p['scoring_s'] > 0 and p['calibration_s'] > 0
     assert p['load'] == "copy of the kernel's loaded model"        # the suite kernel's path: one load, a copy per run
+    assert p['total_s'] > 0 and p['tokens'] > 0 and p['score_reduction'] == 'shared' and p['grad_checkpointing'] is True
     (v,) = [x for x in doc['validation'] if x['kind'] == 'project']
     assert v['ground_truth']['handles'] == 6          # top 3 + 3 random
     (ref,) = doc['reference']
     assert (ref['samples'], ref['score_samples'], ref['forward_calls']) == (16, 8, 24)   # batch 1: 16 calibration + 8 scoring forwards
     (c,) = [x for x in doc['project_same_work'] if x['kind'] == 'project']
     assert (c['samples'], c['score_samples']) == (16, 8)                                  # the reference's cap
-    assert [v['variant'] for v in doc['variants']] == ['stock', 'shared', 'shared-nockpt']
-    assert all(v['vs_first']['spearman'] > 0.999 and v['vs_first']['max_rel_diff'] < 1e-3 for v in doc['variants'])  # speed, not results
-    (prof,) = doc['profile']
-    assert prof['cuda_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
+    assert [x['variant'] for x in doc['variants']] == ['stock', 'shared', 'shared-nockpt']
+    assert [(x['score_reduction'], x['grad_checkpointing']) for x in doc['variants']] == [('separate', True), ('shared', True), ('shared', False)]
+    assert all(x['vs_first']['spearman'] > 0.999 and x['vs_first']['max_rel_diff'] < 1e-3 for x in doc['variants'])  # speed, not results
+    (prof,) = doc['profile']                           # totals from the profiler object, not its printed table
+    assert prof['clock'] == 'cpu' and prof['total_ms'] == prof['self_cpu_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
     assert doc['scoring_floor']['tflop'] > 0
     c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs
     (cr,) = c['runs']
     assert (cr['scope'], cr['size'], cr['samples']) == ('lm-only', 'small', 16) and cr['notebook_s'] >= cr['run_s'] > 0
     assert c['wall_s'] >= c['notebooks_s'] > 0
-    r = subprocess.run([sys.executable, str(ROOT/'bench'/'bench.py'), 'report', str(out/'bench.json'), '--out', str(out), '--machine', 'bench'],
-                       capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r = bench_cmd('report', out/'bench.json', '--out', out, '--machine', 'bench')
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out/'results.json').read_text())
     assert {'gpu', 'suite_s', 'reference_suite_s', 'suite_speedup', 'scoring_floor_ratio', 'peak_gib', 'handles', 'two_gpu_spearman'} <= set(res)
@@ -42,5 +95,6 @@ def test_bench_smoke_on_cpu(tmp_path):
     assert (pair['scope'], pair['score_samples']) == ('lm-only', 8) and res['suite_speedup'] > 0
     assert res['reference_runs_measured'] == 1 and res['measured_runs_lower_bound']['speedup'] > 0
     assert res['cli_suite']['wall_s'] == c['wall_s']
-    assert '## Headline' in (out/'RESULTS.md').read_text() and 'qvl-nbsens suite' in (out/'RESULTS.md').read_text()
+    md = (out/'RESULTS.md').read_text()
+    assert '## Headline' in md and 'qvl-nbsens suite' in md and '**Step two-gpu failed**' in md and 'CPU time' in md
     (artifacts_dir()/'bench-smoke.json').write_text(json.dumps(res, indent=1))

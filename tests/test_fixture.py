@@ -1,7 +1,7 @@
 "Fixture checkpoints through the CLI, loaded in a fresh process by the stock transformers path."
 import json, subprocess, sys, textwrap
-import pytest, torch
-from conftest import cli, BIN
+import torch
+from conftest import cli
 
 LOAD = textwrap.dedent('''
     import json, sys, torch

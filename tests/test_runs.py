@@ -1,5 +1,5 @@
 "Sensitivity runs through the CLI on the embedded default: the scope x method x size matrix, resume after a kill, report-only mode."
-import json, math, os, shutil, signal, subprocess, time
+import json, math, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import BIN, cli, artifacts_dir
@@ -11,10 +11,17 @@ def manifest_of(run_dir: Path) -> dict:
     return json.loads((run_dir/f'{run_dir.name}_quant_manifest.json').read_text())
 
 
-def run(out, *args, env=None, check=0):
+# Faults are injected by patching a step of the pipeline in the child process (no fault switch in the package):
+# the recorder's first scoring batch, or the step right after ModelOpt's search returns.
+FAULTS = {'kill-at-scoring': "import qvl_nbsens.scoring as s; s.ScoreRecorder.begin_batch = lambda self, b: os.kill(os.getpid(), signal.SIGKILL)",
+          'kill-after-search': "import qvl_nbsens.autoquant as a; a.restore_eval = lambda model: os.kill(os.getpid(), signal.SIGKILL)"}
+
+
+def run(out, *args, fault=None, check=0):
     t = time.time()
-    r = subprocess.run([str(BIN/'qvl-nbsens'), 'run', '--out', str(out), *map(str, args)], capture_output=True,
-                       text=True, timeout=900, env={**os.environ, **(env or {})})
+    cmd = [str(BIN/'qvl-nbsens')] if fault is None else \
+          [sys.executable, '-c', f"import os, signal, sys\n{FAULTS[fault]}\nfrom qvl_nbsens.cli import main\nsys.exit(main())"]
+    r = subprocess.run([*cmd, 'run', '--out', str(out), *map(str, args)], capture_output=True, text=True, timeout=900)
     if check is not None: assert r.returncode == check, f"rc={r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     return r, time.time() - t
 
@@ -31,7 +38,7 @@ def matrix(tmp_path_factory):
                 # ground truth is measured (and tested) by the suite; here once, through the plain CLI run
                 val = '--validate' if (scope, method, size) == ('all-layers', 'gradient', 'medium') else '--no-validate'
                 r, wall = run(out, '--scope', scope, '--method', method, '--size', size, '--batch-size', bs, val)
-                rd = Path(r.stdout.strip().splitlines()[-1].split('-> ')[-1])
+                rd = Path(r.stdout.strip().splitlines()[-1].split('run directory: ')[-1])
                 m = manifest_of(rd)
                 res[scope, method, size] = (rd, m)
                 lines.append(f"| {scope} | {method} | {size} | {bs} | {wall:.1f} | {m['timings']['autoquant_total']:.1f} | {m['timings']['peak_rss_mib']:.0f} |")
@@ -98,7 +105,7 @@ def test_existing_run_is_not_overwritten(matrix):
 
 @pytest.mark.parametrize('fault, restored', [('kill-at-scoring', ('calibration',)), ('kill-after-search', ('calibration', 'scoring'))])
 def test_resume_after_kill(tmp_path, matrix, fault, restored):
-    r, _ = run(tmp_path, '--size', 'medium', env={'QVL_NBSENS_FAULT': fault}, check=None)
+    r, _ = run(tmp_path, '--size', 'medium', fault=fault, check=None)
     assert r.returncode == -signal.SIGKILL
     name = 'tiny_shapes_autoquant_all_layers_int8_medium'
     assert not (tmp_path/name).exists()
@@ -115,7 +122,7 @@ def test_resume_after_kill(tmp_path, matrix, fault, restored):
 
 
 def test_partial_run_with_other_arguments_is_refused(tmp_path):
-    r, _ = run(tmp_path, '--size', 'small', '--batch-size', '4', env={'QVL_NBSENS_FAULT': 'kill-at-scoring'}, check=None)
+    r, _ = run(tmp_path, '--size', 'small', '--batch-size', '4', fault='kill-at-scoring', check=None)
     assert r.returncode == -signal.SIGKILL
     r, _ = run(tmp_path, '--size', 'small', check=2)
     assert 'partial run with other arguments' in r.stderr
@@ -186,7 +193,7 @@ def test_report_only_on_legacy_manifest(tmp_path):
 
 @pytest.mark.parametrize('mutate, expect', [
     (lambda d: d.pop('model'), 'model is missing'),
-    (lambda d: d['layer_sensitivity']['model.language_model.layers.0.mlp.down_proj.quant_recipe'].update(costs='x'), 'costs must be list, got str'),
+    (lambda d: d['layer_sensitivity']['model.language_model.layers.0.mlp.down_proj.quant_recipe'].update(costs='x'), "costs must be a valid list, got 'x'"),
     (lambda d: d.update(scheme=[1]), 'not a quant manifest'),
 ])
 def test_report_rejects_malformed_manifests(tmp_path, mutate, expect):

@@ -1,0 +1,51 @@
+"One declaration of the run settings: the run notebook's parameters, the CLI options and the manifest's scheme all agree with `spec.RunSpec`; no setting travels through the environment."
+import json, re
+from dataclasses import fields
+from conftest import ROOT
+from qvl_nbsens.spec import RunSpec, Sweep, SWEPT, NOTEBOOK_PARAMS, parameters_cell, spec_options
+from qvl_nbsens.cli import build_parser
+
+
+def _options(cmd: str) -> dict:
+    sub = next(a for a in build_parser()._actions if a.dest == 'cmd').choices[cmd]
+    return {a.dest: a for a in sub._actions if a.dest != 'help'}
+
+
+def test_run_notebook_parameters_are_the_spec():
+    import papermill as pm
+    nb = json.loads((ROOT/'nbs'/'run_sensitivity.ipynb').read_text())
+    (cell,) = [c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', [])]
+    assert ''.join(cell['source']) == parameters_cell(), 'regenerate the parameters cell with qvl_nbsens.spec.parameters_cell()'
+    params = pm.inspect_notebook(str(ROOT/'nbs'/'run_sensitivity.ipynb'))
+    assert list(params) == [f.name for f in fields(RunSpec)] + list(NOTEBOOK_PARAMS)
+    assert any('RunSpec(**' in ''.join(c['source']) for c in nb['cells'])   # the notebook builds its spec from its parameters
+
+
+def test_cli_options_are_the_spec():
+    run, suite = _options('run'), _options('suite')
+    assert set(run) == {f.name for f in fields(RunSpec)} | {'out', 'force'}
+    assert set(suite) == ({f.name for f in fields(RunSpec)} - set(SWEPT)) | {f.name for f in fields(Sweep)} | {'output_mode', 'out', 'force'}
+    for name, o in spec_options().items():
+        assert run[name].default == o['default'] and run[name].help == o['help'], name
+        if o['choices']: assert tuple(run[name].choices) == o['choices'], name
+
+
+def test_manifest_scheme_holds_the_result_settings():
+    from qvl_nbsens.manifest import Scheme, SCHEME_SETTINGS
+    from qvl_nbsens.spec import HOW
+    assert set(SCHEME_SETTINGS) <= set(Scheme.model_fields)
+    assert not set(HOW) & set(SCHEME_SETTINGS)
+
+
+def test_no_setting_is_read_from_the_environment():
+    "Only the cache folder may come from the environment (QVL_NBSENS_CACHE)."
+    for py in sorted((ROOT/'qvl_nbsens').glob('*.py')):
+        for var in re.findall(r"QVL_NBSENS_\w+", py.read_text()):
+            assert var == 'QVL_NBSENS_CACHE', f"{py.name} reads {var}"
+
+
+def test_published_manifest_schema_is_current():
+    "nbs/manifest.schema.json (published with the docs) is what the manifest types generate."
+    from qvl_nbsens.manifest import manifest_schema
+    assert json.loads((ROOT/'nbs'/'manifest.schema.json').read_text()) == manifest_schema(), \
+        "regenerate nbs/manifest.schema.json from qvl_nbsens.manifest.manifest_schema()"
