@@ -13,7 +13,7 @@ import torch
 from .core import QvlError
 from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
-                                         gradient_checkpointing, shared_score_reduction, ready_cuda_extension)
+                                         gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension)
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
 
 # %% auto #0
@@ -114,8 +114,9 @@ def search_settings(method: str, grad_checkpointing: bool = True, score_reductio
     return dict(grad_checkpointing=bool(grad_checkpointing), score_reduction=score_reduction)
 
 # %% ../nbs/06_autoquant.ipynb #25dc630f
-def _patches(clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
+def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
+    stack.enter_context(no_kv_cache(model))
     stack.enter_context(search_clock(clock, check_scores_finite))
     stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
     if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))
@@ -125,7 +126,7 @@ def _search(model, batches, pair, scope, method, effective_bits, n_score, checkp
     "(model, state) of the search; the recorder's hooks are off afterwards."
     fwd, loss = make_steps(model, method, clock, recorder)
     try:
-        with _patches(clock, recorder, settings):
+        with _patches(model, clock, recorder, settings):
             return auto_quantize(model, batches, fwd, modelopt_formats(pair), search_constraints(scope, effective_bits), method,
                                  loss, scope.disabled, n_score, checkpoint, verbose)
     except NonFiniteActivations as e:

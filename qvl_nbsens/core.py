@@ -6,12 +6,12 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #da762909
 from __future__ import annotations
-import contextlib, hashlib, json, os, shutil, tempfile
+import contextlib, hashlib, json, os, re, shutil, tempfile
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'QvlError', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
-           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir']
+           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir', 'path_aliases', 'publish_paths']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
@@ -121,3 +121,19 @@ def cache_dir(*parts) -> Path:
     p = base.joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_core.ipynb #6c0d92e4
+def path_aliases(base=None) -> list[tuple[str, str]]:
+    "[(absolute folder, shown as)] for folder `base` ('.'), a `$QVL_NBSENS_CACHE` folder and the home folder ('~'), longest first, each also resolved."
+    cache = os.environ.get('QVL_NBSENS_CACHE')   # unset: the cache is under the home folder and shows as ~/.cache/...
+    places = ([(Path(base), '.')] if base else []) + ([(Path(cache), '$QVL_NBSENS_CACHE')] if cache else []) + [(Path.home(), '~')]
+    pairs = {str(q): shown for p, shown in places for q in (p.absolute(), p.resolve()) if len(q.parts) > 1}
+    return sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+def publish_paths(obj, aliases: list[tuple[str, str]]):
+    "A copy of JSON-like `obj` with each absolute folder of `aliases` replaced by its short form where it is a whole path prefix."
+    text = json.dumps(obj)
+    for full, shown in aliases:
+        text = re.sub(r'(?<![\w.~$-])' + re.escape(json.dumps(full)[1:-1]) + r'(?![\w.~-])', lambda m: shown, text)
+    text = re.sub(r'(?<![\w/.~$-])\./', '', text)    # './x' reads better as 'x'
+    return json.loads(text)

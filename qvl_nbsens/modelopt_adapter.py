@@ -14,8 +14,9 @@ from .core import QvlError
 # %% auto #0
 __all__ = ['SUPPORTED_MODELOPT', 'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant',
            'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
-           'resumable_candidate_stats', 'search_clock', 'gradient_checkpointing', 'shared_score_reduction',
-           'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe', 'restore_search']
+           'resumable_candidate_stats', 'search_clock', 'no_kv_cache', 'gradient_checkpointing',
+           'shared_score_reduction', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
+           'restore_search']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -113,13 +114,16 @@ def search_clock(clock, check=None):
 
 # %% ../nbs/05a_modelopt.ipynb #d43700cc
 @contextlib.contextmanager
-def _no_checkpointing(model):
+def no_kv_cache(model):
+    """`use_cache=False` on `model.config` and its `text_config` while inside: scoring runs each sequence once, and
+    transformers warns on every checkpointed forward that still asks for a KV cache."""
     cfg = getattr(model, 'config', None)
-    cache = getattr(cfg, 'use_cache', None)
-    if cache is not None: cfg.use_cache = False
+    cfgs = [c for c in (cfg, getattr(cfg, 'text_config', None)) if getattr(c, 'use_cache', None) is not None]
+    old = [c.use_cache for c in cfgs]
+    for c in cfgs: c.use_cache = False
     try: yield
     finally:
-        if cache is not None: cfg.use_cache = cache
+        for c, u in zip(cfgs, old): c.use_cache = u
 
 @contextlib.contextmanager
 def gradient_checkpointing(enabled: bool = True):
@@ -127,7 +131,7 @@ def gradient_checkpointing(enabled: bool = True):
     if enabled:
         yield; return
     S = A.AutoQuantizeGradientSearcher
-    entry = (lambda model: True, _no_checkpointing, lambda name, model: 'embed' in name)   # gradients enter at the embeddings, as ModelOpt's
+    entry = (lambda model: True, no_kv_cache, lambda name, model: 'embed' in name)   # gradients enter at the embeddings, as ModelOpt's
     S._custom_support.insert(0, entry)
     try: yield
     finally: S._custom_support.remove(entry)

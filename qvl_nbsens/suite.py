@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib, json, os, re, shutil, sys, time
 from dataclasses import asdict
 from pathlib import Path
-from .core import QvlError, SIZES, atomic_write_json, atomic_write_text
+from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish_paths, path_aliases
 from .tables import load_run, Suite
 from .manifest import now_utc
 from .confidence import agreement
@@ -17,8 +17,9 @@ from .spec import RunSpec, SuiteSpec
 from .run import planned_run_name
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'tidy_outputs', 'execute_run', 'stability', 'runs_table',
-           'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite']
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'tidy_outputs', 'published_notebook', 'execute_run',
+           'stability', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete',
+           'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -32,18 +33,29 @@ def run_notebook_path() -> Path:
 # %% ../nbs/08a_suite.ipynb #a86377da
 _PROGRESS = re.compile(r'\d+%\|.*\|.*(it/s|s/it|\?it/s)|^\s*\d+%\|')
 
-def tidy_outputs(nb: dict) -> dict:
-    "Remove progress-bar lines (tqdm) from the stream outputs of an executed notebook, in place; drop streams left empty."
+def tidy_outputs(nb: dict) -> tuple[dict, str]:
+    """(notebook, stderr text) of an executed notebook: progress-bar lines (tqdm) dropped from its streams and its
+    stderr streams (warnings, progress) moved out of it; streams left empty are dropped. Edits `nb` in place."""
+    err = []
     for c in nb['cells']:
         outs = []
         for o in c.get('outputs', []):
             if o.get('output_type') == 'stream':
                 text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
                 lines = [l for l in re.split(r'[\r\n]', text) if l.strip() and not _PROGRESS.search(l)]
+                if o.get('name') == 'stderr': err += lines; continue
                 if not lines: continue
                 o['text'] = '\n'.join(lines) + '\n'
             outs.append(o)
         if 'outputs' in c: c['outputs'] = outs
+    return nb, ''.join(l + '\n' for l in err)
+
+# %% ../nbs/08a_suite.ipynb #0e6a4b37
+def published_notebook(nb: dict, out: Path, stage: Path, name: str) -> dict:
+    "Executed run notebook `nb` (staged in `stage/name`) with the paths of this machine rewritten relative to suite folder `out`."
+    nb = publish_paths(nb, [(str(stage/name), name), (str(stage), '.')] + path_aliases(out))
+    pm = nb['metadata'].get('papermill', {})
+    pm.update(input_path=run_notebook_path().name, output_path=f'{name}/run.ipynb')
     return nb
 
 # %% ../nbs/08a_suite.ipynb #96528065
@@ -69,7 +81,9 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
         first = (e.source or '').strip().splitlines()[:1]
         raise QvlError(f"{name}: the run notebook failed in cell {e.cell_index} ({first[0] if first else ''!s}): "
                        f"{e.ename}: {e.evalue}; executed notebook kept in {nb_out}") from None
-    (stage/name/'run.ipynb').write_text(json.dumps(tidy_outputs(json.loads(nb_out.read_text())), indent=1))
+    nb, err = tidy_outputs(json.loads(nb_out.read_text()))
+    (stage/name/'run.ipynb').write_text(json.dumps(published_notebook(nb, out, stage, name), indent=1))
+    if err: (stage/name/'run.stderr.txt').write_text(publish_paths({'t': err}, path_aliases(out))['t'])
     if final.exists(): shutil.rmtree(final)
     os.replace(stage/name, final)
     shutil.rmtree(stage)
