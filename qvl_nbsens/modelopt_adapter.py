@@ -168,10 +168,12 @@ def auto_quantize(model, batches: list, forward_step, formats: list, constraints
                   verbose: bool = False) -> tuple:
     """(model, search state) of `mtq.auto_quantize` over `batches` with ModelOpt config dicts `formats` and
     `constraints` (`{'effective_bits': ...}`); `forward_step(model, batch)` returns the output (`loss_func(out, batch)`
-    its loss, gradient method) or the logits (`kl_div`). Raises `NonFiniteActivations` on NaN/inf activations."""
+    its loss, gradient method) or the logits (`kl_div`); ModelOpt's own prints only when `verbose`. Raises
+    `NonFiniteActivations` on NaN/inf activations."""
     kw = dict(loss_func=loss_func) if method == 'gradient' else {}
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
     try:
-        with resumable_candidate_stats():
+        with resumable_candidate_stats(), quiet:
             return mtq.auto_quantize(model, constraints=constraints, quantization_formats=formats, data_loader=batches,
                                      forward_step=forward_step, disabled_layers=list(disabled_layers) or None,
                                      num_calib_steps=len(batches), num_score_steps=num_score_steps or len(batches), method=method,

@@ -7,7 +7,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/quant.html.md"""
 # %% ../nbs/05_quant.ipynb #7af702d2
 from __future__ import annotations
 import math, re
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from .core import QvlError
 
 # %% auto #0
@@ -25,8 +25,8 @@ class QuantPair:
     weights: str
     activations: str
     description: str
-    def to_dict(self): return {**asdict(self), 'formats': list(self.formats)}
 
+# %% ../nbs/05_quant.ipynb #5d1a0c01
 QUANT_PAIRS = {p.name: p for p in [
     QuantPair('wint8_aint8', 'int8', ('INT8_DEFAULT_CFG',), 'int8 per-channel', 'int8 per-tensor static',
               'W8A8 INT8 (ModelOpt INT8_DEFAULT_CFG, max calibration)'),
@@ -39,6 +39,7 @@ QUANT_PAIRS = {p.name: p for p in [
 ]}
 DEFAULT_PAIR = 'wint8_aint8'
 
+# %% ../nbs/05_quant.ipynb #5d1a0c02
 def get_pair(name: str) -> QuantPair:
     "The registered `QuantPair` called `name`."
     if name not in QUANT_PAIRS: raise QvlError(f"unknown quant pair {name!r}: expected one of {', '.join(QUANT_PAIRS)}")
@@ -63,6 +64,7 @@ class Scope:
     disabled: tuple = ()
     description: str = ''
 
+# %% ../nbs/05_quant.ipynb #5d1a0c03
 SCOPES = {s.name: s for s in [
     Scope('all-layers', 'all_layers', (), 'vision + text towers (incl. lm_head)'),
     Scope('lm-only', 'lm', tuple(VISION_PATTERNS), 'text tower only (incl. lm_head); vision unquantized and outside the budget'),
@@ -73,6 +75,7 @@ def get_scope(name: str) -> Scope:
     if name not in SCOPES: raise QvlError(f"unknown scope {name!r}: expected one of {', '.join(SCOPES)}")
     return SCOPES[name]
 
+# %% ../nbs/05_quant.ipynb #5d1a0c05
 def search_constraints(scope: Scope, effective_bits: float) -> dict:
     "AutoQuant constraints for `scope` at an effective-bits budget."
     if not (isinstance(effective_bits, (int, float)) and 0 < effective_bits <= 32):
@@ -95,6 +98,7 @@ def _group_key(model, name: str, rules) -> str:
         if key is not None: return key
     return name
 
+# %% ../nbs/05_quant.ipynb #5d1a0c06
 def recipe_handles(model) -> dict:
     "{handle name: [member module names]} as ModelOpt's AutoQuant would group `model`'s quantizable modules."
     from qvl_nbsens.modelopt_adapter import quant_grouping_rules   # here, not at the top: ModelOpt loads with the adapter
@@ -104,6 +108,7 @@ def recipe_handles(model) -> dict:
         if _is_quantizable(mod): groups.setdefault(_group_key(model, name, rules), []).append(name)
     return {members[0] + '.quant_recipe': members for members in groups.values()}
 
+# %% ../nbs/05_quant.ipynb #5d1a0c07
 def strip_handle(handle: str) -> str:
     "Module path of a recipe handle (without the `.quant_recipe` suffix)."
     return handle[:-len('.quant_recipe')] if handle.endswith('.quant_recipe') else handle
@@ -130,6 +135,7 @@ _TAXONOMY = [
 _TAXONOMY = [(re.compile(p), t, k) for p, t, k in _TAXONOMY]
 TOWERS = ('vision', 'text')
 
+# %% ../nbs/05_quant.ipynb #5d1a0c09
 def classify_handle(handle: str) -> dict:
     "Tower, block index and module kind of a recipe handle or module name."
     name = strip_handle(handle)
@@ -148,6 +154,7 @@ def format_bits(fmt: str) -> float | None:
     m = _bits_re.search(str(fmt))
     return float(m.group(1)) if m else None
 
+# %% ../nbs/05_quant.ipynb #5d1a0c0a
 def is_unquantized(fmt: str) -> bool:
     "True for ModelOpt's no-quantization candidate."
     return str(fmt).split('(')[0].strip().upper() in ('NONE', 'NO_QUANT', 'NONE_CFG')

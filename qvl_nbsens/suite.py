@@ -17,9 +17,9 @@ from .spec import RunSpec, SuiteSpec
 from .run import planned_run_name
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'tidy_outputs', 'published_notebook', 'execute_run',
-           'stability', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete',
-           'run_suite']
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
+           'execute_run', 'stability', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel',
+           'run_complete', 'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -29,6 +29,28 @@ def run_notebook_path() -> Path:
     "The run notebook: the repository's `nbs/` copy when present, else the one shipped in the package."
     repo = Path(qvl_nbsens.__file__).parent.parent/'nbs'/RUN_NOTEBOOK
     return repo if repo.is_file() else Path(qvl_nbsens.__file__).parent/'assets'/RUN_NOTEBOOK
+
+# %% ../nbs/08a_suite.ipynb #6a1b2c02
+def sync_generated(root=None) -> list[str]:
+    """Rewrite what derives from the settings in repository `root` (default: this checkout): the run notebook's
+    `parameters` cell (`spec.parameters_cell()`), its copy in the package and `nbs/manifest.schema.json`. Returns
+    the files it changed. Raises `QvlError` without a repository checkout or a `parameters` cell."""
+    from qvl_nbsens.spec import parameters_cell
+    from qvl_nbsens.manifest import manifest_schema
+    root = Path(root or Path(qvl_nbsens.__file__).parent.parent)
+    nb_path = root/'nbs'/RUN_NOTEBOOK
+    if not nb_path.is_file(): raise QvlError(f"no {RUN_NOTEBOOK} in {root/'nbs'}: sync_generated needs a repository checkout")
+    nb = json.loads(nb_path.read_text())
+    cells = [c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', [])]
+    if len(cells) != 1: raise QvlError(f"{RUN_NOTEBOOK} needs exactly one cell tagged 'parameters', found {len(cells)}")
+    cells[0]['source'] = parameters_cell().splitlines(keepends=True)
+    want = {nb_path: json.dumps(nb, indent=1, ensure_ascii=False) + '\n',
+            root/'nbs'/'manifest.schema.json': json.dumps(manifest_schema(), indent=2) + '\n'}
+    want[root/'qvl_nbsens'/'assets'/RUN_NOTEBOOK] = want[nb_path]
+    changed = []
+    for p, text in want.items():
+        if not p.is_file() or p.read_text() != text: atomic_write_text(p, text, force=True); changed.append(str(p.relative_to(root)))
+    return changed
 
 # %% ../nbs/08a_suite.ipynb #a86377da
 _PROGRESS = re.compile(r'\d+%\|.*\|.*(it/s|s/it|\?it/s)|^\s*\d+%\|')

@@ -12,6 +12,7 @@ import torch
 from .core import QvlError
 from .quant import is_unquantized, quantized_index, achieved_effective_bits
 from .modelopt_adapter import recipe_hparams, activate_recipe, solve_recipe
+from .confidence import spearman
 
 # %% auto #0
 __all__ = ['quant_hparams', 'apply_recipes', 'quantized_recipe', 'reference_logprobs', 'unquantized_reference', 'caption_damage',
@@ -29,6 +30,7 @@ def apply_recipes(model, recipes: dict) -> None:
     "Make `recipes` ({handle: format or its name}) active; every other configurable handle goes unquantized."
     for name, h in quant_hparams(model).items(): activate_recipe(h, recipes.get(name, 'NONE'))
 
+# %% ../nbs/06b_validate.ipynb #a71b3c01
 def quantized_recipe(stats: dict) -> str:
     "The quantized format of one handle's candidate stats."
     fm = [str(f) for f in stats['formats']]
@@ -48,6 +50,7 @@ def reference_logprobs(model, batches) -> list:
     "Caption log-probabilities of the model as it is now (call with every handle unquantized)."
     return [_caption_logprobs(model, b)[0] for b in batches]
 
+# %% ../nbs/06b_validate.ipynb #a71b3c04
 def unquantized_reference(model, batches) -> tuple[list, dict]:
     "(reference log-probs, caption loss) of the model with every handle unquantized: the baseline all measurements share."
     apply_recipes(model, {})
@@ -75,6 +78,7 @@ def pick_handles(scores: dict, top_k: int | None = None, n_random: int = 0, seed
     rest = order[top_k:]
     return order[:top_k] + sorted(random.Random(seed).sample(rest, min(n_random, len(rest))), key=order.index)
 
+# %% ../nbs/06b_validate.ipynb #a71b3c07
 def measure_handles(model, state: dict, batches, handles: list | None = None, verbose: bool = False,
                     reference: tuple | None = None) -> tuple[dict, dict]:
     "({handle: {delta_loss, kl, loss}}, {base_loss, tokens, seconds}) measured on held-out `batches`."
@@ -92,16 +96,14 @@ def measure_handles(model, state: dict, batches, handles: list | None = None, ve
     finally: apply_recipes(model, state['best']['recipe'])
     return out, dict(base_loss=base['loss'], tokens=base['tokens'], seconds=round(time.perf_counter() - t0, 3))
 
+# %% ../nbs/06b_validate.ipynb #a71b3c0a
 def score_vs_damage(scores: dict, measured: dict) -> dict:
-    "Spearman ρ (and p) of the AutoQuant scores against measured KL (primary), |Δloss| and signed Δloss."
-    from scipy import stats as ss
+    "Spearman ρ and p (`confidence.spearman`) of the AutoQuant scores against measured KL (primary), |Δloss| and signed Δloss."
     hs = [h for h in measured if h in scores and math.isfinite(scores[h])]
-    res = dict(handles=len(hs))
-    for key, f in (('kl', lambda m: m['kl']), ('abs_delta_loss', lambda m: abs(m['delta_loss'])), ('delta_loss', lambda m: m['delta_loss'])):
-        if len(hs) < 3: res[key] = dict(spearman=None, p=None); continue
-        r = ss.spearmanr([scores[h] for h in hs], [f(measured[h]) for h in hs])
-        res[key] = dict(spearman=None if math.isnan(r.statistic) else float(r.statistic), p=None if math.isnan(r.pvalue) else float(r.pvalue))
-    return res
+    x = [scores[h] for h in hs]
+    return dict(handles=len(hs), kl=spearman(x, [measured[h]['kl'] for h in hs]),
+                abs_delta_loss=spearman(x, [abs(measured[h]['delta_loss']) for h in hs]),
+                delta_loss=spearman(x, [measured[h]['delta_loss'] for h in hs]))
 
 # %% ../nbs/06b_validate.ipynb #789fdd91
 def scaled_state(state: dict) -> dict:
@@ -113,6 +115,7 @@ def resolve_recipe(state: dict, effective_bits: float) -> dict:
     "{handle: format name} that ModelOpt's solver picks for `effective_bits`, from the stored state (no re-scoring)."
     return solve_recipe(scaled_state(state), effective_bits)
 
+# %% ../nbs/06b_validate.ipynb #a71b3c0c
 def predicted_score(state: dict, recipe: dict) -> float:
     "Sum of the candidate scores of the chosen formats (what the solver minimises)."
     tot = 0.0
@@ -122,6 +125,7 @@ def predicted_score(state: dict, recipe: dict) -> float:
         tot += float(st['scores'][fm.index(ch)]) if ch in fm else 0.0
     return tot
 
+# %% ../nbs/06b_validate.ipynb #a71b3c0e
 def pareto_front(state: dict, points: int = 9) -> list[dict]:
     "Predicted score, achieved bits and unquantized handles over `points` budgets from all-quantized to 16 bits."
     stats = state['candidate_stats']
@@ -135,6 +139,7 @@ def pareto_front(state: dict, points: int = 9) -> list[dict]:
                           predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec))
     return front
 
+# %% ../nbs/06b_validate.ipynb #a71b3c10
 def validate_front(model, state: dict, front: list, batches, n: int = 3, reference: tuple | None = None) -> list[dict]:
     "Measure held-out loss and KL at `n` distinct points of the front (always the all-quantized end)."
     distinct, seen = [], set()

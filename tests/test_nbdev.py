@@ -49,4 +49,4 @@ def test_notebooks_are_numbered_and_open_with_default_exp():
 def test_packaged_run_notebook_matches_nbs():
     "The run notebook ships inside the package for installs without the repository; it must be the nbs/ one."
     assert (ROOT/'qvl_nbsens'/'assets'/'run_sensitivity.ipynb').read_bytes() == (ROOT/'nbs'/'run_sensitivity.ipynb').read_bytes(), \
-        'copy nbs/run_sensitivity.ipynb to qvl_nbsens/assets/ after editing it'
+        'run qvl_nbsens.suite.sync_generated() (copies nbs/run_sensitivity.ipynb into qvl_nbsens/assets/)'

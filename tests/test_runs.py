@@ -7,8 +7,10 @@ from conftest import BIN, cli, artifacts_dir
 SIZES = ('small', 'medium', 'large')
 
 
-def manifest_of(run_dir: Path) -> dict:
-    return json.loads((run_dir/f'{run_dir.name}_quant_manifest.json').read_text())
+def manifest_of(run_dir: Path):
+    "The run's typed manifest, read as every consumer reads it."
+    from qvl_nbsens.manifest import read_manifest
+    return read_manifest(run_dir/f'{run_dir.name}_quant_manifest.json')
 
 
 # Faults are injected by patching a step of the pipeline in the child process (no fault switch in the package):
@@ -41,7 +43,7 @@ def matrix(tmp_path_factory):
                 rd = Path(r.stdout.strip().splitlines()[-1].split('run directory: ')[-1])
                 m = manifest_of(rd)
                 res[scope, method, size] = (rd, m)
-                lines.append(f"| {scope} | {method} | {size} | {bs} | {wall:.1f} | {m['timings']['autoquant_total']:.1f} | {m['timings']['peak_rss_mib']:.0f} |")
+                lines.append(f"| {scope} | {method} | {size} | {bs} | {wall:.1f} | {m.timings.autoquant_total:.1f} | {m.timings.peak_rss_mib:.0f} |")
     (artifacts_dir()/'fixture-runs.md').write_text('\n'.join(lines) + '\n')
     return res
 
@@ -54,18 +56,18 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
         rd, m = matrix[scope, method, size]
         assert sorted(p.name for p in rd.iterdir()) == sorted([f'{rd.name}_quant_manifest.json', f'{rd.name}_autoquant_state.pt',
                                                               'per-layer-sensitivity.json', 'per-layer-sensitivity.md', 'per-sample-scores.npz', 'report.html'])
-        ls = m['layer_sensitivity']
-        assert all(math.isfinite(r['sensitivity']) for r in ls.values())
-        assert m['search']['is_satisfied'] and m['search']['achieved_effective_bits'] <= 8.0 + 1e-9
-        assert m['dataset']['num_samples'] == {'small': 16, 'medium': 128, 'large': 512}[size] == m['dataset']['score_samples']
-        towers = {r['tower'] for r in ls.values()}
+        ls = m.layer_sensitivity
+        assert all(math.isfinite(r.sensitivity) for r in ls.values())
+        assert m.search.is_satisfied and m.search.achieved_effective_bits <= 8.0 + 1e-9
+        assert m.dataset.num_samples == {'small': 16, 'medium': 128, 'large': 512}[size] == m.dataset.score_samples
+        towers = {r.tower for r in ls.values()}
         if scope == 'lm-only':
             assert towers == {'text'} and len(ls) == 13
-            assert m['search']['constraints']['cost'] == {'excluded_module_name_patterns': ['*visual*']}
+            assert m.search.constraints['cost'] == {'excluded_module_name_patterns': ['*visual*']}
         else:
             assert towers == {'vision', 'text'} and len(ls) == 28
-        assert m['forward_calls']['calibration'] == m['dataset']['num_batches']
-        scores[size] = {h: r['sensitivity'] for h, r in ls.items()}
+        assert m.forward_calls['calibration'] == m.dataset.num_batches
+        scores[size] = {h: r.sensitivity for h, r in ls.items()}
         rep = json.loads((rd/'per-layer-sensitivity.json').read_text())
         assert [list(r)[:4] for r in rep['layer_sensitivity']] == [['layer', 'num_bits', 'sensitivity', 'size_cost']]*len(ls)
         sens = [r['sensitivity'] for r in rep['layer_sensitivity']]
@@ -75,23 +77,23 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
 
 def test_validate_flag(matrix):
     _, m = matrix['all-layers', 'gradient', 'medium']
-    assert m['validation']['measured_handles'] == 28 and len(m['pareto']['validated']) == 3
+    assert m.validation.measured_handles == 28 and len(m.pareto.validated) == 3
     _, m = matrix['lm-only', 'kl_div', 'small']
-    assert 'validation' not in m and 'pareto' not in m and m['confidence']['score_method'] == 'kl_div'
+    assert m.validation is None and m.pareto is None and m.confidence.score_method == 'kl_div'
 
 
 def test_lm_only_text_scores_match_all_layers(matrix):
     "Scoring perturbs one handle at a time, so the text tower's gradient scores do not depend on the scope."
-    a = matrix['all-layers', 'gradient', 'small'][1]['layer_sensitivity']
-    l = matrix['lm-only', 'gradient', 'small'][1]['layer_sensitivity']
-    for h, r in l.items(): assert math.isclose(r['sensitivity'], a[h]['sensitivity'], rel_tol=1e-4)
+    a = matrix['all-layers', 'gradient', 'small'][1].layer_sensitivity
+    l = matrix['lm-only', 'gradient', 'small'][1].layer_sensitivity
+    for h, r in l.items(): assert math.isclose(r.sensitivity, a[h].sensitivity, rel_tol=1e-4)
 
 
 def test_state_reloads_and_resolves_other_budgets(matrix):
     import torch, modelopt.torch.quantization as mtq
     rd, m = matrix['all-layers', 'gradient', 'medium']
-    state = torch.load(rd/m['autoquant_state']['file'], weights_only=False)
-    assert set(state['candidate_stats']) >= set(m['layer_sensitivity'])
+    state = torch.load(rd/m.autoquant_state.file, weights_only=False)
+    assert set(state['candidate_stats']) >= set(m.layer_sensitivity)
     cfg = mtq.get_auto_quantize_config(state, {'effective_bits': 12.0})
     assert 'quant_cfg' in cfg
 
@@ -100,7 +102,7 @@ def test_existing_run_is_not_overwritten(matrix):
     rd, m = matrix['all-layers', 'gradient', 'small']
     r, _ = run(rd.parent, '--size', 'small', check=2)
     assert 'already exists' in r.stderr and 'Traceback' not in r.stderr
-    assert manifest_of(rd)['created'] == m['created']
+    assert manifest_of(rd).created == m.created
 
 
 @pytest.mark.parametrize('fault, restored', [('kill-at-scoring', ('calibration',)), ('kill-after-search', ('calibration', 'scoring'))])
@@ -113,11 +115,11 @@ def test_resume_after_kill(tmp_path, matrix, fault, restored):
     run(tmp_path, '--size', 'medium')
     m = manifest_of(tmp_path/name)
     for phase in ('calibration', 'scoring'):
-        assert (m['forward_calls'][phase] == 0) == (phase in restored), m['forward_calls']
-    assert m['search']['checkpoint_found'] and m['search']['calibration_restored']
-    assert m['search']['scores_restored'] == ('scoring' in restored)
-    ref = matrix['all-layers', 'gradient', 'medium'][1]['layer_sensitivity']
-    for h, rec in m['layer_sensitivity'].items(): assert math.isclose(rec['sensitivity'], ref[h]['sensitivity'], rel_tol=1e-5)
+        assert (m.forward_calls[phase] == 0) == (phase in restored), m.forward_calls
+    assert m.search.checkpoint_found and m.search.calibration_restored
+    assert m.search.scores_restored == ('scoring' in restored)
+    ref = matrix['all-layers', 'gradient', 'medium'][1].layer_sensitivity
+    for h, rec in m.layer_sensitivity.items(): assert math.isclose(rec.sensitivity, ref[h].sensitivity, rel_tol=1e-5)
     assert not list(tmp_path.glob('.*'))
 
 
@@ -132,12 +134,12 @@ def test_partial_run_with_other_arguments_is_refused(tmp_path):
 def test_text_only_calibration_and_other_pairs(tmp_path):
     run(tmp_path, '--scope', 'lm-only', '--calib-mode', 'text')
     m = manifest_of(tmp_path/'tiny_shapes_autoquant_int8_lm_small_textcalib')
-    assert m['scheme']['calib_mode'] == 'text' and m['dataset']['seq_len_max'] < 40  # captions only, no image tokens
+    assert m.scheme.calib_mode == 'text' and m.dataset.seq_len_max < 40  # captions only, no image tokens
     for pair, tag in (('wint8', 'int8wo'), ('wint8_aint8_sq', 'int8sq'), ('wfp8_afp8', 'fp8')):
         run(tmp_path, '--pair', pair, '--score-size', '8')
         m = manifest_of(tmp_path/f'tiny_shapes_autoquant_all_layers_{tag}_small_score8')
-        assert m['scheme']['pair'] == pair and m['dataset']['score_samples'] == 8 and m['forward_calls']['scoring'] == 1
-        assert all(math.isfinite(r['sensitivity']) for r in m['layer_sensitivity'].values())
+        assert m.scheme.pair == pair and m.dataset.score_samples == 8 and m.forward_calls['scoring'] == 1
+        assert all(math.isfinite(r.sensitivity) for r in m.layer_sensitivity.values())
 
 
 @pytest.mark.parametrize('setup, expect', [

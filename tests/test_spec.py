@@ -15,7 +15,7 @@ def test_run_notebook_parameters_are_the_spec():
     import papermill as pm
     nb = json.loads((ROOT/'nbs'/'run_sensitivity.ipynb').read_text())
     (cell,) = [c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', [])]
-    assert ''.join(cell['source']) == parameters_cell(), 'regenerate the parameters cell with qvl_nbsens.spec.parameters_cell()'
+    assert ''.join(cell['source']) == parameters_cell(), 'run qvl_nbsens.suite.sync_generated() to regenerate the parameters cell'
     params = pm.inspect_notebook(str(ROOT/'nbs'/'run_sensitivity.ipynb'))
     assert list(params) == [f.name for f in fields(RunSpec)] + list(NOTEBOOK_PARAMS)
     assert any('RunSpec(**' in ''.join(c['source']) for c in nb['cells'])   # the notebook builds its spec from its parameters
@@ -48,4 +48,4 @@ def test_published_manifest_schema_is_current():
     "nbs/manifest.schema.json (published with the docs) is what the manifest types generate."
     from qvl_nbsens.manifest import manifest_schema
     assert json.loads((ROOT/'nbs'/'manifest.schema.json').read_text()) == manifest_schema(), \
-        "regenerate nbs/manifest.schema.json from qvl_nbsens.manifest.manifest_schema()"
+        "run qvl_nbsens.suite.sync_generated() to regenerate nbs/manifest.schema.json"

@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 import pytest
 from conftest import ROOT, cli, artifacts_dir
+from qvl_nbsens.manifest import read_manifest
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 SIX = ['tiny_shapes_autoquant_all_layers_int8_small', 'tiny_shapes_autoquant_all_layers_int8_medium',
@@ -17,7 +18,7 @@ def suite(tmp_path_factory):
     t = time.time()
     r = cli('suite', '--out', out, check=0, timeout=1800)
     wall = time.time() - t
-    rss = max(json.loads(m.read_text())['timings']['peak_rss_mib'] for m in out.glob('*/*_quant_manifest.json'))
+    rss = max(read_manifest(m).timings.peak_rss_mib for m in out.glob('*/*_quant_manifest.json'))
     (artifacts_dir()/'suite-default.txt').write_text(f"qvl-nbsens suite (embedded default, 6 runs): {wall:.1f}s wall, "
                                                       f"largest peak RSS of a run kernel {rss:.0f} MiB\n{r.stdout[-3000:]}")
     return out, r, wall
@@ -29,15 +30,15 @@ def test_suite_writes_six_runs_with_notebooks_and_index(suite):
     for name in SIX:
         d = out/name
         assert {'run.ipynb', 'report.html', 'per-layer-sensitivity.md', 'per-layer-sensitivity.json', 'per-sample-scores.npz',
-                f'{name}_quant_manifest.json', f'{name}_autoquant_state.pt'} == {p.name for p in d.iterdir()}
+                f'{name}_quant_manifest.json', f'{name}_autoquant_state.pt'} == {p.name for p in d.iterdir()} - {'run.stderr.txt'}
         nb = json.loads((d/'run.ipynb').read_text())
         outs = [o for c in nb['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', [])]
         assert not [o for o in outs if o.get('output_type') == 'error']
         html = ''.join(''.join(o.get('data', {}).get('text/html', '')) for o in outs if 'data' in o)
         assert html.count('Plotly.newPlot') == 6 and '<script src="https://cdn.plot.ly' not in html  # 4 + ground truth + Pareto
-        m = json.loads((d/f'{name}_quant_manifest.json').read_text())
-        assert m['validation']['correlations']['kl']['spearman'] > 0.5 and len(m['pareto']['validated']) == 3
-        assert m['confidence']['parts_sum_max_rel_err'] < 1e-3
+        m = read_manifest(d/f'{name}_quant_manifest.json')
+        assert m.validation.correlations.kl.spearman > 0.5 and len(m.pareto.validated) == 3
+        assert m.confidence.parts_sum_max_rel_err < 1e-3
     doc = json.loads((out/'suite.json').read_text())
     assert [x['run'] for x in doc['runs']] == SIX
     assert set(doc['stability_spearman']) == {'all-layers/wint8_aint8/gradient', 'lm-only/wint8_aint8/gradient'}
@@ -105,7 +106,7 @@ def test_suite_takes_paths_relative_to_where_it_starts(tmp_path):
     shutil.copytree(default_fixture_dir(), tmp_path/'ckpt')
     cli('suite', '--model-dir', 'ckpt', '--out', 'out', '--scopes', 'lm-only', '--sizes', 'small', '--no-validate', check=0, cwd=tmp_path)
     (m,) = (tmp_path/'out').glob('*/*_quant_manifest.json')
-    assert json.loads(m.read_text())['model']['path'] == str(tmp_path/'ckpt')
+    assert read_manifest(m).model.path == str(tmp_path/'ckpt')
 
 
 # Chromium with the network off, by two locks that each block on their own: every http(s)/ws request goes to a proxy
