@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
-from .core import QvlError
+from .core import QvlError, resolve_inside
 from .manifest import Manifest, read_manifest
 
 # %% auto #0
@@ -22,6 +22,7 @@ HANDLE_COLUMNS = ['handle', 'layer', 'tower', 'block', 'kind', 'rank', 'sensitiv
                   'score_ci_lo', 'score_ci_hi', 'rank_ci_lo', 'rank_ci_hi', 'rank_ci_wide', 'size_cost', 'num_bits',
                   'quantized_format', 'chosen_format', 'quantized', 'formats', 'members', 'measured_kl', 'measured_delta_loss']
 
+# %% ../nbs/07a_tables.ipynb #7b1c0a01
 def _pair(v, i): return None if v is None else v[i]
 
 def handle_frame(man: Manifest) -> pd.DataFrame:
@@ -54,6 +55,7 @@ class Run:
     @property
     def name(self) -> str: return self.manifest.scheme.name
 
+# %% ../nbs/07a_tables.ipynb #7b1c0a02
 def manifest_file(run_dir) -> Path:
     "The `*_quant_manifest.json` of a run directory (or the file itself); `QvlError` when there is none or several."
     p = Path(run_dir)
@@ -62,6 +64,7 @@ def manifest_file(run_dir) -> Path:
     if len(found) != 1: raise QvlError(f"{p} is not a run directory: {'no' if not found else len(found)} *_quant_manifest.json files")
     return found[0]
 
+# %% ../nbs/07a_tables.ipynb #7b1c0a03
 def load_run(run_dir) -> Run:
     "The `Run` in `run_dir` (a run directory or a manifest file)."
     mf = manifest_file(run_dir)
@@ -102,11 +105,20 @@ class Suite:
         front = ['run', 'scope', 'size', 'pair', 'method']
         return pd.concat(parts, ignore_index=True)[front + HANDLE_COLUMNS] if parts else pd.DataFrame(columns=front + HANDLE_COLUMNS)
 
+# %% ../nbs/07a_tables.ipynb #7b1c0a04
+def _listed_runs(idx: Path) -> list[str]:
+    "Run folder names a `suite.json` lists; `QvlError` when it is not one."
+    try: return [str(r['dir']) for r in json.loads(idx.read_text())['runs']]
+    except (ValueError, KeyError, TypeError) as e:
+        raise QvlError(f"{idx} is not a qvl_nbsens suite index ({type(e).__name__}: {e}); remove it to load every run folder") from None
+
 def load_suite(suite_dir) -> Suite:
-    "The `Suite` in `suite_dir`: the runs its `suite.json` lists, in order, else every subfolder holding a manifest."
+    """The `Suite` in `suite_dir`: the runs its `suite.json` lists, in order, else every subfolder holding a manifest.
+    Raises `QvlError` for a missing folder, a broken index or a listed run outside the folder."""
     d = Path(suite_dir)
     if not d.is_dir(): raise QvlError(f"suite folder {d} does not exist")
     idx = d/'suite.json'
-    names = [r['dir'] for r in json.loads(idx.read_text())['runs']] if idx.is_file() else \
-            sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
+    names = _listed_runs(idx) if idx.is_file() else sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
+    if idx.is_file():
+        for n in names: resolve_inside(d, n, 'run folder')    # a file names them: they must stay inside the folder
     return Suite(d, [load_run(d/n) for n in names])
