@@ -66,7 +66,7 @@ def _calib(sub):
     c.add_argument('--out', default=str(DEFAULT_CALIB_DIR), help='folder that receives the subset files')
     add_spec_options(c, Sweep, skip=('scopes', 'pairs', 'methods', 'kernel_per_run'))
     c.add_argument('--splits', default='train2017', help='COCO splits to draw from, e.g. train2017 or val2017 or both')
-    c.add_argument('--seed', type=int, default=0, help='seed of the sample draw')
+    add_spec_options(c, RunSpec, skip=[k for k in RunSpec.__dataclass_fields__ if k != 'seed'])
     c.add_argument('--force', action='store_true', help='replace existing subset files')
     c.set_defaults(func=cmd_calib)
 

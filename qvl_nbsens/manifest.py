@@ -10,16 +10,16 @@ import datetime, json, math
 from pathlib import Path
 from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from .core import QvlError, atomic_write_text
-from .quant import classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
+from .core import QvlError, SIZES, atomic_write_text
+from .quant import QUANT_PAIRS, classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
 from .spec import HOW, spec_options
 
 # %% auto #0
-__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'Record', 'ModelInfo', 'Dataset', 'Search', 'Timings', 'StateFile',
-           'Correlation', 'Correlations', 'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto',
-           'Measured', 'HandleRow', 'handle_row', 'assign_ranks', 'handle_records', 'Manifest', 'now_utc',
-           'LegacyEntry', 'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy', 'from_v1', 'read_manifest',
-           'write_manifest', 'manifest_schema']
+__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'LEGACY_SCOPES', 'Record', 'ModelInfo', 'Dataset', 'Environment',
+           'Search', 'Timings', 'StateFile', 'Correlation', 'Correlations', 'Confidence', 'Validation', 'ParetoPoint',
+           'MeasuredPoint', 'Pareto', 'Measured', 'HandleRow', 'handle_row', 'assign_ranks', 'handle_records',
+           'Manifest', 'now_utc', 'LegacyEntry', 'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy',
+           'from_v1', 'read_manifest', 'write_manifest', 'manifest_schema']
 
 # %% ../nbs/07_manifest.ipynb #b1da546e
 MANIFEST_VERSION = 2
@@ -71,6 +71,23 @@ class Dataset(Record):
     meta: dict[str, Any] = {}
     batch_size: int | None = None
     score_batches: int | None = None
+    num_batches: int | None = None
+    seq_len_min: int | None = None
+    seq_len_max: int | None = None
+    seq_len_mean: float | None = None
+    tokens: int | None = None
+    padded_tokens: int | None = None
+    image_patches: int | None = None
+
+class Environment(Record):
+    "Versions of what ran the run, and its device."
+    python: str | None = None
+    platform: str | None = None
+    torch: str | None = None
+    transformers: str | None = None
+    modelopt: str | None = None
+    qvl_nbsens: str | None = None
+    device: dict[str, Any] | None = None
 
 # %% ../nbs/07_manifest.ipynb #41dc56a7
 class Search(Record):
@@ -83,11 +100,23 @@ class Search(Record):
     searched_handles: int | None = None
     grad_checkpointing: bool | None = None
     score_reduction: str | None = None
+    checkpoint_found: bool | None = None
+    calibration_restored: bool | None = None
+    scores_restored: bool | None = None
 
 class Timings(Record):
-    "Wall seconds per phase (load, encode, extension, calibration, scoring, search, validation, reports, total) and peak RSS (MiB)."
+    "Wall seconds per phase and in all (`total`), and the run's peak resident memory (`peak_rss_mib`, MiB)."
     total: float | None = None
     peak_rss_mib: float | None = None
+    load_model: float | None = None
+    encode_batches: float | None = None
+    cuda_extension: float | None = None
+    calibration: float | None = None
+    scoring: float | None = None
+    search: float | None = None
+    autoquant_total: float | None = None
+    validation: float | None = None
+    reports: float | None = None
 
 class StateFile(Record):
     "The saved AutoQuant state: file name (relative to the run directory) and its top-level keys."
@@ -226,7 +255,7 @@ class Manifest(Record):
     scheme: Scheme
     model: ModelInfo
     dataset: Dataset = Dataset()
-    environment: dict[str, Any] | None = None
+    environment: Environment | None = None
     search: Search = Search()
     autoquant_state: StateFile | None = None
     layers: dict[str, dict[str, Any]] = {}
@@ -247,7 +276,7 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 # %% ../nbs/07_manifest.ipynb #a3168876
-_KEYED = {'layer_sensitivity', 'layers', 'meta', 'params', 'constraints', 'forward_calls', 'environment'}
+_KEYED = {'layer_sensitivity', 'layers', 'meta', 'params', 'constraints', 'forward_calls'}
 
 def _loc(loc) -> str:
     "A pydantic error location as a path: layer_sensitivity['x'].scores[1]."
@@ -287,7 +316,7 @@ class LegacyManifest(Record):
 def detect_schema(doc) -> str:
     "'qvl_nbsens' or 'legacy'; `QvlError` if the document is neither."
     if not isinstance(doc, dict): raise QvlError(f"a manifest is a JSON object, got {type(doc).__name__}")
-    if doc.get('generator') == 'qvl_nbsens': return 'qvl_nbsens'
+    if doc.get('generator') == 'qvl_nbsens' or isinstance(doc.get('manifest_version'), int): return 'qvl_nbsens'   # a re-written legacy one too
     if isinstance(doc.get('scheme'), dict) and 'auto_quantize_bits' in doc['scheme']: return 'legacy'
     raise QvlError("not a quant manifest: expected generator 'qvl_nbsens' or a legacy scheme.auto_quantize_bits")
 
@@ -298,6 +327,17 @@ def _legacy_chosen(layers: dict, handle: str, formats: list) -> str | None:
     none = [f for f in formats if is_unquantized(f)]
     return formats[quantized_index(formats)] if info['quantized'] else (none[0] if none else 'NONE')
 
+LEGACY_SCOPES = {'full': 'all-layers', 'all': 'all-layers', 'all_layers': 'all-layers', 'lm_only': 'lm-only', 'lm': 'lm-only'}
+
+def _legacy_settings(doc: dict) -> dict:
+    "scope, pair and size of a legacy manifest in this tool's terms (None where it does not say)."
+    sc, ds = doc['scheme'], doc.get('dataset') if isinstance(doc.get('dataset'), dict) else {}
+    mode = sc.get('coverage_mode')
+    fm = list(sc.get('quant_formats') or [])
+    n = ds.get('num_samples', ds.get('calib_size'))
+    size = ds.get('size') if ds.get('size') in SIZES else next((k for k, v in SIZES.items() if v == n), None)
+    return dict(scope=LEGACY_SCOPES.get(mode, mode), pair=next((p.name for p in QUANT_PAIRS.values() if list(p.formats) == fm), None), size=size)
+
 def from_legacy(doc: dict) -> dict:
     "A legacy manifest (already checked against `LegacyManifest`) as a version-2 document."
     lg, sc, st = LegacyManifest.model_validate(doc), doc['scheme'], doc.get('autoquant_state') or {}
@@ -307,7 +347,7 @@ def from_legacy(doc: dict) -> dict:
         r = handle_row(h, e.formats, e.scores, e.costs, chosen_format=_legacy_chosen(lg.layers, h, e.formats), **extra)
         if r is not None: rows[h] = r
     scheme = dict(name=sc['name'], method=sc.get('auto_quantize_method'), effective_bits=float(sc['auto_quantize_bits']),
-                  score_size=sc.get('auto_quantize_score_size'), scope=sc.get('coverage_mode'), formats=sc.get('quant_formats') or [])
+                  score_size=sc.get('auto_quantize_score_size'), formats=sc.get('quant_formats') or [], **_legacy_settings(doc))
     return dict(source='legacy', generator=str(doc.get('generator') or 'legacy'), scheme=scheme, model=doc['model'],
                 dataset=dict(doc.get('dataset') or {}), layers=lg.layers,
                 search=dict(constraints=st.get('constraints'), total_score=st.get('score'), is_satisfied=st.get('is_satisfied')),
@@ -334,6 +374,7 @@ def read_manifest(src) -> Manifest:
     try:
         if detect_schema(doc) == 'legacy': doc = from_legacy(doc)
         elif doc.get('manifest_version', 1) < 2: doc = from_v1(doc)
+        else: doc = dict(doc, source='qvl_nbsens' if doc.get('generator') == 'qvl_nbsens' else 'legacy')
         man = Manifest.model_validate(doc)
     except ValidationError as e: raise _message(e, name) from None
     assign_ranks(man.layer_sensitivity)
@@ -351,4 +392,4 @@ def manifest_schema() -> dict:
     "JSON Schema (draft 2020-12) of a version-2 quant manifest, generated from `Manifest`."
     sch = Manifest.model_json_schema(mode='serialization')
     sch['properties'].pop('source', None)
-    return {'$schema': 'https://json-schema.org/draft/2020-12/schema', 'title': 'qvl_nbsens quant manifest', **sch}
+    return {'$schema': 'https://json-schema.org/draft/2020-12/schema', **sch, 'title': 'qvl_nbsens quant manifest'}

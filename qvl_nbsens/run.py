@@ -251,7 +251,9 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
                     keep_model: bool = False) -> Path:
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
     `loaded=(model, processor)` skips loading (the search modifies the model: pass a fresh copy each time);
-    `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel)."""
+    `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel).
+    Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
+    made with other settings."""
     t_start, spec = time.perf_counter(), spec.resolved()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final = Path(out)/name
@@ -300,6 +302,7 @@ def validate_run(run_dir, force: bool = False, **settings) -> Path:
     model, processor = load_model(spec.model_dir, spec.device, spec.device_map)
     state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
     model = restore_search(model, state)                # the searched, calibrated model: no forward pass, no checkpoint
+    m = m.model_copy(deep=True)
     for r in m.layer_sensitivity.values(): r.measured = None     # a new measurement replaces the old one entirely
     trust = run_validation(spec, model, processor, state, m.layer_sensitivity)
     parts = rd/PARTS_FILE

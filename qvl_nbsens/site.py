@@ -6,11 +6,11 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/site.html.md"""
 
 # %% ../nbs/08b_site.ipynb #2e64e40a
 from __future__ import annotations
-import html, json, re, uuid
+import html, json, re, shutil, uuid
 from pathlib import Path
-from .core import QvlError, atomic_dir, atomic_write_text
+from .core import QvlError, atomic_dir, atomic_write_text, resolve_inside
 from .plots import fig_rank_scatter
-from .tables import Suite, load_run
+from .tables import Suite, load_run, listed_runs
 
 # %% auto #0
 __all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'site_pages', 'build_site', 'rank_agreement_html',
@@ -95,9 +95,10 @@ def suite_runs(suite) -> tuple[dict, list[dict]]:
     "(suite index, runs) of a suite folder, checking every run has its executed notebook."
     suite = Path(suite)
     if not (suite/'suite.json').is_file(): raise QvlError(f"{suite} has no suite.json: run `qvl-nbsens suite` first")
+    listed_runs(suite/'suite.json')                               # a broken index is one line, not a traceback
     doc = json.loads((suite/'suite.json').read_text())
     for r in doc['runs']:
-        nb = suite/r['dir']/'run.ipynb'
+        nb = resolve_inside(suite, r['dir'], 'run folder')/'run.ipynb'
         if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
     return doc, doc['runs']
 
@@ -126,6 +127,7 @@ def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
             head, body = _render_nb(p['nb'])
             (tmp/p['file']).write_text(_wrap(p['title'], body, pages, p['file'], head))
         if suite is not None: (tmp/'results.html').write_text(_wrap('Suite overview', _suite_body(suite, runs), pages, 'results.html'))
+        if (nbs/'manifest.schema.json').is_file(): shutil.copy(nbs/'manifest.schema.json', tmp)   # for tools that read runs
     return Path(out)
 
 # %% ../nbs/08b_site.ipynb #3b22fa05
@@ -171,11 +173,13 @@ def _frontmatter_cell() -> dict:
     return dict(cell_type='raw', id=uuid.uuid4().hex[:8], metadata={}, source='---\nskip_exec: true\nskip_showdoc: true\n---')
 
 # %% ../nbs/08b_site.ipynb #a8541e61
+def _bits(v) -> str: return '?' if v is None else f"{v:.2f}"
+
 def _run_page(nb_path: Path, r: dict) -> dict:
     "The executed run notebook as a site page: a title naming the run, frontmatter telling nbdev not to execute it."
     nb = json.loads(nb_path.read_text())
     head = (f"# {r['run']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
-            f"{r['pair']} · {r['method']} · {r['achieved_effective_bits']:.2f} effective bits")
+            f"{r['pair']} · {r['method']} · {_bits(r.get('achieved_effective_bits'))} effective bits")
     cells = [c for c in nb['cells'] if not (c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('# '))]
     nb['cells'] = [_frontmatter_cell(), _md_cell(head)] + cells
     return nb

@@ -100,8 +100,9 @@ def check_spec(spec) -> None:
     "Raise `QvlError` for a field outside its allowed values or a number out of range."
     for name, o in spec_options(type(spec)).items():
         v = getattr(spec, name)
-        if o['choices'] and v not in o['choices']:
-            raise QvlError(f"unknown {name.replace('_', ' ')} {v!r}: expected one of {', '.join(map(str, o['choices']))}")
+        for x in (v if o['type'] is tuple else (v,)):    # a sweep field: each value
+            if o['choices'] and x not in o['choices']:
+                raise QvlError(f"unknown {name.replace('_', ' ')} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
     for name in ('batch_size', 'score_size', 'heldout_size', 'validate_top_k'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
@@ -142,8 +143,8 @@ class SuiteSpec:
 
     def runs(self) -> list[RunSpec]:
         "One `RunSpec` per combination, with absolute paths (the run notebooks execute in another working directory)."
-        base = self.run.resolved()
-        s = self.sweep
+        base, s = self.run.resolved(), self.sweep
+        check_spec(s)
         return [replace(base, scope=sc, size=sz, pair=p, method=m)
                 for p in s.pairs for m in s.methods for sc in s.scopes for sz in s.sizes]
 

@@ -15,7 +15,7 @@ from .manifest import Manifest, read_manifest
 
 # %% auto #0
 __all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'handle_frame', 'Run', 'manifest_file', 'load_run', 'run_summary', 'Suite',
-           'load_suite']
+           'listed_runs', 'load_suite']
 
 # %% ../nbs/07a_tables.ipynb #a5086da5
 HANDLE_COLUMNS = ['handle', 'layer', 'tower', 'block', 'kind', 'rank', 'sensitivity', 'sensitivity_per_sample',
@@ -106,7 +106,7 @@ class Suite:
         return pd.concat(parts, ignore_index=True)[front + HANDLE_COLUMNS] if parts else pd.DataFrame(columns=front + HANDLE_COLUMNS)
 
 # %% ../nbs/07a_tables.ipynb #7b1c0a04
-def _listed_runs(idx: Path) -> list[str]:
+def listed_runs(idx: Path) -> list[str]:
     "Run folder names a `suite.json` lists; `QvlError` when it is not one."
     try: return [str(r['dir']) for r in json.loads(idx.read_text())['runs']]
     except (ValueError, KeyError, TypeError) as e:
@@ -118,7 +118,7 @@ def load_suite(suite_dir) -> Suite:
     d = Path(suite_dir)
     if not d.is_dir(): raise QvlError(f"suite folder {d} does not exist")
     idx = d/'suite.json'
-    names = _listed_runs(idx) if idx.is_file() else sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
+    names = listed_runs(idx) if idx.is_file() else sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
     if idx.is_file():
         for n in names: resolve_inside(d, n, 'run folder')    # a file names them: they must stay inside the folder
     return Suite(d, [load_run(d/n) for n in names])
