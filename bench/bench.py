@@ -136,11 +136,8 @@ def compare_scores(a: dict, b: dict) -> dict:
 
 def forget_kept_model():
     "Drop the model this process keeps for `run_sensitivity(keep_model=True)` (the next keep loads it again)."
-    from qvl_nbsens import loading
-    forget = getattr(loading, 'forget_model', None)
-    if forget is not None: forget()
-    else: getattr(loading, '_KEPT').clear()
-    gc.collect()
+    from qvl_nbsens.loading import forget_model
+    forget_model()
 
 @contextlib.contextmanager
 def kept_model(b: Bench):
@@ -174,16 +171,14 @@ def one_run(b: Bench, out: Path, label: str | None = None, **over) -> dict:
     run = load_run(rd)
     m = run.manifest
     tm, ds = m.timings, m.dataset
-    tt = lambda k: getattr(tm, k, None)
     peak = torch.cuda.max_memory_allocated()/2**30 if b.cuda else None
     frame = run.frame()
     r = dict(kind='project', scope=spec.scope, size=spec.size, samples=ds.num_samples, score_samples=ds.score_samples,
-             batch_size=spec.batch_size, wall_s=round(wall, 2), total_s=tm.total, load_s=tt('load_model'), load=m.model.load,
-             encode_s=tt('encode_batches'), cuda_extension_s=tt('cuda_extension'), calibration_s=tt('calibration'),
-             scoring_s=tt('scoring'), search_s=tt('search'), validation_s=tt('validation'), reports_s=tt('reports'),
+             batch_size=spec.batch_size, wall_s=round(wall, 2), total_s=tm.total, load_s=tm.load_model, load=m.model.load,
+             encode_s=tm.encode_batches, cuda_extension_s=tm.cuda_extension, calibration_s=tm.calibration,
+             scoring_s=tm.scoring, search_s=tm.search, validation_s=tm.validation, reports_s=tm.reports,
              peak_gib=None if peak is None else round(peak, 2), peak_rss_mib=tm.peak_rss_mib,
-             tokens_mean=getattr(ds, 'seq_len_mean', None), padded_tokens=getattr(ds, 'padded_tokens', None),
-             tokens=getattr(ds, 'tokens', None), image_patches=getattr(ds, 'image_patches', None), dir=rd.name,
+             tokens_mean=ds.seq_len_mean, padded_tokens=ds.padded_tokens, tokens=ds.tokens, image_patches=ds.image_patches, dir=rd.name,
              grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction,
              wide_rank_intervals=m.confidence.wide_rank_intervals if m.confidence else None,
              ground_truth=m.validation.correlations.model_dump() if m.validation else None,
@@ -303,21 +298,18 @@ def profile_scoring(b: Bench, variant: str, n_batches: int = 2) -> dict:
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import profile, ProfilerActivity
-    from modelopt.torch.quantization.algorithms import AutoQuantizeGradientSearcher as S
-    orig, got = S._estimate_auto_quantize_scores, {}
-    def wrapped(self, *a, **k):
+    from qvl_nbsens.modelopt_adapter import around_scoring
+    got = {}
+    @contextlib.contextmanager
+    def profiled():
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.cuda else [])
         with profile(activities=acts) as prof:
-            r = orig(self, *a, **k)
+            yield
             if b.cuda: torch.cuda.synchronize()
         got['prof'] = prof
-        return r
-    S._estimate_auto_quantize_scores = wrapped
-    try:
-        with kept_model(b):
-            one_run(b, b.work/f'profile-{variant}', label=f'profile-{variant}', scope='all-layers', size='medium',
-                    score_size=n_batches*b.a.batch_size, **VARIANTS[variant])
-    finally: S._estimate_auto_quantize_scores = orig
+    with around_scoring(profiled), kept_model(b):
+        one_run(b, b.work/f'profile-{variant}', label=f'profile-{variant}', scope='all-layers', size='medium',
+                score_size=n_batches*b.a.batch_size, **VARIANTS[variant])
     if 'prof' not in got: raise RuntimeError("the scoring phase did not run: nothing was profiled")
     ka = got['prof'].key_averages()
     # the device's own events (kernels) carry the GPU time; ops carry it too, so the total is over device events alone

@@ -12,7 +12,7 @@ import torch
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model']
+__all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model', 'forget_model']
 
 # %% ../nbs/05b_loading.ipynb #be046054
 def resolve_device(device: str = 'auto') -> str:
@@ -74,3 +74,9 @@ def reusable_model(model_dir, device: str = 'auto', dtype=None):
         _KEPT.update(key=key, base=base, proc=proc)
     return copy.deepcopy(_KEPT['base']), _KEPT['proc']
 reusable_model.reused = False
+
+# %% ../nbs/05b_loading.ipynb #5e1f0a01
+def forget_model() -> None:
+    "Drop the model `reusable_model` keeps (the next call loads it again) and return its memory."
+    _KEPT.clear(); gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()

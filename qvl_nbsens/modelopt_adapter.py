@@ -14,7 +14,7 @@ from .core import QvlError
 # %% auto #0
 __all__ = ['SUPPORTED_MODELOPT', 'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant',
            'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
-           'resumable_candidate_stats', 'search_clock', 'no_kv_cache', 'gradient_checkpointing',
+           'resumable_candidate_stats', 'search_clock', 'around_scoring', 'no_kv_cache', 'gradient_checkpointing',
            'shared_score_reduction', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
            'restore_search']
 
@@ -111,6 +111,18 @@ def search_clock(clock, check=None):
     S.run_search = run_search
     try: yield
     finally: S.run_search = orig
+
+# %% ../nbs/05a_modelopt.ipynb #7a2e0c02
+@contextlib.contextmanager
+def around_scoring(make_context):
+    "While inside, ModelOpt's gradient score estimation (the whole scoring phase) runs within `make_context()`."
+    S = A.AutoQuantizeGradientSearcher
+    orig = S._estimate_auto_quantize_scores
+    def wrapped(self, *a, **k):
+        with make_context(): return orig(self, *a, **k)
+    S._estimate_auto_quantize_scores = wrapped
+    try: yield
+    finally: S._estimate_auto_quantize_scores = orig
 
 # %% ../nbs/05a_modelopt.ipynb #d43700cc
 @contextlib.contextmanager

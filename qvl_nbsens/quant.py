@@ -48,9 +48,9 @@ def get_pair(name: str) -> QuantPair:
 # %% ../nbs/05_quant.ipynb #aa0afce6
 def modelopt_formats(pair: QuantPair) -> list:
     "ModelOpt config dicts for the formats of `pair`."
-    import modelopt.torch.quantization as mtq
+    import modelopt, modelopt.torch.quantization as mtq
     missing = [f for f in pair.formats if not hasattr(mtq, f)]
-    if missing: raise QvlError(f"this ModelOpt ({mtq.__name__}) has no {', '.join(missing)}")
+    if missing: raise QvlError(f"ModelOpt {modelopt.__version__} has no {', '.join(missing)}: quant pair {pair.name} needs it")
     return [getattr(mtq, f) for f in pair.formats]
 
 # %% ../nbs/05_quant.ipynb #2700d81e
