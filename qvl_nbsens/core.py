@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'QvlError', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
-           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir', 'path_aliases', 'publish_paths']
+           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir', 'path_aliases', 'publish_paths',
+           'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
@@ -137,3 +138,14 @@ def publish_paths(obj, aliases: list[tuple[str, str]]):
         text = re.sub(r'(?<![\w.~$-])' + re.escape(json.dumps(full)[1:-1]) + r'(?![\w.~-])', lambda m: shown, text)
     text = re.sub(r'(?<![\w/.~$-])\./', '', text)    # './x' reads better as 'x'
     return json.loads(text)
+
+# %% ../nbs/00_core.ipynb #6c0d92e5
+def shown_path(p) -> str | None:
+    "Path `p` as a published manifest records it: under the cache as `$QVL_NBSENS_CACHE/...`, under home as `~/...`."
+    return None if p is None else publish_paths({'p': str(p)}, path_aliases())['p']
+
+def expand_path(p) -> str | None:
+    "The real path of a recorded one: `~` and `$QVL_NBSENS_CACHE` (default `~/.cache/qvl_nbsens`) expanded."
+    if p is None: return None
+    cache = os.environ.get('QVL_NBSENS_CACHE') or str(Path.home()/'.cache'/'qvl_nbsens')
+    return os.path.expanduser(str(p).replace('$QVL_NBSENS_CACHE', cache, 1) if str(p).startswith('$QVL_NBSENS_CACHE') else str(p))

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, sha256_file, atomic_write_json
+from .core import QvlError, sha256_file, atomic_write_json, shown_path, expand_path
 from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
@@ -156,7 +156,7 @@ def run_scheme(spec: RunSpec, name: str, n_score: int) -> Scheme:
 
 def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
     "The model block: id, folder, config digest, dtype, placement, parameters per tower."
-    return ModelInfo(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg), path=spec.model_dir,
+    return ModelInfo(id=model_id(spec.model_dir, cfg), tag=model_tag(spec.model_dir, cfg), path=shown_path(spec.model_dir),
                      config_sha256=sha256_file(Path(spec.model_dir)/'config.json'), dtype=str(model.dtype).replace('torch.', ''),
                      device=spec.device, device_map=spec.device_map, devices=sorted({str(p.device) for p in model.parameters()}),
                      load=load, params=tower_params(model))
@@ -165,7 +165,7 @@ def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
 def dataset_info(spec: RunSpec, calib, db, batches, n_score: int, score_batches) -> Dataset:
     "The dataset block: the subset file and its digest, sample counts, batching and token counts."
     return Dataset(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
-                   db_path=str(db), db_sha256=sha256_file(db), coco_root=str(Path(calib.coco_root).resolve()), meta=calib.meta,
+                   db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=calib.meta,
                    batch_size=spec.batch_size, score_batches=score_batches or len(batches), **batch_stats(batches))
 
 def layer_map(state: dict, best: dict, model) -> dict:
@@ -281,9 +281,9 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
 
 # %% ../nbs/08_run.ipynb #e27674ac
 def spec_of(man: Manifest, **over) -> RunSpec:
-    "The `RunSpec` a qvl_nbsens manifest was made with (model, data and scheme settings), with `over` applied."
+    "The `RunSpec` a qvl_nbsens manifest was made with (model, data and scheme settings; paths expanded), with `over` applied."
     ds = man.dataset
-    return RunSpec(model_dir=man.model.path, calib_dir=str(Path(ds.db_path).parent), coco_root=ds.coco_root,
+    return RunSpec(model_dir=expand_path(man.model.path), calib_dir=str(Path(expand_path(ds.db_path)).parent), coco_root=expand_path(ds.coco_root),
                    **{**{k: getattr(man.scheme, k) for k in SCHEME_SETTINGS if getattr(man.scheme, k) is not None}, **over})
 
 # %% ../nbs/08_run.ipynb #5113c3e8
