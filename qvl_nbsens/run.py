@@ -214,9 +214,8 @@ def planned_run_name(spec: RunSpec) -> str:
                     spec.effective_bits, spec.calib_mode, spec.score_size)
 
 # %% ../nbs/08_run.ipynb #5de5c96b
-def obtain_model(spec: RunSpec, loaded=None, keep_model: bool = False) -> tuple:
-    "(model, processor, how): passed in, a fresh copy of the model this process keeps (`keep_model`), or loaded."
-    if loaded is not None: return (*loaded, 'passed in')
+def obtain_model(spec: RunSpec, keep_model: bool = False) -> tuple:
+    "(model, processor, how): a fresh copy of the model this process keeps (`keep_model`), or loaded."
     if keep_model and spec.device_map is None:
         model, processor = reusable_model(spec.model_dir, spec.device)
         return model, processor, "copy of the kernel's loaded model" if reusable_model.reused else 'loaded'
@@ -247,10 +246,8 @@ def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Pat
     return final
 
 # %% ../nbs/08_run.ipynb #2058a5c6
-def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, loaded: tuple | None = None,
-                    keep_model: bool = False) -> Path:
+def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, keep_model: bool = False) -> Path:
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
-    `loaded=(model, processor)` skips loading (the search modifies the model: pass a fresh copy each time);
     `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel).
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other settings."""
@@ -263,7 +260,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     partial = _prepare_partial(Path(out)/f'.{name}.partial', spec.key(), force)
     atomic_write_json(partial/'run_args.json', dict(key=spec.key(), spec=asdict(spec)), force=True)
     say = print if verbose else (lambda *a, **k: None)
-    t = time.perf_counter(); model, processor, how = obtain_model(spec, loaded, keep_model); t_load = time.perf_counter() - t
+    t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
     t = time.perf_counter(); batches = calib_batches(spec, calib, processor); t_encode = time.perf_counter() - t
     score_batches, res = search(spec, model, batches, len(calib), partial)

@@ -92,6 +92,15 @@ def test_run_notebooks_read_like_reports(suite, machine_paths):
         assert not problems, f"{name}/run.ipynb:\n" + '\n'.join(problems)
 
 
+def test_published_run_files_name_no_machine_path(suite, machine_paths):
+    "Every text file of a published run (manifest, reports, report.html, stderr log) shows paths relative to the suite, ~ or the cache."
+    out, _, _ = suite
+    problems = [f"{f.relative_to(out)} mentions {ps}" for name in SIX for f in sorted((out/name).iterdir())
+                if f.suffix in ('.json', '.md', '.html', '.txt', '.ipynb') and (ps := _paths_in(f.read_text(), machine_paths))]
+    problems += [f"{f.name} mentions {ps}" for f in (out/'README.md', out/'suite.json', out/'stability.json') if (ps := _paths_in(f.read_text(), machine_paths))]
+    assert not problems, '\n'.join(problems)
+
+
 def test_failing_notebook_names_the_cell_and_leaves_no_run(tmp_path):
     (tmp_path/'empty').mkdir()
     r = cli('suite', '--out', tmp_path/'out', '--calib-dir', tmp_path/'empty', '--scopes', 'lm-only', '--sizes', 'small', check=2)
