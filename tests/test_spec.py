@@ -2,7 +2,7 @@
 import json, re
 from dataclasses import fields
 from conftest import ROOT
-from qvl_nbsens.spec import RunSpec, Sweep, SWEPT, NOTEBOOK_PARAMS, parameters_cell, spec_options
+from qvl_nbsens.spec import RunSpec, Sweep, SWEPT, NOTEBOOK_PARAMS, VALIDATE_SETTINGS, parameters_cell, spec_options
 from qvl_nbsens.cli import build_parser
 
 
@@ -25,9 +25,13 @@ def test_cli_options_are_the_spec():
     run, suite = _options('run'), _options('suite')
     assert set(run) == {f.name for f in fields(RunSpec)} | {'out', 'force'}
     assert set(suite) == ({f.name for f in fields(RunSpec)} - set(SWEPT)) | {f.name for f in fields(Sweep)} | {'output_mode', 'out', 'force'}
+    validate = _options('validate')
+    assert set(validate) == set(VALIDATE_SETTINGS) | {'run_dir', 'force'}
     for name, o in spec_options().items():
-        assert run[name].default == o['default'] and run[name].help == o['help'], name
-        if o['choices']: assert tuple(run[name].choices) == o['choices'], name
+        for cmd, opts in (('run', run), ('suite', suite), ('validate', validate)):
+            if name not in opts: continue
+            assert opts[name].default == o['default'] and opts[name].help == o['help'], (cmd, name)
+            if o['choices']: assert tuple(opts[name].choices) == o['choices'], (cmd, name)
 
 
 def test_manifest_scheme_holds_the_result_settings():
