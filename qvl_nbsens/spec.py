@@ -129,10 +129,10 @@ SWEPT = dict(scope='scopes', size='sizes', pair='pairs', method='methods')
 @dataclass
 class Sweep:
     "What a suite sweeps (the product of these lists) and how it executes its runs."
-    scopes: tuple[Scope, ...] = tuple(SCOPES)  # scopes to run
-    sizes: tuple[Size, ...] = tuple(SIZES)  # calibration subset sizes to run
-    pairs: tuple[Pair, ...] = (DEFAULT_PAIR,)  # quant pairs to run
-    methods: tuple[Method, ...] = ('gradient',)  # AutoQuant score methods to run
+    scopes: tuple[Scope, ...] = tuple(SCOPES)  # scopes to run (comma-separated on the command line)
+    sizes: tuple[Size, ...] = tuple(SIZES)  # calibration subset sizes to run (comma-separated)
+    pairs: tuple[Pair, ...] = (DEFAULT_PAIR,)  # quant pairs to run (comma-separated)
+    methods: tuple[Method, ...] = ('gradient',)  # AutoQuant score methods to run (comma-separated)
     kernel_per_run: bool = False  # a fresh Python kernel (and model load) for every run instead of one shared kernel
 
 @dataclass
