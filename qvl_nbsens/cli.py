@@ -173,7 +173,8 @@ def main(argv=None) -> int:
     "Entry point of the `qvl-nbsens` console command."
     args = build_parser().parse_args(argv)
     try: args.func(args)
-    except QvlError as e:
-        print(f"qvl-nbsens {args.cmd}: error: {e}", file=sys.stderr)
+    except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
+        msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
+        print(f"qvl-nbsens {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -134,8 +134,9 @@ def path_aliases(base=None) -> list[tuple[str, str]]:
 def publish_paths(obj, aliases: list[tuple[str, str]]):
     "A copy of JSON-like `obj` with each absolute folder of `aliases` replaced by its short form where it is a whole path prefix."
     text = json.dumps(obj)
-    for full, shown in aliases:
-        text = re.sub(r'(?<![\w.~$-])' + re.escape(json.dumps(full)[1:-1]) + r'(?![\w.~-])', lambda m: shown, text)
+    for full, shown in aliases:     # as written, and as papermill writes it into a parameters cell (\xe9, \")
+        for form in dict.fromkeys([full, full.encode('unicode_escape').decode('ascii').replace('"', '\\"')]):
+            text = re.sub(r'(?<![\w.~$-])' + re.escape(json.dumps(form)[1:-1]) + r'(?![\w.~-])', lambda m: shown, text)
     text = re.sub(r'(?<![\w/.~$-])\./', '', text)    # './x' reads better as 'x'
     return json.loads(text)
 

@@ -8,18 +8,18 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/manifest.html.md"""
 from __future__ import annotations
 import datetime, json, math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from .core import QvlError, SIZES, atomic_write_text
 from .quant import QUANT_PAIRS, classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
 from .spec import HOW, spec_options
 
 # %% auto #0
-__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'LEGACY_SCOPES', 'Record', 'ModelInfo', 'Dataset', 'Environment',
-           'Search', 'Timings', 'StateFile', 'Correlation', 'Correlations', 'Confidence', 'Validation', 'ParetoPoint',
-           'MeasuredPoint', 'Pareto', 'Measured', 'HandleRow', 'handle_row', 'assign_ranks', 'handle_records',
-           'Manifest', 'now_utc', 'LegacyEntry', 'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy',
-           'from_v1', 'read_manifest', 'write_manifest', 'manifest_schema']
+__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'FloatInterval', 'IntInterval', 'LEGACY_SCOPES', 'Record',
+           'ModelInfo', 'Dataset', 'Environment', 'Search', 'Timings', 'StateFile', 'Correlation', 'Correlations',
+           'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto', 'Measured', 'HandleRow', 'handle_row',
+           'assign_ranks', 'handle_records', 'Manifest', 'now_utc', 'LegacyEntry', 'LegacyScheme', 'LegacyManifest',
+           'detect_schema', 'from_legacy', 'from_v1', 'read_manifest', 'write_manifest', 'manifest_schema']
 
 # %% ../nbs/07_manifest.ipynb #b1da546e
 MANIFEST_VERSION = 2
@@ -187,6 +187,9 @@ class Measured(Record):
     kl: float
     loss: float
 
+FloatInterval = Annotated[list[float], Field(min_length=2, max_length=2)]    # [low, high]
+IntInterval = Annotated[list[int], Field(min_length=2, max_length=2)]
+
 class HandleRow(Record):
     "One recipe handle: candidates, sensitivity, cost, rank, taxonomy, and the intervals and ground truth where measured."
     layer: str
@@ -204,9 +207,9 @@ class HandleRow(Record):
     size_cost: float
     rank: int = 0
     sensitivity_per_sample: float | None = None
-    score_ci95: list[float] | None = None
-    sensitivity_per_sample_ci95: list[float] | None = None
-    rank_ci95: list[int] | None = None
+    score_ci95: FloatInterval | None = None
+    sensitivity_per_sample_ci95: FloatInterval | None = None
+    rank_ci95: IntInterval | None = None
     rank_ci_wide: bool | None = None
     measured: Measured | None = None
 
@@ -372,11 +375,16 @@ def read_manifest(src) -> Manifest:
         name = str(p)
     else: doc, name = src, '<manifest>'
     try:
+        version = doc.get('manifest_version', 1) if isinstance(doc, dict) else None
         if detect_schema(doc) == 'legacy': doc = from_legacy(doc)
-        elif doc.get('manifest_version', 1) < 2: doc = from_v1(doc)
+        elif not isinstance(version, int) or isinstance(version, bool): raise QvlError(f"manifest_version must be a whole number, got {version!r}")
+        elif version > MANIFEST_VERSION: raise QvlError(f"manifest_version {version} is newer than this qvl_nbsens reads ({MANIFEST_VERSION}): upgrade qvl_nbsens")
+        elif version < 2: doc = from_v1(doc)
         else: doc = dict(doc, source='qvl_nbsens' if doc.get('generator') == 'qvl_nbsens' else 'legacy')
         man = Manifest.model_validate(doc)
     except ValidationError as e: raise _message(e, name) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:     # a part of the wrong shape before validation
+        raise QvlError(f"{name}: not a readable quant manifest ({type(e).__name__}: {str(e)[:200]})") from None
     assign_ranks(man.layer_sensitivity)
     return man
 

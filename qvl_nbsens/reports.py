@@ -10,7 +10,7 @@ import json, math
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import atomic_write_text
+from .core import QvlError, atomic_write_text, refuse_overwrite
 from .manifest import Correlation, HandleRow
 from .quant import TOWERS, strip_handle
 from .tables import Run, load_run
@@ -217,8 +217,10 @@ REPORT_JSON, REPORT_MD = 'per-layer-sensitivity.json', 'per-layer-sensitivity.md
 def write_reports(run: Run, out_dir, force: bool = False) -> tuple[Path, Path]:
     "Write both per-layer reports of `run` into `out_dir` (atomically); `QvlError` if they exist and not `force`."
     out = Path(out_dir)
-    j = atomic_write_text(out/REPORT_JSON, json.dumps(report_json(run), indent=2, allow_nan=False) + '\n', force)
-    return j, atomic_write_text(out/REPORT_MD, report_markdown(run), force)
+    if not run.manifest.layer_sensitivity: raise QvlError(f"{run.name}: the manifest holds no recipe handles, so there is nothing to report")
+    for f in (REPORT_JSON, REPORT_MD): refuse_overwrite(out/f, force)          # both or neither
+    texts = {REPORT_JSON: json.dumps(report_json(run), indent=2, allow_nan=False) + '\n', REPORT_MD: report_markdown(run)}
+    return tuple(atomic_write_text(out/f, t, force) for f, t in texts.items())
 
 def report_from_manifest(manifest_path, out_dir=None, force: bool = False) -> tuple[Path, Path]:
     "Regenerate the reports of a manifest file (default: beside it) without loading any model."

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, sha256_file, atomic_write_json, shown_path, expand_path
+from .core import QvlError, sha256_file, atomic_write_json, shown_path, expand_path, resolve_inside
 from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
@@ -293,11 +293,14 @@ def validate_run(run_dir, force: bool = False, **settings) -> Path:
     m = read_manifest(mf)
     if m.source != 'qvl_nbsens': raise QvlError(f"{mf.name} was not written by qvl_nbsens: validate needs the run's AutoQuant state")
     if m.validation and not force: raise QvlError(f"{rd.name} is already validated; pass --force to measure again")
-    st_file = rd/m.autoquant_state.file
+    if m.autoquant_state is None or not m.autoquant_state.file: raise QvlError(f"{mf.name} names no AutoQuant state file: validate needs it")
+    st_file = resolve_inside(rd, m.autoquant_state.file, 'AutoQuant state file')
     if not st_file.is_file(): raise QvlError(f"{st_file.name} is missing from {rd.name}: validate needs the run's AutoQuant state")
     spec = spec_of(m, **{'device_map': m.model.device_map, **settings, 'validate': True}).resolved()
+    try: state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
+    except Exception as e: raise QvlError(f"{st_file.name} is not a readable AutoQuant state ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(state, dict): raise QvlError(f"{st_file.name} is not an AutoQuant state (a {type(state).__name__})")
     model, processor = load_model(spec.model_dir, spec.device, spec.device_map)
-    state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
     model = restore_search(model, state)                # the searched, calibrated model: no forward pass, no checkpoint
     m = m.model_copy(deep=True)
     for r in m.layer_sensitivity.values(): r.measured = None     # a new measurement replaces the old one entirely

@@ -98,8 +98,11 @@ def suite_runs(suite) -> tuple[dict, list[dict]]:
     listed_runs(suite/'suite.json')                               # a broken index is one line, not a traceback
     doc = json.loads((suite/'suite.json').read_text())
     for r in doc['runs']:
+        if not isinstance(r, dict) or not re.fullmatch(r'[\w.-]+', str(r.get('run', ''))) or r.get('run') != r.get('dir') or r['run'] in ('.', '..'):
+            raise QvlError(f"{suite/'suite.json'}: run entry {str(r)[:80]} needs 'run' and 'dir', one plain folder name")
         nb = resolve_inside(suite, r['dir'], 'run folder')/'run.ipynb'
         if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
+    if not (suite/'README.md').is_file(): raise QvlError(f"{suite} has no README.md: run `qvl-nbsens suite` again to write its index")
     return doc, doc['runs']
 
 # %% ../nbs/08b_site.ipynb #3d799957
@@ -119,6 +122,9 @@ def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
     nbs = Path(nbs) if nbs else default_nbs()
     if not nbs.is_dir(): raise QvlError(f"notebook folder {nbs} not found (the site is built from a source checkout)")
     suite = Path(suite) if suite else None
+    for keep in [nbs] + ([suite] if suite is not None else []):     # --force replaces `out`: never a folder of inputs
+        if Path(out).resolve() in (keep.resolve(), *keep.resolve().parents):
+            raise QvlError(f"--out {out} would replace {keep}, which the site is built from: choose another folder")
     runs = suite_runs(suite)[1] if suite is not None else []
     pages = site_pages(nbs, suite, runs)
     with atomic_dir(out, force) as tmp:

@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/spec.html.md"""
 
 # %% ../nbs/05d_spec.ipynb #c14a18fe
 from __future__ import annotations
-import argparse, inspect, io, linecache, re, tokenize, typing
+import argparse, inspect, io, linecache, math, re, tokenize, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -96,16 +96,31 @@ def spec_options(cls=None) -> dict:
     return out
 
 # %% ../nbs/05d_spec.ipynb #b18ea6b1
+def _type_ok(x, typ) -> bool:
+    "Is `x` of field type `typ`? (bool is not a number here; an int is a float.)"
+    if typ is float: return isinstance(x, (int, float)) and not isinstance(x, bool)
+    if typ is int: return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, typ) if isinstance(typ, type) else True
+
 def check_spec(spec) -> None:
-    "Raise `QvlError` for a field outside its allowed values or a number out of range."
+    """Raise `QvlError` for a field of the wrong type, outside its allowed values or out of range: sizes >= 1, a finite
+    bit budget in (0, 32], a device `auto`, `cpu`, `cuda` or `cuda:N`, no value twice in a sweep."""
     for name, o in spec_options(type(spec)).items():
-        v = getattr(spec, name)
+        v, what = getattr(spec, name), name.replace('_', ' ')
+        if o['type'] is tuple and not isinstance(v, (tuple, list)): raise QvlError(f"{what} must be a list of values, got {v!r}")
         for x in (v if o['type'] is tuple else (v,)):    # a sweep field: each value
+            if x is None and o['type'] is not tuple and o['default'] is None: continue
             if o['choices'] and x not in o['choices']:
-                raise QvlError(f"unknown {name.replace('_', ' ')} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
+                raise QvlError(f"unknown {what} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
+            if not o['choices'] and not _type_ok(x, o['type']): raise QvlError(f"{what} must be a {o['type'].__name__}, got {x!r}")
+        if o['type'] is tuple and len(set(v)) != len(v): raise QvlError(f"{what} lists a value twice: {', '.join(map(str, v))}")
     for name in ('batch_size', 'score_size', 'heldout_size', 'validate_top_k'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
+    bits = getattr(spec, 'effective_bits', 8.0)
+    if not (math.isfinite(bits) and 0 < bits <= 32): raise QvlError(f"effective bits must be in (0, 32], got {bits!r}")
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', getattr(spec, 'device', 'auto')):
+        raise QvlError(f"unknown device {spec.device!r}: expected auto, cpu, cuda or cuda:N")
     if getattr(spec, 'calib_mode', 'vlm') == 'text' and getattr(spec, 'scope', 'lm-only') != 'lm-only':
         raise QvlError('text-only calibration (calib_mode text) is for lm-only runs')
 

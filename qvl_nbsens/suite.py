@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish_paths, path_aliases
 from .tables import load_run, Suite
-from .manifest import now_utc
+from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
 from .spec import RunSpec, SuiteSpec
 from .run import planned_run_name
@@ -187,20 +187,26 @@ def suite_kernel(cwd):
     finally: km.shutdown_kernel(now=True)
 
 # %% ../nbs/08a_suite.ipynb #1f2cc2a1
-def run_complete(run_dir: Path) -> bool:
-    "A finished run directory of the suite: its executed notebook and its manifest are there."
-    return (run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))
+def run_complete(run_dir: Path, spec: RunSpec) -> bool:
+    """A finished run directory of the suite (its executed notebook and manifest are there) made with `spec`'s
+    settings; `QvlError` when it was made with other ones (the suite would list it under settings it did not use)."""
+    if not ((run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))): return False
+    sc = load_run(run_dir).manifest.scheme
+    if diff := [f"{k} {getattr(sc, k)!r}, not {getattr(spec, k)!r}" for k in SCHEME_SETTINGS if getattr(sc, k) != getattr(spec, k)]:
+        raise QvlError(f"{run_dir.name} in {run_dir.parent} was made with other settings ({'; '.join(diff)}): pass --force to replace it, or another --out")
+    return True
 
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
     from tqdm.auto import tqdm
+    todo = spec.runs()                           # checked before anything is written
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
-    bar = tqdm(spec.runs(), desc='suite', unit='run', disable=not verbose)
+    bar = tqdm(todo, desc='suite', unit='run', disable=not verbose)
     with contextlib.ExitStack() as stack:
         for rs in bar:
             name = planned_run_name(rs); bar.set_postfix_str(name)
-            if run_complete(out/name) and not force:
+            if not force and run_complete(out/name, rs):
                 if verbose: tqdm.write(f"skip {name}: complete")
                 continue
             if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
