@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'QvlError', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
-           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_dir', 'path_aliases', 'publish_paths',
-           'shown_path', 'expand_path']
+           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases',
+           'publish_paths', 'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
@@ -116,18 +116,21 @@ def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
     return full
 
 # %% ../nbs/00_core.ipynb #b1b738b6
+def cache_base() -> Path:
+    "The project cache folder: `$QVL_NBSENS_CACHE`, default `~/.cache/qvl_nbsens` (the one setting read from the environment)."
+    return Path(os.environ.get('QVL_NBSENS_CACHE') or Path.home()/'.cache'/'qvl_nbsens')
+
 def cache_dir(*parts) -> Path:
-    "A directory under the project cache (`$QVL_NBSENS_CACHE`, default `~/.cache/qvl_nbsens`)."
-    base = Path(os.environ.get('QVL_NBSENS_CACHE') or Path.home()/'.cache'/'qvl_nbsens')
-    p = base.joinpath(*parts)
+    "A directory under the project cache (`cache_base()`), created if needed."
+    p = cache_base().joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 # %% ../nbs/00_core.ipynb #6c0d92e4
 def path_aliases(base=None) -> list[tuple[str, str]]:
     "[(absolute folder, shown as)] for folder `base` ('.'), a `$QVL_NBSENS_CACHE` folder and the home folder ('~'), longest first, each also resolved."
-    cache = os.environ.get('QVL_NBSENS_CACHE')   # unset: the cache is under the home folder and shows as ~/.cache/...
-    places = ([(Path(base), '.')] if base else []) + ([(Path(cache), '$QVL_NBSENS_CACHE')] if cache else []) + [(Path.home(), '~')]
+    cache = [(cache_base(), '$QVL_NBSENS_CACHE')] if os.environ.get('QVL_NBSENS_CACHE') else []   # unset: it shows as ~/.cache/...
+    places = ([(Path(base), '.')] if base else []) + cache + [(Path.home(), '~')]
     pairs = {str(q): shown for p, shown in places for q in (p.absolute(), p.resolve()) if len(q.parts) > 1}
     return sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True)
 
@@ -148,5 +151,5 @@ def shown_path(p) -> str | None:
 def expand_path(p) -> str | None:
     "The real path of a recorded one: `~` and `$QVL_NBSENS_CACHE` (default `~/.cache/qvl_nbsens`) expanded."
     if p is None: return None
-    cache = os.environ.get('QVL_NBSENS_CACHE') or str(Path.home()/'.cache'/'qvl_nbsens')
-    return os.path.expanduser(str(p).replace('$QVL_NBSENS_CACHE', cache, 1) if str(p).startswith('$QVL_NBSENS_CACHE') else str(p))
+    p = str(p)
+    return os.path.expanduser(str(cache_base()) + p[len('$QVL_NBSENS_CACHE'):] if p.startswith('$QVL_NBSENS_CACHE') else p)

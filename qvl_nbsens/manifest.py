@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from .core import QvlError, SIZES, atomic_write_text
 from .quant import QUANT_PAIRS, classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
-from .spec import HOW, spec_options
+from .spec import HOW, PATHS, VALIDATE_SETTINGS, spec_options
 
 # %% auto #0
 __all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'FloatInterval', 'IntInterval', 'LEGACY_SCOPES', 'Record',
@@ -29,8 +29,7 @@ class Record(BaseModel):
     model_config = ConfigDict(strict=True, extra='allow')
 
 # %% ../nbs/07_manifest.ipynb #e3414553
-SCHEME_SETTINGS = tuple(k for k in spec_options() if k not in HOW + ('model_dir', 'calib_dir', 'coco_root', 'validate',
-                                                                     'heldout_size', 'validate_top_k'))
+SCHEME_SETTINGS = tuple(k for k in spec_options() if k not in HOW + PATHS + VALIDATE_SETTINGS + ('validate',))
 
 class _SchemeBase(Record):
     name: str

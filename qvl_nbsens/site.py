@@ -10,7 +10,7 @@ import html, json, re, shutil, uuid
 from pathlib import Path
 from .core import QvlError, atomic_dir, atomic_write_text, resolve_inside
 from .plots import fig_rank_scatter
-from .tables import Suite, load_run, listed_runs
+from .tables import Suite, load_run, suite_index
 
 # %% auto #0
 __all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'site_pages', 'build_site', 'rank_agreement_html',
@@ -91,19 +91,16 @@ def module_notebooks(nbs) -> list[Path]:
     return sorted(Path(nbs).glob('[0-9]*.ipynb'))
 
 # %% ../nbs/08b_site.ipynb #e88ea39a
-def suite_runs(suite) -> tuple[dict, list[dict]]:
-    "(suite index, runs) of a suite folder, checking every run has its executed notebook."
+def suite_runs(suite) -> list[dict]:
+    "The runs of a suite folder as its `suite.json` lists them (`tables.suite_index`), checking every run has its executed notebook."
     suite = Path(suite)
     if not (suite/'suite.json').is_file(): raise QvlError(f"{suite} has no suite.json: run `qvl-nbsens suite` first")
-    listed_runs(suite/'suite.json')                               # a broken index is one line, not a traceback
-    doc = json.loads((suite/'suite.json').read_text())
-    for r in doc['runs']:
-        if not isinstance(r, dict) or not re.fullmatch(r'[\w.-]+', str(r.get('run', ''))) or r.get('run') != r.get('dir') or r['run'] in ('.', '..'):
-            raise QvlError(f"{suite/'suite.json'}: run entry {str(r)[:80]} needs 'run' and 'dir', one plain folder name")
+    runs = suite_index(suite/'suite.json')
+    for r in runs:
         nb = resolve_inside(suite, r['dir'], 'run folder')/'run.ipynb'
         if not nb.is_file(): raise QvlError(f"{nb} is missing: the suite run {r['dir']} has no executed notebook")
     if not (suite/'README.md').is_file(): raise QvlError(f"{suite} has no README.md: run `qvl-nbsens suite` again to write its index")
-    return doc, doc['runs']
+    return runs
 
 # %% ../nbs/08b_site.ipynb #3d799957
 def site_pages(nbs: Path, suite: Path | None = None, runs: list = ()) -> list[dict]:
@@ -125,7 +122,7 @@ def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
     for keep in [nbs] + ([suite] if suite is not None else []):     # --force replaces `out`: never a folder of inputs
         if Path(out).resolve() in (keep.resolve(), *keep.resolve().parents):
             raise QvlError(f"--out {out} would replace {keep}, which the site is built from: choose another folder")
-    runs = suite_runs(suite)[1] if suite is not None else []
+    runs = suite_runs(suite) if suite is not None else []
     pages = site_pages(nbs, suite, runs)
     with atomic_dir(out, force) as tmp:
         for p in pages:
@@ -197,7 +194,7 @@ def _overview_page(suite: Path, runs: list) -> dict:
     plots = dict(cell_type='code', id=uuid.uuid4().hex[:8], metadata={}, execution_count=None,
                  source=("#| echo: false\nfrom pathlib import Path\nfrom IPython.display import HTML\n"
                          "from qvl_nbsens.site import rank_agreement_html, suite_runs\n"
-                         f"suite = Path({suite.name!r})  # the suite folder\nHTML(rank_agreement_html(suite, suite_runs(suite)[1]))"),
+                         f"suite = Path({suite.name!r})  # the suite folder\nHTML(rank_agreement_html(suite, suite_runs(suite)))"),
                  outputs=[dict(output_type='display_data', metadata={}, data={'text/html': rank_agreement_html(suite, runs)})])
     title = _md_cell(f"# Results\n\n> The sensitivity suite in `{suite.name}`: every run, its headline numbers, and rank agreement across sizes.")
     return dict(cells=[_frontmatter_cell(), title, _md_cell(md.strip()), plots],  # nbdev turns the title cell into frontmatter: the body needs its own cell
@@ -209,7 +206,7 @@ def write_quarto_results(suite, nbs=None, force: bool = False) -> Path:
     nbs = Path(nbs) if nbs else default_nbs()
     if not (nbs/'_quarto.yml').is_file(): raise QvlError(f"{nbs} has no _quarto.yml: not the project's notebook folder")
     suite = Path(suite)
-    _, runs = suite_runs(suite)
+    runs = suite_runs(suite)
     with atomic_dir(nbs/RESULTS_DIR, force) as tmp:
         for r in runs: (tmp/f"{r['run']}.ipynb").write_text(json.dumps(_run_page(suite/r['dir']/'run.ipynb', r), indent=1))
         (tmp/'index.ipynb').write_text(json.dumps(_overview_page(suite, runs), indent=1))

@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/spec.html.md"""
 
 # %% ../nbs/05d_spec.ipynb #c14a18fe
 from __future__ import annotations
-import argparse, inspect, io, linecache, math, re, tokenize, typing
+import argparse, functools, inspect, io, linecache, math, re, tokenize, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -14,7 +14,7 @@ from .core import QvlError, SIZES, sha256_json
 from .quant import QUANT_PAIRS, SCOPES, DEFAULT_PAIR
 
 # %% auto #0
-__all__ = ['Scope', 'Size', 'Pair', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS', 'SWEPT',
+__all__ = ['Scope', 'Size', 'Pair', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS', 'PATHS', 'SWEPT',
            'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec', 'resolved', 'Sweep', 'SuiteSpec',
            'add_spec_options', 'spec_from_args', 'parameters_cell']
 
@@ -56,6 +56,7 @@ class RunSpec:
 
 HOW = ('device', 'device_map', 'grad_checkpointing', 'score_reduction')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
+PATHS = ('model_dir', 'calib_dir', 'coco_root')  # where the inputs are: not a result setting, and machine-specific
 
 # %% ../nbs/05d_spec.ipynb #5d61679e
 def _class_source(cls) -> str:
@@ -69,6 +70,7 @@ def _class_source(cls) -> str:
         if starts: return ''.join(inspect.getblock(lines[starts[-1]:]))
     raise QvlError(f"no source for {cls.__name__}: its settings' help comes from its source file")
 
+@functools.cache                  # read once per class: every check and parser asks for it
 def field_help(cls) -> dict:
     "{field: help} from a dataclass's trailing comments, `name: type = default  # help` (fastcore's docments convention)."
     rows = {}

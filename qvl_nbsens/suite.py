@@ -13,7 +13,7 @@ from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish
 from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
-from .spec import RunSpec, SuiteSpec
+from .spec import RunSpec, SuiteSpec, PATHS
 from .run import planned_run_name
 
 # %% auto #0
@@ -162,7 +162,7 @@ def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
     suite = Suite(out, [load_run(out/n) for n in names])
     runs, stab = suite.runs_frame(), stability(suite)
     atomic_write_json(out/'stability.json', stab, force=True)
-    settings = dict({k: v for k, v in asdict(spec.run).items() if k not in ('model_dir', 'calib_dir', 'coco_root')},
+    settings = dict({k: v for k, v in asdict(spec.run).items() if k not in PATHS},
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.sweep).items()})
     doc = dict(generator='qvl_nbsens', created=now_utc(), settings=settings, invocation_seconds=round(wall, 1),
                runs_total_seconds=round(float(runs.seconds.sum()), 1), runs=[dict(r, dir=r['run']) for r in runs.to_dict('records')],

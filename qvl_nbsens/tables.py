@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/tables.html.md"""
 
 # %% ../nbs/07a_tables.ipynb #6ce90c06
 from __future__ import annotations
-import json
+import json, re
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
@@ -15,7 +15,7 @@ from .manifest import Manifest, read_manifest
 
 # %% auto #0
 __all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'handle_frame', 'Run', 'manifest_file', 'load_run', 'run_summary', 'Suite',
-           'listed_runs', 'load_suite']
+           'suite_index', 'load_suite']
 
 # %% ../nbs/07a_tables.ipynb #a5086da5
 HANDLE_COLUMNS = ['handle', 'layer', 'tower', 'block', 'kind', 'rank', 'sensitivity', 'sensitivity_per_sample',
@@ -106,11 +106,18 @@ class Suite:
         return pd.concat(parts, ignore_index=True)[front + HANDLE_COLUMNS] if parts else pd.DataFrame(columns=front + HANDLE_COLUMNS)
 
 # %% ../nbs/07a_tables.ipynb #7b1c0a04
-def listed_runs(idx: Path) -> list[str]:
-    "Run folder names a `suite.json` lists; `QvlError` when it is not one."
-    try: return [str(r['dir']) for r in json.loads(idx.read_text())['runs']]
+def suite_index(idx: Path) -> list[dict]:
+    """The run entries of a `suite.json`, each with `dir` and `run` (the same plain folder name); `QvlError` when it is
+    not a suite index or an entry names anything but one folder of the suite."""
+    try: runs = json.loads(idx.read_text())['runs']
     except (ValueError, KeyError, TypeError) as e:
         raise QvlError(f"{idx} is not a qvl_nbsens suite index ({type(e).__name__}: {e}); remove it to load every run folder") from None
+    if not isinstance(runs, list): raise QvlError(f"{idx} is not a qvl_nbsens suite index (runs is not a list); remove it to load every run folder")
+    for r in runs:
+        d = r.get('dir') if isinstance(r, dict) else None
+        if not (isinstance(d, str) and re.fullmatch(r'[\w.-]+', d) and d not in ('.', '..') and r.get('run', d) == d):
+            raise QvlError(f"{idx}: run entry {str(r)[:80]} must name its run folder by one plain folder name in 'dir' (and 'run')")
+    return [dict(r, run=r['dir']) for r in runs]
 
 def load_suite(suite_dir) -> Suite:
     """The `Suite` in `suite_dir`: the runs its `suite.json` lists, in order, else every subfolder holding a manifest.
@@ -118,7 +125,7 @@ def load_suite(suite_dir) -> Suite:
     d = Path(suite_dir)
     if not d.is_dir(): raise QvlError(f"suite folder {d} does not exist")
     idx = d/'suite.json'
-    names = listed_runs(idx) if idx.is_file() else sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
+    names = [r['dir'] for r in suite_index(idx)] if idx.is_file() else sorted(p.parent.name for p in d.glob('*/*_quant_manifest.json'))
     if idx.is_file():
-        for n in names: resolve_inside(d, n, 'run folder')    # a file names them: they must stay inside the folder
+        for n in names: resolve_inside(d, n, 'run folder')    # a file names them: no symlink out of the folder either
     return Suite(d, [load_run(d/n) for n in names])
