@@ -9,15 +9,16 @@ from __future__ import annotations
 import json, os, random, sqlite3, time
 from dataclasses import dataclass
 from pathlib import Path
-from PIL import Image, UnidentifiedImageError
-from .core import QvlError, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir, sha256_json
+from PIL import Image, ImageOps
+from .core import QvlError, warn, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir, sha256_json
 from .shapes import sample_spec, caption_of, draw_shape
 
 # %% auto #0
-__all__ = ['COCO_SPLITS', 'CALIB_SCHEMA', 'HELDOUT_DB', 'synth_coco', 'CocoCaption', 'read_coco_captions', 'open_rgb',
-           'shuffled_pairs', 'db_name', 'captions_name', 'write_calib_db', 'check_images', 'build_calib_subsets',
-           'CalibSample', 'CalibSet', 'load_calib_db', 'find_calib_db', 'load_heldout', 'read_captions_txt',
-           'default_coco_root', 'default_calib_dir', 'calib_dir_for']
+__all__ = ['COCO_SPLITS', 'IMAGE_ORIENTATION', 'CALIB_SCHEMA', 'MAX_ASPECT_RATIO', 'HELDOUT_DB', 'synth_coco', 'CocoCaption',
+           'read_coco_captions', 'open_rgb', 'shuffled_pairs', 'db_name', 'captions_name', 'write_calib_db',
+           'image_problem', 'check_images', 'build_calib_subsets', 'CalibSample', 'CalibSet', 'load_calib_db',
+           'find_calib_db', 'load_heldout', 'read_captions_txt', 'default_coco_root', 'default_calib_dir',
+           'calib_dir_for']
 
 # %% ../nbs/02_coco.ipynb #37cd67ed
 COCO_SPLITS = ('train2017', 'val2017')
@@ -97,28 +98,43 @@ def _read_captions_doc(root: Path, split: str) -> tuple[Path, dict]:
 
 # %% ../nbs/02_coco.ipynb #cda7f006
 def _image_files(ann: Path, split: str, images: list) -> dict:
-    "{image id: path relative to the COCO root} of a captions file's `images`, each entry checked."
+    """{image id: path relative to the COCO root} of a captions file's `images`, each entry checked. An id listed
+    twice with the same file is one image; with another file it is refused (its captions could belong to either)."""
     files = {}
     for i, im in enumerate(images):
-        _need(isinstance(im, dict) and isinstance(im.get('id'), int) and isinstance(im.get('file_name'), str),
-              f"{ann}: images[{i}] needs an integer 'id' and a string 'file_name'")
-        files[im['id']] = f"{split}/{im['file_name']}"
+        _need(isinstance(im, dict) and isinstance(im.get('id'), int) and not isinstance(im.get('id'), bool)
+              and isinstance(im.get('file_name'), str) and im['file_name'].strip(),
+              f"{ann}: images[{i}] needs an integer 'id' and a non-empty string 'file_name'")
+        rel = f"{split}/{im['file_name']}"
+        _need(files.get(im['id'], rel) == rel, f"{ann}: image id {im['id']} is listed twice, with {files.get(im['id'])!r} and "
+                                               f"{rel!r}: its captions could belong to either; give each image its own id")
+        files[im['id']] = rel
     return files
 
 # %% ../nbs/02_coco.ipynb #62b1d76a
+def _skipped_note(ann: Path, skipped: dict) -> str:
+    "One line saying what `read_coco_captions` skipped in `ann`, e.g. '3 annotations whose image_id is in no images entry'."
+    what = {'orphan': "annotations whose image_id is in no 'images' entry", 'repeat': 'annotations repeating an earlier id (the first kept)',
+            'empty': 'empty captions', 'uncaptioned': 'images without a caption'}
+    return f"{ann}: skipped " + ', '.join(f"{n} {what[k]}" for k, n in skipped.items() if n)
+
 def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]:
-    "All captions of `split` under `coco_root`, one `CocoCaption` per annotation, sorted by (image id, caption id)."
+    """All usable captions of `split` under `coco_root`, one `CocoCaption` per annotation, sorted by (image id, caption
+    id). Raises `QvlError` for what makes the data wrong; warns once (`QvlWarning`, with counts) for what it skips."""
     ann, doc = _read_captions_doc(Path(coco_root), split)
     files = _image_files(ann, split, doc['images'])
-    out = []
+    out, seen, skipped = [], set(), dict(orphan=0, repeat=0, empty=0, uncaptioned=0)
     for i, a in enumerate(doc['annotations']):
-        _need(isinstance(a, dict) and isinstance(a.get('image_id'), int) and isinstance(a.get('id'), int)
+        _need(isinstance(a, dict) and all(isinstance(a.get(k), int) and not isinstance(a.get(k), bool) for k in ('id', 'image_id'))
               and isinstance(a.get('caption'), str),
               f"{ann}: annotations[{i}] needs integer 'id', integer 'image_id' and string 'caption'")
-        _need(a['image_id'] in files, f"{ann}: annotations[{i}] (id {a['id']}) refers to image_id {a['image_id']}, "
-                                      f"which is not in 'images'")
         cap = ' '.join(a['caption'].split())
-        if cap: out.append(CocoCaption(split, files[a['image_id']], a['image_id'], a['id'], cap))
+        kind = 'repeat' if a['id'] in seen else 'orphan' if a['image_id'] not in files else 'empty' if not cap else None
+        seen.add(a['id'])
+        if kind: skipped[kind] += 1
+        else: out.append(CocoCaption(split, files[a['image_id']], a['image_id'], a['id'], cap))
+    skipped['uncaptioned'] = len(set(files) - {c.image_id for c in out})
+    if any(skipped.values()): warn(_skipped_note(ann, skipped))
     return sorted(out, key=lambda c: (c.image_id, c.caption_id))
 
 # %% ../nbs/02_coco.ipynb #90926456
@@ -131,15 +147,17 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/02_coco.ipynb #0a315932
+IMAGE_ORIENTATION = 'EXIF orientation applied (ImageOps.exif_transpose, as transformers.image_utils.load_image)'
+
 def open_rgb(path) -> Image.Image:
-    "Open the image at `path` fully decoded as RGB, or raise `QvlError` naming it."
+    "Open the image at `path` fully decoded as RGB, upright by its EXIF orientation, or raise `QvlError` naming it."
     path = Path(path)
     if not path.is_file(): raise QvlError(f"image {path} is missing")
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except Exception as e:      # any decoder's error: OSError, SyntaxError, DecompressionBombError, struct.error, ...
         raise QvlError(f"image {path} is corrupt or not an image ({type(e).__name__}: {e})") from None
 
 # %% ../nbs/02_coco.ipynb #b22d722c
@@ -178,9 +196,23 @@ def write_calib_db(path, pairs: list[CocoCaption], meta: dict, force: bool = Fal
     return Path(path)
 
 # %% ../nbs/02_coco.ipynb #a5772534
+MAX_ASPECT_RATIO = 200     # Qwen2-VL / Qwen3-VL image processors (transformers `smart_resize`)
+
+def image_problem(im: Image.Image) -> str | None:
+    "Why the Qwen-VL processor would refuse the decoded image `im`, or None."
+    w, h = im.size
+    if min(w, h) < 1: return f"it is empty ({w}×{h} pixels)"
+    if max(w, h)/min(w, h) > MAX_ASPECT_RATIO:
+        return (f"its aspect ratio {max(w, h)/min(w, h):.0f}:1 ({w}×{h} pixels) is over the {MAX_ASPECT_RATIO}:1 the "
+                "Qwen-VL image processor accepts; crop it or remove its entry from the captions file")
+    return None
+
 def check_images(coco_root, pairs: list[CocoCaption]):
-    "Decode every image of `pairs` once; raise `QvlError` naming the first missing, corrupt or escaping file."
-    for p in pairs: open_rgb(resolve_inside(coco_root, p.image_relpath, 'image path')).close()
+    "Decode every image of `pairs` once; raise `QvlError` naming the first missing, corrupt, escaping or unprocessable file."
+    for p in pairs:
+        path = resolve_inside(coco_root, p.image_relpath, 'image path')
+        with open_rgb(path) as im:
+            if why := image_problem(im): raise QvlError(f"image {path} (image id {p.image_id}) cannot be used: {why}")
 
 # %% ../nbs/02_coco.ipynb #69c8535c
 HELDOUT_DB = 'coco2017_vlm_heldout.db'
@@ -255,6 +287,7 @@ class CalibSet:
     meta: dict
     db_path: Path
     coco_root: Path
+    duplicates_dropped: int = 0     # rows dropped as repeats of an earlier (image, caption) row
     def __len__(self): return len(self.samples)
     def __getitem__(self, i): return self.samples[i]
     @property
@@ -280,7 +313,7 @@ def _sample_columns(con, path: Path) -> tuple[set, list]:
 def _read_db(path: Path):
     "Rows of `vlm_calib_samples` as dicts (in `id` order, else row order) and the `meta` key/values."
     _check_db_file(path)
-    con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    con = sqlite3.connect(path.resolve().as_uri() + '?mode=ro', uri=True)
     try:
         tables, cols = _sample_columns(con, path)
         order = 'id' if 'id' in cols else 'rowid'
@@ -315,13 +348,25 @@ def _sample_row(db: Path, root: Path, i: int, r: dict) -> CalibSample:
                        r.get('image_id'), r.get('caption_id'))
 
 # %% ../nbs/02_coco.ipynb #b81b64cb
+def _unique(db: Path, samples: list[CalibSample]) -> tuple[list, int]:
+    "`samples` without repeats of an earlier (image, caption) pair, and how many were dropped (said in one warning)."
+    seen, out = set(), []
+    for s in samples:
+        if (k := (s.image_path, s.caption)) not in seen: seen.add(k); out.append(s)
+    if dropped := len(samples) - len(out):
+        warn(f"calibration DB {db}: dropped {dropped} of {len(samples)} rows that repeat an earlier row's image and caption "
+             f"(kept the first of each; {len(out)} samples remain)")
+    return out, dropped
+
 def load_calib_db(db_path, coco_root=None) -> CalibSet:
-    "Read a calibration subset DB (this project's or another tool's with the same schema)."
+    """Read a calibration subset DB (this project's or another tool's with the same schema). A row repeating an
+    earlier row's image file and caption is dropped (the first is kept; `CalibSet.duplicates_dropped` counts them)."""
     db = Path(db_path)
     rows, meta = _read_db(db)
     if not rows: raise QvlError(f"calibration DB {db} has no samples")
     root = _coco_root_for(db, meta, coco_root)
-    return CalibSet([_sample_row(db, root, i, r) for i, r in enumerate(rows)], meta, db, root)
+    samples, dropped = _unique(db, [_sample_row(db, root, i, r) for i, r in enumerate(rows)])
+    return CalibSet(samples, meta, db, root, dropped)
 
 # %% ../nbs/02_coco.ipynb #8e5eff64
 def find_calib_db(calib_dir, size: str) -> Path:

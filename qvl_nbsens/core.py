@@ -6,17 +6,25 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #da762909
 from __future__ import annotations
-import contextlib, hashlib, json, os, re, shutil, tempfile
+import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'QvlError', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
-           'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases',
-           'publish_paths', 'shown_path', 'expand_path']
+__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text',
+           'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir',
+           'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
     "A user-facing error: bad input, missing file, refused path. The message names the culprit."
+
+# %% ../nbs/00_core.ipynb #f50b3288
+class QvlWarning(UserWarning):
+    "Something in the input was skipped or changed (counted in the message); the result is still correct."
+
+def warn(msg: str):
+    "Issue `msg` as a `QvlWarning` (one line on the CLI; a warning in notebooks)."
+    warnings.warn(msg, QvlWarning, stacklevel=2)
 
 # %% ../nbs/00_core.ipynb #b209db4b
 SIZES = {'small': 16, 'medium': 128, 'large': 512}
