@@ -8,12 +8,13 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/loaders.html.md"""
 from __future__ import annotations
 import math
 import torch
+from transformers import BatchFeature
 from .core import QvlError
 from .coco import CalibSet
 
 # %% auto #0
-__all__ = ['DEFAULT_INSTRUCTION', 'chat_messages', 'caption_labels', 'encode_vlm_batch', 'VlmCalibLoader', 'encode_text_batch',
-           'TextCalibLoader']
+__all__ = ['DEFAULT_INSTRUCTION', 'CAPTION_SLOT', 'chat_messages', 'caption_labels', 'template_parts', 'caption_ids',
+           'encode_vlm_samples', 'encode_vlm_batch', 'VlmCalibLoader', 'encode_text_batch', 'TextCalibLoader']
 
 # %% ../nbs/03_loaders.ipynb #773c7b1d
 DEFAULT_INSTRUCTION = 'Describe this image.'
@@ -45,53 +46,129 @@ def caption_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
         labels[i, start:end+1] = input_ids[i, start:end+1]
     return labels
 
-# %% ../nbs/03_loaders.ipynb #1349e51a
-def encode_vlm_batch(processor, images, captions=None, instruction: str = DEFAULT_INSTRUCTION):
-    "Processor inputs for `images` (+ `captions` as assistant turns, with caption-only `labels`)."
-    if captions is not None and len(captions) != len(images): raise ValueError('one caption per image')
-    gen = captions is None
-    texts = [processor.apply_chat_template(chat_messages(None if gen else c, instruction), tokenize=False,
-                                           add_generation_prompt=gen)
-             for c in (captions if not gen else [None]*len(images))]
-    batch = processor(text=texts, images=list(images), padding=True, padding_side='left' if gen else 'right',
-                      return_tensors='pt')
-    if not gen: batch['labels'] = caption_labels(batch['input_ids'], processor.tokenizer)
-    return batch
+# %% ../nbs/03_loaders.ipynb #cdd1230f
+CAPTION_SLOT = 'QVLCAPTIONSLOT'
+
+def template_parts(processor, instruction: str = DEFAULT_INSTRUCTION) -> tuple[str, str]:
+    "(prompt, end): the chat template's text before and after an assistant caption; `prompt + caption + end` is one sample."
+    full = processor.apply_chat_template(chat_messages(CAPTION_SLOT, instruction), tokenize=False)
+    prompt, found, end = full.partition(CAPTION_SLOT)
+    if not found or CAPTION_SLOT in end: raise QvlError("the checkpoint's chat template does not put the assistant's text in verbatim, once")
+    return prompt, end
+
+def caption_ids(tokenizer, caption: str) -> list[int]:
+    "Token ids of `caption` as plain text: special-token strings in it (`<|im_end|>`, `<|image_pad|>`) are its characters, not control tokens."
+    return tokenizer(caption, add_special_tokens=False, split_special_tokens=True)['input_ids']
+
+# %% ../nbs/03_loaders.ipynb #6412f748
+def _process(processor, texts, images, names, **kw):
+    "`processor(text=texts, images=images)`; on failure a `QvlError` naming the sample (from `names`) whose image it refused."
+    try: return processor(text=texts, images=list(images), return_tensors='pt', **kw)
+    except Exception as e:
+        for t, im, name in zip(texts, images, names or [f'batch row {i}' for i in range(len(texts))]):
+            try: processor(text=[t], images=[im], return_tensors='pt')
+            except Exception as e1: raise QvlError(f"{name}: the processor refused its image ({type(e1).__name__}: {e1})") from None
+        raise QvlError(f"the processor refused a batch of {len(texts)} images ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/03_loaders.ipynb #b8c7daa9
+def _row(enc, i: int, cap: list, end: list, n_end_sup: int) -> dict:
+    "Row `i` of the prompt batch `enc` (padding removed) with the caption ids `cap` and the end-of-turn ids `end` appended."
+    n = int(enc['attention_mask'][i].sum())
+    extra = len(cap) + len(end)
+    row = {k: torch.cat([v[i, :n], v.new_zeros(extra)]) for k, v in enc.items() if k != 'input_ids' and v.dim() == 2 and v.shape == enc['input_ids'].shape}
+    row['input_ids'] = torch.cat([enc['input_ids'][i, :n], torch.tensor(cap + end, dtype=enc['input_ids'].dtype)])
+    row['attention_mask'][n:] = 1
+    row['labels'] = torch.full_like(row['input_ids'], -100)
+    row['labels'][n:n + len(cap) + n_end_sup] = row['input_ids'][n:n + len(cap) + n_end_sup]
+    return row
+
+def _pad(rows: list[dict], pad_id: int) -> dict:
+    "Per-token tensors of `rows` right-padded to the longest: `pad_id` in input_ids, -100 in labels, 0 elsewhere."
+    L, fill = max(len(r['input_ids']) for r in rows), dict(input_ids=pad_id, labels=-100)
+    return {k: torch.stack([torch.cat([r[k], r[k].new_full((L - len(r[k]),), fill.get(k, 0))]) for r in rows]) for k in rows[0]}
+
+# %% ../nbs/03_loaders.ipynb #38cdc81d
+def encode_vlm_samples(processor, images, captions, instruction: str = DEFAULT_INSTRUCTION, max_caption_tokens: int | None = None,
+                       max_length: int | None = None, names: list[str] | None = None) -> tuple[BatchFeature, list[dict]]:
+    """(batch, truncated): processor inputs for `images` with `captions` as assistant turns and caption-only `labels`,
+    right-padded; `truncated` lists {row, caption_tokens, kept} for captions cut to `max_caption_tokens` or to fit
+    `max_length` tokens. `names` (one per sample) name a sample in errors."""
+    if len(captions) != len(images): raise ValueError('one caption per image')
+    tok = processor.tokenizer
+    prompt, end_text = template_parts(processor, instruction)
+    enc = _process(processor, [prompt]*len(images), images, names, padding=True, padding_side='right')
+    end = tok(end_text, add_special_tokens=False)['input_ids']
+    im_end = tok.convert_tokens_to_ids('<|im_end|>')
+    n_end_sup = end.index(im_end) + 1 if im_end in end else len(end)      # the end-of-turn token is supervised, what follows is not
+    rows, truncated = [], []
+    for i, c in enumerate(captions):
+        cap, n = caption_ids(tok, c), int(enc['attention_mask'][i].sum())
+        keep = min(max_caption_tokens or len(cap), len(cap), (max_length - n - len(end)) if max_length else len(cap))
+        if keep < 1: raise QvlError(f"{(names or [f'batch row {i}'])[i]}: its image alone takes {n} tokens, leaving no room for a caption "
+                                    f"within the model's {max_length} positions")
+        if keep < len(cap): truncated.append(dict(row=i, caption_tokens=len(cap), kept=keep))
+        rows.append(_row(enc, i, cap[:keep], end, n_end_sup))
+    pixels = {k: v for k, v in enc.items() if not (v.dim() == 2 and v.shape == enc['input_ids'].shape)}
+    return BatchFeature({**_pad(rows, tok.pad_token_id), **pixels}), truncated
+
+def encode_vlm_batch(processor, images, captions=None, instruction: str = DEFAULT_INSTRUCTION, **kw):
+    "Processor inputs for `images` (+ `captions` as assistant turns, with caption-only `labels`; `kw` as `encode_vlm_samples`)."
+    if captions is not None: return encode_vlm_samples(processor, images, captions, instruction, **kw)[0]
+    texts = [processor.apply_chat_template(chat_messages(None, instruction), tokenize=False, add_generation_prompt=True)]*len(images)
+    return _process(processor, texts, images, kw.get('names'), padding=True, padding_side='left')
 
 # %% ../nbs/03_loaders.ipynb #e7d54413
 class VlmCalibLoader:
-    "Image+caption batches of a `CalibSet`, in subset order, `batch_size` samples each (the last may be short)."
+    """Image+caption batches of a `CalibSet`, in subset order, `batch_size` samples each (the last may be short).
+    After iterating, `truncated` lists {sample, image, caption_tokens, kept} for each caption that was cut."""
     def __init__(self, calib: CalibSet, processor, batch_size: int = 8, instruction: str = DEFAULT_INSTRUCTION,
-                 limit: int | None = None):
+                 limit: int | None = None, max_caption_tokens: int | None = None, max_length: int | None = None):
         if batch_size < 1: raise ValueError('batch_size must be >= 1')
         self.calib, self.processor, self.batch_size, self.instruction = calib, processor, batch_size, instruction
         self.samples = calib.samples[:limit] if limit else calib.samples
+        self.max_caption_tokens, self.max_length, self.truncated = max_caption_tokens, max_length, []
     @property
     def n_samples(self): return len(self.samples)
     def __len__(self): return math.ceil(len(self.samples)/self.batch_size)
+    def _name(self, i: int) -> str: return f"calibration DB {self.calib.db_path.name}, sample {i} (image {self.samples[i].image_relpath or self.samples[i].image_path})"
     def __iter__(self):
+        self.truncated = []
         for i in range(0, len(self.samples), self.batch_size):
-            chunk = self.samples[i:i+self.batch_size]
-            yield encode_vlm_batch(self.processor, [s.image() for s in chunk], [s.caption for s in chunk], self.instruction)
+            chunk, names = self.samples[i:i+self.batch_size], [self._name(j) for j in range(i, min(i + self.batch_size, len(self.samples)))]
+            images = []
+            for s, name in zip(chunk, names):
+                try: images.append(s.image())
+                except QvlError as e: raise QvlError(f"{name}: {e}") from None
+            batch, cut = encode_vlm_samples(self.processor, images, [s.caption for s in chunk], self.instruction,
+                                            self.max_caption_tokens, self.max_length, names)
+            self.truncated += [dict(sample=i + c['row'], image=chunk[c['row']].image_relpath, caption_tokens=c['caption_tokens'], kept=c['kept'])
+                               for c in cut]
+            yield batch
 
 # %% ../nbs/03_loaders.ipynb #afd5f948
 def encode_text_batch(tokenizer, captions, pad_to: int | None = None, max_length: int = 512):
-    "Plain tokenised `captions` with labels = input ids (padding masked); `pad_to` pads to a fixed length."
+    """Plain tokenised `captions` (as text: special-token strings are characters) cut to `max_length` tokens, with
+    labels = input ids (padding masked); `pad_to` pads to a fixed length."""
     kw = dict(padding='max_length', max_length=pad_to) if pad_to else dict(padding='longest', max_length=max_length)
-    enc = tokenizer(list(captions), truncation=True, return_tensors='pt', padding_side='right', **kw)
+    enc = tokenizer(list(captions), truncation=True, return_tensors='pt', padding_side='right', split_special_tokens=True, **kw)
     enc['labels'] = enc['input_ids'].masked_fill(enc['attention_mask'] == 0, -100)
     return enc
 
 # %% ../nbs/03_loaders.ipynb #817534ad
 class TextCalibLoader:
-    "Caption-only batches (the text tower sees no image)."
-    def __init__(self, captions, tokenizer, batch_size: int = 8, pad_to: int | None = None, limit: int | None = None):
+    """Caption-only batches (the text tower sees no image), each caption cut to `max_caption_tokens` (default 512);
+    after iterating, `truncated` lists {sample, caption_tokens, kept} for each caption that was cut."""
+    def __init__(self, captions, tokenizer, batch_size: int = 8, pad_to: int | None = None, limit: int | None = None,
+                 max_caption_tokens: int | None = None):
         if batch_size < 1: raise ValueError('batch_size must be >= 1')
         self.captions = list(captions)[:limit] if limit else list(captions)
-        self.tokenizer, self.batch_size, self.pad_to = tokenizer, batch_size, pad_to
+        self.tokenizer, self.batch_size, self.pad_to, self.max_caption_tokens = tokenizer, batch_size, pad_to, max_caption_tokens or 512
+        self.truncated = []
     @property
     def n_samples(self): return len(self.captions)
     def __len__(self): return math.ceil(len(self.captions)/self.batch_size)
     def __iter__(self):
+        self.truncated = [dict(sample=i, caption_tokens=n, kept=self.max_caption_tokens) for i, c in enumerate(self.captions)
+                          if (n := len(caption_ids(self.tokenizer, c))) > self.max_caption_tokens]
         for i in range(0, len(self.captions), self.batch_size):
-            yield encode_text_batch(self.tokenizer, self.captions[i:i+self.batch_size], self.pad_to)
+            yield encode_text_batch(self.tokenizer, self.captions[i:i+self.batch_size], self.pad_to, self.max_caption_tokens)

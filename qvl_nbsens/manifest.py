@@ -68,6 +68,9 @@ class Dataset(Record):
     db_sha256: str | None = None
     coco_root: str | None = None
     meta: dict[str, Any] = {}
+    duplicates_dropped: int = 0
+    truncated_captions: list[dict[str, Any]] = []
+    image_orientation: str | None = None
     batch_size: int | None = None
     score_batches: int | None = None
     num_batches: int | None = None

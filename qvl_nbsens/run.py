@@ -11,11 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, sha256_file, atomic_write_json, shown_path, expand_path, resolve_inside
-from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name
+from .core import QvlError, sha256_file, sha256_json, atomic_write_json, shown_path, expand_path, resolve_inside
+from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name, check_images, IMAGE_ORIENTATION
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
-from .spec import RunSpec, VALIDATE_SETTINGS
+from .spec import RunSpec, VALIDATE_SETTINGS, PATHS
 from .loading import load_model, reusable_model, check_model_dir
 from .scoring import load_contributions
 from .autoquant import run_autoquant
@@ -30,8 +30,9 @@ from .plots import report_html
 
 # %% auto #0
 __all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
-           'peak_rss_mib', 'calib_batches', 'wants_validation', 'run_validation', 'trust_blocks', 'run_scheme',
-           'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'planned_run_name', 'obtain_model', 'search',
+           'peak_rss_mib', 'Batches', 'max_positions', 'encode_set', 'calib_batches', 'wants_validation',
+           'run_validation', 'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest',
+           'model_files', 'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
            'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
@@ -98,12 +99,29 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, 1)
 
 # %% ../nbs/08_run.ipynb #2058a5c5
-def calib_batches(spec: RunSpec, calib, processor) -> list:
-    "The encoded calibration batches of a run: image+caption, or captions alone (`calib_mode='text'`)."
-    if spec.calib_mode == 'text':
-        caps = read_captions_txt(Path(spec.calib_dir)/captions_name(spec.size))
-        return list(TextCalibLoader(caps, processor.tokenizer, batch_size=spec.batch_size))
-    return list(VlmCalibLoader(calib, processor, batch_size=spec.batch_size))
+class Batches(list):
+    "Encoded batches, with `truncated`: the captions the loader cut ({sample, caption_tokens, kept, image})."
+    truncated: list = []
+
+def max_positions(model) -> int | None:
+    "The longest sequence the model's text tower takes (`max_position_embeddings` of its text config)."
+    cfg = getattr(model.config, 'text_config', model.config)
+    return getattr(cfg, 'max_position_embeddings', None)
+
+def encode_set(spec: RunSpec, calib, processor, model, captions: list[str] | None = None) -> Batches:
+    "The encoded batches of `calib` for a run: image+caption, or `captions` alone (`calib_mode='text'`), caption length capped."
+    loader = (TextCalibLoader(captions if captions is not None else calib.captions, processor.tokenizer, batch_size=spec.batch_size,
+                              max_caption_tokens=spec.max_caption_tokens) if spec.calib_mode == 'text'
+              else VlmCalibLoader(calib, processor, batch_size=spec.batch_size, max_caption_tokens=spec.max_caption_tokens,
+                                  max_length=max_positions(model)))
+    out = Batches(loader)
+    out.truncated = loader.truncated
+    return out
+
+def calib_batches(spec: RunSpec, calib, processor, model) -> Batches:
+    "The encoded calibration batches of a run: image+caption, or the subset's captions file alone (`calib_mode='text'`)."
+    caps = read_captions_txt(Path(spec.calib_dir)/captions_name(spec.size)) if spec.calib_mode == 'text' else None
+    return encode_set(spec, calib, processor, model, caps)
 
 SMALL_MODEL_PARAMS = 1_000_000_000
 
@@ -116,8 +134,7 @@ def run_validation(spec: RunSpec, model, processor, state: dict, rows: dict) -> 
     "Ground truth per handle and the measured Pareto points on held-out samples (`qvl_nbsens.validate`): {measured, validation, pareto}."
     t0 = time.perf_counter()
     held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
-    batches = list(TextCalibLoader(held.captions, processor.tokenizer, batch_size=spec.batch_size) if spec.calib_mode == 'text'
-                   else VlmCalibLoader(held, processor, batch_size=spec.batch_size))
+    batches = encode_set(spec, held, processor, model)
     scores = {h: r.sensitivity for h, r in rows.items()}
     reference = unquantized_reference(model, batches)   # one unquantized pass serves both measurements
     measured, info = measure_handles(model, state, batches, pick_handles(scores, spec.validate_top_k, n_random=spec.validate_top_k or 0),
@@ -162,10 +179,12 @@ def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
                      load=load, params=tower_params(model))
 
 # %% ../nbs/08_run.ipynb #8e52ec94
-def dataset_info(spec: RunSpec, calib, db, batches, n_score: int, score_batches) -> Dataset:
-    "The dataset block: the subset file and its digest, sample counts, batching and token counts."
+def dataset_info(spec: RunSpec, calib, db, batches: Batches, n_score: int, score_batches) -> Dataset:
+    "The dataset block: the subset file and its digest, sample counts, repeats dropped, captions cut, batching and token counts."
     return Dataset(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
                    db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=calib.meta,
+                   duplicates_dropped=calib.duplicates_dropped, truncated_captions=list(getattr(batches, 'truncated', [])),
+                   image_orientation=None if spec.calib_mode == 'text' else IMAGE_ORIENTATION,
                    batch_size=spec.batch_size, score_batches=score_batches or len(batches), **batch_stats(batches))
 
 def layer_map(state: dict, best: dict, model) -> dict:
@@ -197,15 +216,56 @@ def build_manifest(spec: RunSpec, name: str, cfg: dict, model, calib, db, batche
                     **blocks)
 
 # %% ../nbs/08_run.ipynb #191b94e7
-def _prepare_partial(partial: Path, key: str, force: bool):
+def model_files(model_dir) -> dict:
+    "{file: digest} of a checkpoint folder: SHA-256 of files under 1 MiB (config, tokenizer), [size, mtime_ns] of the weights."
+    out = {}
+    for f in sorted(Path(model_dir).iterdir()):
+        if f.is_file(): st = f.stat(); out[f.name] = sha256_file(f) if st.st_size < 1 << 20 else [st.st_size, st.st_mtime_ns]
+    return out
+
+def resume_key(spec: RunSpec, calib) -> dict:
+    """Everything a search's result depends on: its settings (`RunSpec.key`, paths aside), the calibration DB's digest
+    (and captions file in text mode), the images' sizes and mtimes, the model files and the package versions."""
+    import transformers, modelopt
+    imgs = [[s.image_relpath, *(lambda st: (st.st_size, st.st_mtime_ns))(s.image_path.stat())] for s in calib.samples if s.image_path.is_file()]
+    caps = Path(spec.calib_dir)/captions_name(spec.size)
+    return dict(settings={k: v for k, v in spec.key().items() if k not in PATHS}, calibration_db=sha256_file(calib.db_path),
+                captions_file=sha256_file(caps) if spec.calib_mode == 'text' and caps.is_file() else None,
+                images=sha256_json(imgs), model_files=model_files(spec.model_dir),
+                packages=dict(torch=torch.__version__, transformers=transformers.__version__, modelopt=modelopt.__version__, qvl_nbsens=__version__))
+
+def key_changes(old, new: dict) -> list[str]:
+    "What differs between two resume keys, in words (e.g. 'batch_size 8 → 16', 'the calibration DB')."
+    if not isinstance(old, dict): return ['it was made by an older qvl_nbsens']
+    words = dict(calibration_db='the calibration DB', captions_file='the captions file', images='the calibration images (sizes or times)')
+    out = []
+    for k in new:
+        a, b = old.get(k), new[k]
+        if a == b: continue
+        if isinstance(b, dict) and isinstance(a, dict):
+            out += [f"{'model file ' if k == 'model_files' else ''}{x}" + ('' if k == 'model_files' else f" {a.get(x)!r} → {b.get(x)!r}")
+                    for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x)]
+        else: out.append(words.get(k, k))
+    return out
+
+def _check_partial(partial: Path, key: dict, force: bool):
+    "Refuse (or with `force` remove) a partial folder of this run made with another resume key, saying what changed."
     args = partial/'run_args.json'
-    if partial.exists():
-        old = json.loads(args.read_text()).get('key') if args.is_file() else None
-        if old != key:
-            if not force: raise QvlError(f"{partial.name} holds a partial run with other arguments; pass --force to discard it")
-            shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    return partial
+    if not partial.exists(): return
+    try: old = json.loads(args.read_text()).get('key')
+    except (OSError, ValueError, AttributeError): old = None
+    if old != json.loads(json.dumps(key)):
+        if not force: raise QvlError(f"{partial} holds a partial run made with other inputs ({'; '.join(key_changes(old, key))}): "
+                                     "pass --force to discard it and start again")
+        shutil.rmtree(partial)
+
+def check_writable(out) -> Path:
+    "Refuse an output folder that cannot be made or written, before any work; creates nothing."
+    p = Path(out).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    if not p.is_dir(): raise QvlError(f"output folder {out}: {p} is a file, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK): raise QvlError(f"output folder {out} is not writable (no write permission on {p})")
+    return Path(out)
 
 def planned_run_name(spec: RunSpec) -> str:
     "The folder name a run of `spec` will get (checks the model directory)."
@@ -253,19 +313,26 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     made with other settings."""
     t_start, spec = time.perf_counter(), spec.resolved()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
-    final = Path(out)/name
+    final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
+    check_writable(out)
     db = find_calib_db(spec.calib_dir, spec.size)
     calib = load_calib_db(db, spec.coco_root)
-    partial = _prepare_partial(Path(out)/f'.{name}.partial', spec.key(), force)
-    atomic_write_json(partial/'run_args.json', dict(key=spec.key(), spec=asdict(spec)), force=True)
+    key = resume_key(spec, calib)
+    _check_partial(partial, key, force)
     say = print if verbose else (lambda *a, **k: None)
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
-    t = time.perf_counter(); batches = calib_batches(spec, calib, processor); t_encode = time.perf_counter() - t
+    validating = wants_validation(spec, model)
+    if validating:      # held-out samples present, enough and decodable: found now, not after the search
+        held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
+        check_images(held.coco_root, held.samples)
+    t = time.perf_counter(); batches = calib_batches(spec, calib, processor, model); t_encode = time.perf_counter() - t
+    partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
+    atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
     score_batches, res = search(spec, model, batches, len(calib), partial)
     trust = None
-    if wants_validation(spec, model):
+    if validating:
         say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
         trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
     state_file = f'{name}_autoquant_state.pt'

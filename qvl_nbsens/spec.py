@@ -10,13 +10,13 @@ import argparse, functools, inspect, io, linecache, math, re, tokenize, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Literal
-from .core import QvlError, SIZES, sha256_json
+from .core import QvlError, SIZES
 from .quant import QUANT_PAIRS, SCOPES, DEFAULT_PAIR
 
 # %% auto #0
-__all__ = ['Scope', 'Size', 'Pair', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS', 'PATHS', 'SWEPT',
-           'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec', 'resolved', 'Sweep', 'SuiteSpec',
-           'add_spec_options', 'spec_from_args', 'parameters_cell']
+__all__ = ['Scope', 'Size', 'Pair', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS', 'POST_SEARCH', 'PATHS',
+           'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec', 'resolved', 'Sweep',
+           'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
 
 # %% ../nbs/05d_spec.ipynb #88c56c39
 Scope = Literal[tuple(SCOPES)]
@@ -41,6 +41,7 @@ class RunSpec:
     effective_bits: float = 8.0  # bit budget of the search, in effective bits per weight
     batch_size: int = 8  # samples per calibration and scoring batch (16 on a GPU)
     score_size: int | None = None  # score on the first N samples only (older runs: 128; default: every sample)
+    max_caption_tokens: int = 128  # caption tokens kept per sample; longer captions are cut (each recorded in the manifest)
     calib_mode: CalibMode = 'vlm'  # lm-only calibration: image+caption (vlm) or captions only (text)
     validate: bool | None = None  # measure ground truth and Pareto points on held-out samples (default: on for models under 1 B parameters)
     heldout_size: int = 32  # held-out samples for validation
@@ -50,12 +51,13 @@ class RunSpec:
     grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: faster, more GPU memory, same scores)
     score_reduction: ScoreReduction = 'shared'  # shared: one fused reduction feeds ModelOpt and the per-sample recorder; separate: ModelOpt's stock one
 
-    def key(self) -> str:
-        "Digest of the fields that change results (a partial run resumes only under the same key)."
-        return sha256_json({k: v for k, v in asdict(self).items() if k not in HOW})[:16]
+    def key(self) -> dict:
+        "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
+        return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH}
 
 HOW = ('device', 'device_map', 'grad_checkpointing', 'score_reduction')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
+POST_SEARCH = ('validate', 'heldout_size', 'validate_top_k')  # used after the search: changing them reuses a finished search
 PATHS = ('model_dir', 'calib_dir', 'coco_root')  # where the inputs are: not a result setting, and machine-specific
 
 # %% ../nbs/05d_spec.ipynb #5d61679e
@@ -116,7 +118,7 @@ def check_spec(spec) -> None:
                 raise QvlError(f"unknown {what} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
             if not o['choices'] and not _type_ok(x, o['type']): raise QvlError(f"{what} must be a {o['type'].__name__}, got {x!r}")
         if o['type'] is tuple and len(set(v)) != len(v): raise QvlError(f"{what} lists a value twice: {', '.join(map(str, v))}")
-    for name in ('batch_size', 'score_size', 'heldout_size', 'validate_top_k'):
+    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
     bits = getattr(spec, 'effective_bits', 8.0)
