@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/suite.html.md"""
 
 # %% ../nbs/08a_suite.ipynb #b5663020
 from __future__ import annotations
-import contextlib, json, os, re, shutil, sys, time
+import ast, contextlib, json, os, re, shutil, sys, time
 from dataclasses import asdict
 from pathlib import Path
 from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish_paths, path_aliases
@@ -14,12 +14,12 @@ from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
 from .spec import RunSpec, SuiteSpec, PATHS
-from .run import planned_run_name
+from .run import planned_run_name, check_writable
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
-           'execute_run', 'stability', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel',
-           'run_complete', 'run_suite']
+           'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'runs_table', 'stability_table',
+           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -85,11 +85,51 @@ def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool) -> dict
     "Notebook parameters: every `RunSpec` field under its own name, and `spec.NOTEBOOK_PARAMS`."
     return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model)
 
+def check_run_notebook(path=None) -> dict:
+    "The run notebook at `path` (default `run_notebook_path()`) as a dict, or `QvlError` unless one cell tagged `parameters` assigns every parameter."
+    path = Path(path or run_notebook_path())
+    try: nb = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise QvlError(f"run notebook {path} is unreadable ({type(e).__name__}: {e})") from None
+    cells = [c for c in nb.get('cells', []) if 'parameters' in c.get('metadata', {}).get('tags', [])] if isinstance(nb, dict) else []
+    if len(cells) != 1:
+        raise QvlError(f"run notebook {path} has {len(cells)} cells tagged 'parameters', not 1: papermill would run it with its own "
+                       "defaults; restore it from the package (qvl_nbsens/assets) or `qvl_nbsens.suite.sync_generated()`")
+    src = ''.join(cells[0]['source'])
+    try: names = {t.id for n in ast.walk(ast.parse(src)) if isinstance(n, (ast.Assign, ast.AnnAssign)) for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    except SyntaxError as e: raise QvlError(f"run notebook {path}: its parameters cell does not parse ({e.msg}, line {e.lineno})") from None
+    if missing := sorted(set(_params(RunSpec(), Path('.'), False, False)) - names):
+        raise QvlError(f"run notebook {path}: its parameters cell does not set {', '.join(missing)}; it is stale: "
+                       "restore it from the package or `qvl_nbsens.suite.sync_generated()`")
+    return nb
+
+# %% ../nbs/08a_suite.ipynb #c127fcfb
+def own_kernel_manager():
+    "A jupyter_client `KernelManager` whose kernel is `sys.executable -m ipykernel_launcher`, whatever kernel specs exist."
+    from jupyter_client.manager import KernelManager
+    from jupyter_client.kernelspec import KernelSpec
+    class OwnKernelManager(KernelManager):
+        @property
+        def kernel_spec(self):
+            return KernelSpec(argv=[sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'], language='python',
+                              display_name=f'Python ({sys.executable})', resource_dir='')
+    return OwnKernelManager(kernel_name='python3')
+
+# %% ../nbs/08a_suite.ipynb #fcaa13fd
+def _failed(e, name: str, stage: Path, nb_out: Path) -> QvlError:
+    """The error of a failed notebook cell, naming the cell and the interpreter. The staging folder is removed unless it
+    holds what a re-run needs (a resumable search) or explains a fault (the executed notebook, for any error but bad input)."""
+    resumable = any(stage.glob('.*.partial/autoquant_checkpoint.pt'))
+    if e.ename == 'QvlError' and not resumable: shutil.rmtree(stage, ignore_errors=True); kept = ''
+    else: kept = f"; executed notebook kept in {nb_out}" + ('; run the same command again to resume' if resumable else '')
+    first = (e.source or '').strip().splitlines()[:1]
+    return QvlError(f"{name}: {e.evalue if e.ename == 'QvlError' else f'{e.ename}: {e.evalue}'} (run notebook cell {e.cell_index}, "
+                    f"`{first[0] if first else ''}`, under {sys.executable}){kept}")
+
 def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None, keep_model: bool = False) -> Path:
-    "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km` if given."
-    import papermill as pm
+    "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km` (default: a new `own_kernel_manager()`)."
+    import papermill as pm, nbformat
     from papermill.exceptions import PapermillExecutionError
-    name = planned_run_name(spec)
+    name, nb = planned_run_name(spec), nbformat.from_dict(check_run_notebook())
     out = Path(out).resolve(); final = out/name     # absolute: the notebook runs in another working directory
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
     stage = out/f'.{name}.stage'
@@ -97,12 +137,11 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
     nb_out = stage/'run.ipynb'
     try:
         stream = dict(log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
-        pm.execute_notebook(str(run_notebook_path()), str(nb_out), parameters=_params(spec, stage, True, keep_model),
-                            kernel_name='python3', progress_bar=False, cwd=str(stage), km=km, **stream)
-    except PapermillExecutionError as e:
-        first = (e.source or '').strip().splitlines()[:1]
-        raise QvlError(f"{name}: the run notebook failed in cell {e.cell_index} ({first[0] if first else ''!s}): "
-                       f"{e.ename}: {e.evalue}; executed notebook kept in {nb_out}") from None
+        with contextlib.ExitStack() as stack:
+            km = km or stack.enter_context(suite_kernel(stage))
+            pm.execute_notebook(nb, str(nb_out).replace('{', '{{').replace('}', '}}'),   # papermill formats paths with the parameters
+                                parameters=_params(spec, stage, True, keep_model), progress_bar=False, cwd=str(stage), km=km, **stream)
+    except PapermillExecutionError as e: raise _failed(e, name, stage, nb_out) from None
     nb, err = tidy_outputs(json.loads(nb_out.read_text()))
     (stage/name/'run.ipynb').write_text(json.dumps(published_notebook(nb, out, stage, name), indent=1))
     if err: (stage/name/'run.stderr.txt').write_text(publish_paths({'t': err}, path_aliases(out))['t'])
@@ -179,9 +218,8 @@ def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
 # %% ../nbs/08a_suite.ipynb #24a5a053
 @contextlib.contextmanager
 def suite_kernel(cwd):
-    "A Python kernel for the suite's run notebooks (started in `cwd`), shut down afterwards."
-    from jupyter_client.manager import KernelManager
-    km = KernelManager(kernel_name='python3')
+    "A kernel of this interpreter for the suite's run notebooks (`own_kernel_manager`, started in `cwd`), shut down afterwards."
+    km = own_kernel_manager()
     km.start_kernel(cwd=str(cwd))
     try: yield km
     finally: km.shutdown_kernel(now=True)
@@ -200,6 +238,8 @@ def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
     from tqdm.auto import tqdm
     todo = spec.runs()                           # checked before anything is written
+    check_run_notebook(); check_writable(out)
+    for rs in todo: planned_run_name(rs)         # each model folder and setting, before the first run
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
     bar = tqdm(todo, desc='suite', unit='run', disable=not verbose)
