@@ -6,19 +6,19 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #da762909
 from __future__ import annotations
-import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
+import contextlib, hashlib, json, math, os, re, shutil, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir',
-           'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
+__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'split_non_finite',
+           'restore_non_finite', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json',
+           'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
     "A user-facing error: bad input, missing file, refused path. The message names the culprit."
 
-# %% ../nbs/00_core.ipynb #f50b3288
+# %% ../nbs/00_core.ipynb #d7ceb1f7
 class QvlWarning(UserWarning):
     "Something in the input was skipped or changed (counted in the message); the result is still correct."
 
@@ -62,6 +62,31 @@ def atomic_path(path, force: bool = False):
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../nbs/00_core.ipynb #88f7a107
+def split_non_finite(obj, path: str = '') -> tuple:
+    "(copy of JSON-like `obj` with non-finite floats as None, {RFC 6901 pointer: 'nan'/'inf'/'-inf'} of where they were)."
+    if isinstance(obj, float) and not math.isfinite(obj): return None, {path: 'nan' if obj != obj else ('inf' if obj > 0 else '-inf')}
+    if isinstance(obj, (dict, list, tuple)):
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        out, marks = {}, {}
+        for k, v in items:
+            out[k], m = split_non_finite(v, f"{path}/{str(k).replace('~', '~0').replace('/', '~1')}")
+            marks.update(m)
+        return (out if isinstance(obj, dict) else list(out.values())), marks
+    return obj, {}
+
+def restore_non_finite(obj, marks: dict):
+    "Put the numbers of a `split_non_finite` marker map back into `obj` (in place); pointers that lead nowhere are ignored."
+    for ptr, v in (marks or {}).items():
+        keys, cur = [k.replace('~1', '/').replace('~0', '~') for k in ptr.split('/')[1:]], obj
+        try:
+            for k in keys[:-1]: cur = cur[int(k) if isinstance(cur, list) else k]
+            last = keys[-1]
+            if isinstance(cur, list): cur[int(last)] = float(v)
+            elif last in cur: cur[last] = float(v)
+        except (KeyError, IndexError, ValueError, TypeError): continue
+    return obj
+
 # %% ../nbs/00_core.ipynb #6fbb3265
 def atomic_write_text(path, text: str, force: bool = False) -> Path:
     "Write `text` to `path` atomically."
@@ -69,8 +94,8 @@ def atomic_write_text(path, text: str, force: bool = False) -> Path:
     return Path(path)
 
 def atomic_write_json(path, obj, force: bool = False) -> Path:
-    "Write `obj` as indented JSON to `path` atomically."
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n', force)
+    "Write `obj` as indented, valid JSON to `path` atomically (non-finite numbers become `null`: see `split_non_finite`)."
+    return atomic_write_text(path, json.dumps(split_non_finite(obj)[0], indent=2, sort_keys=False, allow_nan=False) + '\n', force)
 
 # %% ../nbs/00_core.ipynb #adfcf131
 @contextlib.contextmanager

@@ -6,20 +6,21 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/manifest.html.md"""
 
 # %% ../nbs/07_manifest.ipynb #d87d27a8
 from __future__ import annotations
-import datetime, json, math
+import datetime, json, math, re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from .core import QvlError, SIZES, atomic_write_text
+from .core import QvlError, SIZES, atomic_write_text, split_non_finite, restore_non_finite
 from .quant import QUANT_PAIRS, classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
 from .spec import HOW, PATHS, VALIDATE_SETTINGS, spec_options
 
 # %% auto #0
-__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'FloatInterval', 'IntInterval', 'LEGACY_SCOPES', 'Record',
-           'ModelInfo', 'Dataset', 'Environment', 'Search', 'Timings', 'StateFile', 'Correlation', 'Correlations',
-           'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto', 'Measured', 'HandleRow', 'handle_row',
-           'assign_ranks', 'handle_records', 'Manifest', 'now_utc', 'LegacyEntry', 'LegacyScheme', 'LegacyManifest',
-           'detect_schema', 'from_legacy', 'from_v1', 'read_manifest', 'write_manifest', 'manifest_schema']
+__all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'FloatInterval', 'IntInterval', 'LEGACY_SCOPES', 'LEGACY_PAIR',
+           'Record', 'ModelInfo', 'Dataset', 'Environment', 'Search', 'Timings', 'StateFile', 'Correlation',
+           'Correlations', 'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto', 'Measured',
+           'HandleRow', 'handle_row', 'assign_ranks', 'handle_records', 'Manifest', 'now_utc', 'LegacyEntry',
+           'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy', 'from_v1', 'read_manifest',
+           'write_manifest', 'manifest_schema']
 
 # %% ../nbs/07_manifest.ipynb #b1da546e
 MANIFEST_VERSION = 2
@@ -47,7 +48,7 @@ Scheme = create_model('Scheme', __base__=_SchemeBase, __doc__='What a run measur
 # %% ../nbs/07_manifest.ipynb #478c7d4c
 class ModelInfo(Record):
     "The checkpoint: id, folder, config digest, dtype, placement, parameters per tower."
-    id: str
+    id: str | None = None
     tag: str | None = None
     path: str | None = None
     config_sha256: str | None = None
@@ -313,7 +314,7 @@ class LegacyScheme(Record):
 class LegacyManifest(Record):
     "The earlier driver-script tool's manifest, as far as a report needs it."
     scheme: LegacyScheme
-    model: ModelInfo
+    model: dict[str, Any] = {}
     layers: dict[str, dict[str, Any]] = {}
     autoquant_state: dict[str, Any] = {}
     layer_sensitivity: dict[str, LegacyEntry]
@@ -334,14 +335,22 @@ def _legacy_chosen(layers: dict, handle: str, formats: list) -> str | None:
 
 LEGACY_SCOPES = {'full': 'all-layers', 'all': 'all-layers', 'all_layers': 'all-layers', 'lm_only': 'lm-only', 'lm': 'lm-only'}
 
+LEGACY_PAIR = re.compile(r'(?<![a-z0-9])w(?:int8|int4|fp8|fp4|nvfp4|mxfp8)_a(?:int8|int4|fp8|fp16|fp4|nvfp4|mxfp8)(?:_lm_only)?(?![a-z0-9])')
+
+def _legacy_pair(sc: dict) -> str | None:
+    "The quant pair a legacy scheme names: its `quant_pair`/`pair` field, a `w…_a…` name inside its name, else its formats."
+    if isinstance(p := sc.get('quant_pair') or sc.get('pair'), str): return p
+    if m := LEGACY_PAIR.search(str(sc.get('name', '')).lower()): return m.group(0)
+    fm = list(sc.get('quant_formats') or [])
+    return next((p.name for p in QUANT_PAIRS.values() if list(p.formats) == fm), None)
+
 def _legacy_settings(doc: dict) -> dict:
-    "scope, pair and size of a legacy manifest in this tool's terms (None where it does not say)."
+    "scope, pair, size and sample count of a legacy manifest in this tool's terms (None where it does not say)."
     sc, ds = doc['scheme'], doc.get('dataset') if isinstance(doc.get('dataset'), dict) else {}
     mode = sc.get('coverage_mode')
-    fm = list(sc.get('quant_formats') or [])
-    n = ds.get('num_samples', ds.get('calib_size'))
+    n = ds.get('num_samples', ds.get('calib_size', doc.get('num_calib_samples')))
     size = ds.get('size') if ds.get('size') in SIZES else next((k for k, v in SIZES.items() if v == n), None)
-    return dict(scope=LEGACY_SCOPES.get(mode, mode), pair=next((p.name for p in QUANT_PAIRS.values() if list(p.formats) == fm), None), size=size)
+    return dict(scope=LEGACY_SCOPES.get(mode, mode), pair=_legacy_pair(sc), size=size), n
 
 def from_legacy(doc: dict) -> dict:
     "A legacy manifest (already checked against `LegacyManifest`) as a version-2 document."
@@ -351,11 +360,15 @@ def from_legacy(doc: dict) -> dict:
         extra = {} if e.importance is None else dict(sensitivity=e.importance)
         r = handle_row(h, e.formats, e.scores, e.costs, chosen_format=_legacy_chosen(lg.layers, h, e.formats), **extra)
         if r is not None: rows[h] = r
+    settings, n = _legacy_settings(doc)
     scheme = dict(name=sc['name'], method=sc.get('auto_quantize_method'), effective_bits=float(sc['auto_quantize_bits']),
-                  score_size=sc.get('auto_quantize_score_size'), formats=sc.get('quant_formats') or [], **_legacy_settings(doc))
-    return dict(source='legacy', generator=str(doc.get('generator') or 'legacy'), scheme=scheme, model=doc['model'],
-                dataset=dict(doc.get('dataset') or {}), layers=lg.layers,
-                search=dict(constraints=st.get('constraints'), total_score=st.get('score'), is_satisfied=st.get('is_satisfied')),
+                  score_size=sc.get('auto_quantize_score_size'), formats=sc.get('quant_formats') or [], **settings)
+    model = dict(lg.model, id=next((str(v) for v in (lg.model.get(k) for k in ('id', 'name', 'model_id', 'path')) if v), doc.get('model_id')))
+    achieved = (st.get('constraints') or {}).get('effective_bits')     # ModelOpt's best['constraints']: what the search reached
+    return dict(source='legacy', generator=str(doc.get('generator') or 'legacy'), scheme=scheme, model=model,
+                dataset=dict(doc.get('dataset') or {}, num_samples=n), layers=lg.layers,
+                search=dict(constraints=st.get('constraints'), total_score=st.get('score'), is_satisfied=st.get('is_satisfied'),
+                            achieved_effective_bits=float(achieved) if isinstance(achieved, (int, float)) else None),
                 autoquant_state=dict(keys=st.get('keys') or []), layer_sensitivity=assign_ranks(rows))
 
 # %% ../nbs/07_manifest.ipynb #499f7ee4
@@ -376,6 +389,8 @@ def read_manifest(src) -> Manifest:
         except (json.JSONDecodeError, UnicodeDecodeError) as e: raise QvlError(f"manifest {p}: malformed JSON ({e})") from None
         name = str(p)
     else: doc, name = src, '<manifest>'
+    if isinstance(doc, dict) and 'non_finite' in doc:      # numbers written as null, with where they were (core.split_non_finite)
+        doc = dict(doc); restore_non_finite(doc, doc.pop('non_finite'))
     try:
         version = doc.get('manifest_version', 1) if isinstance(doc, dict) else None
         if detect_schema(doc) == 'legacy': doc = from_legacy(doc)
@@ -387,15 +402,19 @@ def read_manifest(src) -> Manifest:
     except ValidationError as e: raise _message(e, name) from None
     except (TypeError, ValueError, AttributeError, KeyError) as e:     # a part of the wrong shape before validation
         raise QvlError(f"{name}: not a readable quant manifest ({type(e).__name__}: {str(e)[:200]})") from None
+    if not man.layer_sensitivity: raise QvlError(f"manifest {name}: layer_sensitivity is empty: it holds no per-layer scores to report")
     assign_ranks(man.layer_sensitivity)
     return man
 
 # %% ../nbs/07_manifest.ipynb #a29a9a75
 def write_manifest(man: Manifest, path, force: bool = False) -> Path:
-    "Write `man` to `path` atomically (temp file, then rename); `QvlError` if it exists and not `force`."
-    doc = man.model_dump(mode='python', exclude={'source'})
+    """Write `man` to `path` atomically (temp file, then rename) as valid JSON: a non-finite number anywhere is written
+    as `null` and listed in the top-level `non_finite` map (`core.split_non_finite`), which `read_manifest` restores.
+    `QvlError` if the file exists and not `force`."""
     plain = lambda x: x.item() if hasattr(x, 'item') else str(x)       # numpy scalars from the statistics
-    return atomic_write_text(path, json.dumps(doc, indent=2, default=plain) + '\n', force)
+    doc, marks = split_non_finite(json.loads(json.dumps(man.model_dump(mode='python', exclude={'source'}), default=plain)))
+    if marks: doc['non_finite'] = marks
+    return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + '\n', force)
 
 # %% ../nbs/07_manifest.ipynb #0490baa6
 def manifest_schema() -> dict:

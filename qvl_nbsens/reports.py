@@ -113,7 +113,7 @@ def header_table(run: Run) -> list[str]:
     m = run.manifest; s, d, se = m.scheme, m.dataset, m.search
     sat = '—' if se.is_satisfied is None else 'yes' if se.is_satisfied else 'no'
     rows = [('Scheme', f"{fmt(s.pair)} ({', '.join(map(str, s.formats)) or '—'}), method {fmt(s.method)}, scope {fmt(s.scope)}"),
-            ('Model', m.model.id),
+            ('Model', fmt(m.model.id)),
             ('Dataset', f"{' '.join(filter(None, (d.name, d.size)))} — {fmt(d.num_samples, 'g')} samples, scored on {fmt(d.score_samples or s.score_size, 'g')}"),
             ('Budget', f"{fmt(s.effective_bits, 'g')} effective bits"), ('Achieved', f"{fmt(se.achieved_effective_bits, '.3f')} effective bits"),
             ('Total score', fmt(se.total_score)), ('Satisfied', sat), ('Handles', f"{len(m.layer_sensitivity)} searched")]

@@ -194,7 +194,7 @@ def test_report_only_on_legacy_manifest(tmp_path):
 
 
 @pytest.mark.parametrize('mutate, expect', [
-    (lambda d: d.pop('model'), 'model is missing'),
+    (lambda d: d.update(model=[1]), 'model must be a valid dictionary'),
     (lambda d: d['layer_sensitivity']['model.language_model.layers.0.mlp.down_proj.quant_recipe'].update(costs='x'), "costs must be a valid list, got 'x'"),
     (lambda d: d.update(scheme=[1]), 'not a quant manifest'),
 ])
