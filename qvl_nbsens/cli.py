@@ -6,15 +6,35 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8896f34a
 from __future__ import annotations
-import argparse, sys
+import argparse, datetime, platform, re, sys, traceback, warnings
 from pathlib import Path
 from . import __version__
-from .core import QvlError
+from .core import QvlError, QvlWarning, cache_dir
 from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_options, spec_from_args
 
 # %% auto #0
-__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run',
-           'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs', 'build_parser', 'main']
+__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
+           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs',
+           'build_parser', 'crash_log', 'main']
+
+# %% ../nbs/09_cli.ipynb #e87d761f
+def image_size(text: str) -> tuple[int, int]:
+    "argparse type: 'WIDTHxHEIGHT' as (width, height), both >= 1."
+    m = re.fullmatch(r'\s*(\d+)\s*[xX×]\s*(\d+)\s*', text)
+    if not m or min(int(m[1]), int(m[2])) < 1: raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT with both >= 1, e.g. 640x480")
+    return int(m[1]), int(m[2])
+
+def count(text: str) -> int:
+    "argparse type: a whole number >= 0."
+    try: n = int(text)
+    except ValueError: n = -1
+    if n < 0: raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return n
+
+def torch_device(text: str) -> str:
+    "argparse type: cpu, cuda or cuda:N."
+    if not re.fullmatch(r'cpu|cuda(:\d+)?', text): raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda or cuda:N")
+    return text
 
 # %% ../nbs/09_cli.ipynb #03b13bf4
 def cmd_fixture(a):
@@ -30,24 +50,23 @@ def _fixture(sub):
     f.add_argument('--retrain', action='store_true', help='train tiny-shapes from scratch instead of using the embedded weights')
     f.add_argument('--update-embedded', action='store_true', help='store the retrained weights as the embedded default')
     f.add_argument('--seed', type=int, default=0, help='seed of the random weights (shapes other than tiny-shapes)')
-    f.add_argument('--device', default='cpu', help="where to build random weights, e.g. 'cuda'")
-    f.add_argument('--dtype', default=None, help="weight dtype (default: the shape's own, bfloat16 for qwen3-vl-4b)")
+    f.add_argument('--device', type=torch_device, default='cpu', help="where to build random weights, e.g. 'cuda'")
+    f.add_argument('--dtype', default=None, choices=['float32', 'bfloat16', 'float16'], help="weight dtype (default: the shape's own, bfloat16 for qwen3-vl-4b)")
     f.add_argument('--force', action='store_true', help='replace an existing directory')
     f.set_defaults(func=cmd_fixture)
 
 # %% ../nbs/09_cli.ipynb #daa46586
 def cmd_synth_coco(a):
     from qvl_nbsens.coco import synth_coco
-    w, h = (int(x) for x in a.image_size.lower().split('x'))
-    root = synth_coco(a.out, n_train=a.n_train, n_val=a.n_val, size=(w, h), seed=a.seed, force=a.force)
+    root = synth_coco(a.out, n_train=a.n_train, n_val=a.n_val, size=a.image_size, seed=a.seed, force=a.force)
     print(f"wrote synthetic COCO 2017 tree ({a.n_train} train, {a.n_val} val images) to {root}")
 
 def _synth_coco(sub):
     s = sub.add_parser('synth-coco', help='write a synthetic COCO 2017 captions tree of shape images')
     s.add_argument('--out', required=True, help='folder of the tree to create')
-    s.add_argument('--n-train', type=int, default=640, help='train2017 images')
-    s.add_argument('--n-val', type=int, default=128, help='val2017 images')
-    s.add_argument('--image-size', default='320x240', help='WIDTHxHEIGHT, e.g. 640x480')
+    s.add_argument('--n-train', type=count, default=640, help='train2017 images')
+    s.add_argument('--n-val', type=count, default=128, help='val2017 images')
+    s.add_argument('--image-size', type=image_size, default=(320, 240), help='WIDTHxHEIGHT, e.g. 640x480')
     s.add_argument('--seed', type=int, default=0, help='seed of the shapes and captions')
     s.add_argument('--force', action='store_true', help='replace an existing tree')
     s.set_defaults(func=cmd_synth_coco)
@@ -169,12 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in sub.choices.values(): sp.allow_abbrev = False   # `suite --size` must not pass for `--sizes`
     return p
 
+def crash_log(cmd: str, argv) -> Path:
+    "Write the current exception's traceback, the command line and the versions to a new log file under the cache; its path."
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
+    log = cache_dir('logs')/f'{cmd}-{stamp}.log'
+    log.write_text(f"qvl-nbsens {__version__} on Python {platform.python_version()} ({sys.executable})\n"
+                   f"command: qvl-nbsens {' '.join(map(str, argv if argv is not None else sys.argv[1:]))}\n\n{traceback.format_exc()}")
+    return log
+
+def _show_warning(cmd: str, default):
+    "A `warnings.showwarning` that prints a `QvlWarning` as one line and leaves others to `default`."
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, QvlWarning): print(f"qvl-nbsens {cmd}: warning: {message}", file=sys.stderr)
+        else: default(message, category, filename, lineno, file, line)
+    return show
+
 def main(argv=None) -> int:
-    "Entry point of the `qvl-nbsens` console command."
+    "Entry point of the `qvl-nbsens` console command: 0 done, 2 bad input (one line), 1 internal error (one line + log file)."
     args = build_parser().parse_args(argv)
-    try: args.func(args)
-    except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
-        msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
-        print(f"qvl-nbsens {args.cmd}: error: {msg}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(args.cmd, warnings.showwarning)
+        try: args.func(args)
+        except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
+            msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
+            print(f"qvl-nbsens {args.cmd}: error: {msg}", file=sys.stderr)
+            return 2
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [''])[0][:200]
+            print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {first} (a bug: the traceback is in "
+                  f"{crash_log(args.cmd, argv)}; please report it with that file)", file=sys.stderr)
+            return 1
     return 0
