@@ -14,10 +14,10 @@ from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_
 
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
-           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs',
+           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs', 'Parser',
            'build_parser', 'crash_log', 'main']
 
-# %% ../nbs/09_cli.ipynb #e87d761f
+# %% ../nbs/09_cli.ipynb #51979cf2
 def image_size(text: str) -> tuple[int, int]:
     "argparse type: 'WIDTHxHEIGHT' as (width, height), both >= 1."
     m = re.fullmatch(r'\s*(\d+)\s*[xX×]\s*(\d+)\s*', text)
@@ -179,9 +179,13 @@ def _docs(sub):
 # %% ../nbs/09_cli.ipynb #d4927861
 SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _docs, _validate, _report)
 
+class Parser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2)."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `qvl-nbsens` parser: one subparser per entry of `SUBCOMMANDS`."
-    p = argparse.ArgumentParser(prog='qvl-nbsens', description='Which layers of Qwen3-VL break when quantized.')
+    p = Parser(prog='qvl-nbsens', description='Which layers of Qwen3-VL break when quantized.')
     p.add_argument('--version', action='version', version=f'qvl-nbsens {__version__}')
     sub = p.add_subparsers(dest='cmd', required=True)
     for declare in SUBCOMMANDS: declare(sub)

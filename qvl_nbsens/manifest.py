@@ -308,7 +308,7 @@ class LegacyEntry(Record):
     importance: float | None = None
 
 class LegacyScheme(Record):
-    name: str
+    name: str | None = None
     auto_quantize_bits: float
 
 class LegacyManifest(Record):
@@ -352,7 +352,7 @@ def _legacy_settings(doc: dict) -> dict:
     size = ds.get('size') if ds.get('size') in SIZES else next((k for k, v in SIZES.items() if v == n), None)
     return dict(scope=LEGACY_SCOPES.get(mode, mode), pair=_legacy_pair(sc), size=size), n
 
-def from_legacy(doc: dict) -> dict:
+def from_legacy(doc: dict, name: str = 'legacy') -> dict:
     "A legacy manifest (already checked against `LegacyManifest`) as a version-2 document."
     lg, sc, st = LegacyManifest.model_validate(doc), doc['scheme'], doc.get('autoquant_state') or {}
     rows = {}
@@ -361,7 +361,7 @@ def from_legacy(doc: dict) -> dict:
         r = handle_row(h, e.formats, e.scores, e.costs, chosen_format=_legacy_chosen(lg.layers, h, e.formats), **extra)
         if r is not None: rows[h] = r
     settings, n = _legacy_settings(doc)
-    scheme = dict(name=sc['name'], method=sc.get('auto_quantize_method'), effective_bits=float(sc['auto_quantize_bits']),
+    scheme = dict(name=sc.get('name') or name, method=sc.get('auto_quantize_method'), effective_bits=float(sc['auto_quantize_bits']),
                   score_size=sc.get('auto_quantize_score_size'), formats=sc.get('quant_formats') or [], **settings)
     model = dict(lg.model, id=next((str(v) for v in (lg.model.get(k) for k in ('id', 'name', 'model_id', 'path')) if v), doc.get('model_id')))
     achieved = (st.get('constraints') or {}).get('effective_bits')     # ModelOpt's best['constraints']: what the search reached
@@ -393,7 +393,7 @@ def read_manifest(src) -> Manifest:
         doc = dict(doc); restore_non_finite(doc, doc.pop('non_finite'))
     try:
         version = doc.get('manifest_version', 1) if isinstance(doc, dict) else None
-        if detect_schema(doc) == 'legacy': doc = from_legacy(doc)
+        if detect_schema(doc) == 'legacy': doc = from_legacy(doc, Path(name).name.removesuffix('.json').removesuffix('_quant_manifest'))
         elif not isinstance(version, int) or isinstance(version, bool): raise QvlError(f"manifest_version must be a whole number, got {version!r}")
         elif version > MANIFEST_VERSION: raise QvlError(f"manifest_version {version} is newer than this qvl_nbsens reads ({MANIFEST_VERSION}): upgrade qvl_nbsens")
         elif version < 2: doc = from_v1(doc)

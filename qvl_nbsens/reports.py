@@ -10,7 +10,7 @@ import json, math
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import QvlError, atomic_write_text, refuse_overwrite
+from .core import QvlError, atomic_write_text, refuse_overwrite, split_non_finite
 from .manifest import Correlation, HandleRow
 from .quant import TOWERS, strip_handle
 from .tables import Run, load_run
@@ -45,13 +45,15 @@ def public(x):
     return Path(x.replace('\\', '/')).name if _is_abs(x) else x
 
 def header_blocks(run: Run) -> dict:
-    "The report's header blocks: scheme, model (without its path), dataset, autoquant_state, and the trust blocks the run has."
+    """The report's header blocks: scheme, model (without its path), dataset, autoquant_state, and the trust blocks the run
+    has; a non-finite number among them is `null`, listed in `non_finite` ({JSON Pointer: 'nan'/'inf'/'-inf'})."""
     m = run.manifest
     state = dict(m.autoquant_state.model_dump() if m.autoquant_state else {},
                  **{k: getattr(m.search, k) for k in ('constraints', 'total_score', 'is_satisfied', 'achieved_effective_bits')})
     blocks = dict(scheme=m.scheme.model_dump(), model=m.model.model_dump(exclude={'path'}), dataset=m.dataset.model_dump(),
                   autoquant_state=state, **{k: getattr(m, k).model_dump() for k in ('confidence', 'validation', 'pareto') if getattr(m, k)})
-    return public(plain(blocks))
+    marks = split_non_finite(blocks)[1]
+    return dict(public(plain(blocks)), **({'non_finite': marks} if marks else {}))
 
 # %% ../nbs/07b_reports.ipynb #c2a889fb
 TRUST_FIELDS = ('sensitivity_per_sample', 'score_ci95', 'sensitivity_per_sample_ci95', 'rank_ci95', 'rank_ci_wide', 'measured')

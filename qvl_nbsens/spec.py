@@ -170,9 +170,10 @@ class SuiteSpec:
 # %% ../nbs/05d_spec.ipynb #2e6a2223
 def _list_of(typ, choices):
     def parse(s: str):
-        out = tuple(typ(x.strip()) for x in s.split(',') if x.strip())
+        try: out = tuple(typ(x.strip()) for x in s.split(',') if x.strip())
+        except ValueError: out = ()
         if not out or (choices and any(x not in choices for x in out)):
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(map(str, choices or ['values']))}")
+            raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of {', '.join(map(str, choices or ['values']))}")
         return out
     return parse
 

@@ -119,8 +119,8 @@ def _failed(e, name: str, stage: Path, nb_out: Path) -> QvlError:
     """The error of a failed notebook cell, naming the cell and the interpreter. The staging folder is removed unless it
     holds what a re-run needs (a resumable search) or explains a fault (the executed notebook, for any error but bad input)."""
     resumable = any(stage.glob('.*.partial/autoquant_checkpoint.pt'))
-    if e.ename == 'QvlError' and not resumable: shutil.rmtree(stage, ignore_errors=True); kept = ''
-    else: kept = f"; executed notebook kept in {nb_out}" + ('; run the same command again to resume' if resumable else '')
+    if e.ename == 'QvlError' and not resumable: shutil.rmtree(stage, ignore_errors=True)
+    kept = '' if e.ename == 'QvlError' else f"; executed notebook kept in {nb_out}" + ('; run the same command again to resume' if resumable else '')
     first = (e.source or '').strip().splitlines()[:1]
     return QvlError(f"{name}: {e.evalue if e.ename == 'QvlError' else f'{e.ename}: {e.evalue}'} (run notebook cell {e.cell_index}, "
                     f"`{first[0] if first else ''}`, under {sys.executable}){kept}")
@@ -134,13 +134,14 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
     stage = out/f'.{name}.stage'
     stage.mkdir(parents=True, exist_ok=True)
+    if (stage/name).exists(): shutil.rmtree(stage/name)     # finished in an attempt that failed before publishing: run again
     nb_out = stage/'run.ipynb'
     try:
         stream = dict(log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
         with contextlib.ExitStack() as stack:
             km = km or stack.enter_context(suite_kernel(stage))
             pm.execute_notebook(nb, str(nb_out).replace('{', '{{').replace('}', '}}'),   # papermill formats paths with the parameters
-                                parameters=_params(spec, stage, True, keep_model), progress_bar=False, cwd=str(stage), km=km, **stream)
+                                parameters=_params(spec, stage, force, keep_model), progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e: raise _failed(e, name, stage, nb_out) from None
     nb, err = tidy_outputs(json.loads(nb_out.read_text()))
     (stage/name/'run.ipynb').write_text(json.dumps(published_notebook(nb, out, stage, name), indent=1))

@@ -60,6 +60,7 @@ def manifest_file(run_dir) -> Path:
     "The `*_quant_manifest.json` of a run directory (or the file itself); `QvlError` when there is none or several."
     p = Path(run_dir)
     if p.is_file(): return p
+    if not p.exists(): raise QvlError(f"{p} does not exist (expected a run directory or a *_quant_manifest.json file)")
     found = sorted(p.glob('*_quant_manifest.json')) if p.is_dir() else []
     if len(found) != 1: raise QvlError(f"{p} is not a run directory: {'no' if not found else len(found)} *_quant_manifest.json files")
     return found[0]

@@ -127,7 +127,7 @@ def test_partial_run_with_other_arguments_is_refused(tmp_path):
     r, _ = run(tmp_path, '--size', 'small', '--batch-size', '4', fault='kill-at-scoring', check=None)
     assert r.returncode == -signal.SIGKILL
     r, _ = run(tmp_path, '--size', 'small', check=2)
-    assert 'partial run with other arguments' in r.stderr
+    assert 'holds a partial run made with other inputs (batch_size 4 → 8)' in r.stderr, r.stderr
     run(tmp_path, '--size', 'small', '--force')
 
 
