@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8896f34a
 from __future__ import annotations
-import argparse, datetime, platform, re, sys, traceback, warnings
+import argparse, datetime, logging, platform, re, sys, tempfile, traceback, warnings
 from pathlib import Path
 from . import __version__
 from .core import QvlError, QvlWarning, cache_dir
@@ -15,9 +15,9 @@ from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
            'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs', 'Parser',
-           'build_parser', 'crash_log', 'main']
+           'build_parser', 'crash_log', 'one_line', 'main']
 
-# %% ../nbs/09_cli.ipynb #51979cf2
+# %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
     "argparse type: 'WIDTHxHEIGHT' as (width, height), both >= 1."
     m = re.fullmatch(r'\s*(\d+)\s*[xX×]\s*(\d+)\s*', text)
@@ -39,6 +39,8 @@ def torch_device(text: str) -> str:
 # %% ../nbs/09_cli.ipynb #03b13bf4
 def cmd_fixture(a):
     from qvl_nbsens.fixture import make_fixture
+    from qvl_nbsens.loading import resolve_device
+    resolve_device(a.device)           # a GPU asked for must be there
     ck = make_fixture(a.out, a.shape, retrain=a.retrain, update_embedded=a.update_embedded, seed=a.seed,
                       device=a.device, dtype=a.dtype, force=a.force)
     print(f"wrote {a.shape} checkpoint to {ck}")
@@ -195,31 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
 def crash_log(cmd: str, argv) -> Path:
     "Write the current exception's traceback, the command line and the versions to a new log file under the cache; its path."
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
-    log = cache_dir('logs')/f'{cmd}-{stamp}.log'
-    log.write_text(f"qvl-nbsens {__version__} on Python {platform.python_version()} ({sys.executable})\n"
-                   f"command: qvl-nbsens {' '.join(map(str, argv if argv is not None else sys.argv[1:]))}\n\n{traceback.format_exc()}")
+    text = (f"qvl-nbsens {__version__} on Python {platform.python_version()} ({sys.executable})\n"
+            f"command: qvl-nbsens {' '.join(map(str, argv if argv is not None else sys.argv[1:]))}\n\n{traceback.format_exc()}")
+    try: log = cache_dir('logs')/f'{cmd}-{stamp}.log'; log.write_text(text)
+    except OSError: log = Path(tempfile.gettempdir())/f'qvl-nbsens-{cmd}-{stamp}.log'; log.write_text(text)   # the cache is not writable
     return log
 
-def _show_warning(cmd: str, default):
-    "A `warnings.showwarning` that prints a `QvlWarning` as one line and leaves others to `default`."
+def one_line(text) -> str:
+    "`text` on one line: newlines and carriage returns (a path may hold them) shown as `\\n` / `\\r`."
+    return str(text).replace('\r', '\\r').replace('\n', '\\n')
+
+def _show_warning(cmd: str):
+    "A `warnings.showwarning` printing each warning as one line: a `QvlWarning` as is, a library's with its category and module."
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, QvlWarning): print(f"qvl-nbsens {cmd}: warning: {message}", file=sys.stderr)
-        else: default(message, category, filename, lineno, file, line)
+        src = '' if issubclass(category, QvlWarning) else f"{category.__name__} from {Path(filename).stem}: "
+        print(f"qvl-nbsens {cmd}: warning: {src}{one_line(message)}", file=sys.stderr)
     return show
 
 def main(argv=None) -> int:
     "Entry point of the `qvl-nbsens` console command: 0 done, 2 bad input (one line), 1 internal error (one line + log file)."
     args = build_parser().parse_args(argv)
+    logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)   # "No CUDA runtime is found" on every CPU import
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning(args.cmd, warnings.showwarning)
+        warnings.showwarning = _show_warning(args.cmd)
+        warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')  # torch's own deprecation of its internals
         try: args.func(args)
         except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
-            print(f"qvl-nbsens {args.cmd}: error: {msg}", file=sys.stderr)
+            print(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
             return 2
         except Exception as e:
             first = (str(e).strip().splitlines() or [''])[0][:200]
-            print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {first} (a bug: the traceback is in "
+            print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line(first)} (a bug: the traceback is in "
                   f"{crash_log(args.cmd, argv)}; please report it with that file)", file=sys.stderr)
             return 1
     return 0

@@ -6,11 +6,12 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/coco.html.md"""
 
 # %% ../nbs/02_coco.ipynb #bbb4efad
 from __future__ import annotations
-import json, os, random, sqlite3, time
+import contextlib, json, os, random, shutil, sqlite3, tempfile, time, unicodedata
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 from PIL import Image, ImageOps
-from .core import QvlError, warn, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir, sha256_json
+from .core import QvlError, warn, read_json, SIZES, size_count, atomic_path, atomic_dir, refuse_overwrite, resolve_inside, cache_dir, sha256_json
 from .shapes import sample_spec, caption_of, draw_shape
 
 # %% auto #0
@@ -75,13 +76,12 @@ class CocoCaption:
     caption: str
 
 # %% ../nbs/02_coco.ipynb #5c86fed6
-def _load_json(path: Path):
-    try: return json.loads(path.read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise QvlError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError as e: raise QvlError(f"{path}: not UTF-8 text ({e})") from None
-
 def _need(cond, msg):
     if not cond: raise QvlError(msg)
+
+def _id(x) -> bool:
+    "Is `x` a COCO id: an integer (not a bool) that fits SQLite's 64-bit INTEGER?"
+    return isinstance(x, int) and not isinstance(x, bool) and -2**63 <= x < 2**63
 
 # %% ../nbs/02_coco.ipynb #fc9a079d
 def _read_captions_doc(root: Path, split: str) -> tuple[Path, dict]:
@@ -90,7 +90,7 @@ def _read_captions_doc(root: Path, split: str) -> tuple[Path, dict]:
     ann = root/'annotations'/f'captions_{split}.json'
     _need(ann.is_file(), f"annotation file {ann} is missing (expected the official COCO 2017 layout: "
                          f"annotations/captions_{{train2017,val2017}}.json)")
-    doc = _load_json(ann)
+    doc = read_json(ann, 'annotation file')
     _need(isinstance(doc, dict), f"{ann}: top level must be an object with 'images' and 'annotations'")
     for key in ('images', 'annotations'):
         _need(isinstance(doc.get(key), list), f"{ann}: missing or non-list field '{key}'")
@@ -102,9 +102,10 @@ def _image_files(ann: Path, split: str, images: list) -> dict:
     twice with the same file is one image; with another file it is refused (its captions could belong to either)."""
     files = {}
     for i, im in enumerate(images):
-        _need(isinstance(im, dict) and isinstance(im.get('id'), int) and not isinstance(im.get('id'), bool)
-              and isinstance(im.get('file_name'), str) and im['file_name'].strip(),
-              f"{ann}: images[{i}] needs an integer 'id' and a non-empty string 'file_name'")
+        _need(isinstance(im, dict) and _id(im.get('id')) and isinstance(im.get('file_name'), str) and im['file_name'].strip(),
+              f"{ann}: images[{i}] needs an integer 'id' (64-bit) and a non-empty string 'file_name'")
+        _need(not im['file_name'].startswith(('/', '\\')), f"{ann}: images[{i}] file_name {im['file_name']!r} is absolute; "
+                                                             f"it must be relative to the {split} folder")
         rel = f"{split}/{im['file_name']}"
         _need(files.get(im['id'], rel) == rel, f"{ann}: image id {im['id']} is listed twice, with {files.get(im['id'])!r} and "
                                                f"{rel!r}: its captions could belong to either; give each image its own id")
@@ -125,10 +126,13 @@ def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]
     files = _image_files(ann, split, doc['images'])
     out, seen, skipped = [], set(), dict(orphan=0, repeat=0, empty=0, uncaptioned=0)
     for i, a in enumerate(doc['annotations']):
-        _need(isinstance(a, dict) and all(isinstance(a.get(k), int) and not isinstance(a.get(k), bool) for k in ('id', 'image_id'))
-              and isinstance(a.get('caption'), str),
-              f"{ann}: annotations[{i}] needs integer 'id', integer 'image_id' and string 'caption'")
+        _need(isinstance(a, dict) and _id(a.get('id')) and _id(a.get('image_id')) and isinstance(a.get('caption'), str),
+              f"{ann}: annotations[{i}] needs integer 'id', integer 'image_id' (64-bit) and string 'caption'")
         cap = ' '.join(a['caption'].split())
+        try: cap.encode('utf-8')
+        except UnicodeEncodeError: raise QvlError(f"{ann}: annotations[{i}] (id {a['id']}) has a caption that is not valid Unicode "
+                                                  f"(a lone surrogate, e.g. from a bad \\ud800 escape)") from None
+        if not any(unicodedata.category(ch)[0] not in 'CZ' for ch in cap): cap = ''   # only spaces, zero-width or control characters
         kind = 'repeat' if a['id'] in seen else 'orphan' if a['image_id'] not in files else 'empty' if not cap else None
         seen.add(a['id'])
         if kind: skipped[kind] += 1
@@ -139,7 +143,12 @@ def read_coco_captions(coco_root, split: str = 'train2017') -> list[CocoCaption]
 
 # %% ../nbs/02_coco.ipynb #90926456
 def _to_rgb(im: Image.Image) -> Image.Image:
-    "`im` as RGB; transparency is composited onto white."
+    "`im` as RGB; transparency is composited onto white; 16-bit, 32-bit and float greyscale are scaled to 8 bits, not clipped."
+    if im.mode.startswith('I') or im.mode == 'F':
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith('I;16') or a.max() > 255 else 255.0
+        if im.mode == 'F': top = 1.0 if a.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(a/top*255, 0, 255).round().astype(np.uint8), 'L').convert('RGB')
     if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
         rgba = im.convert('RGBA')
         bg = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
@@ -259,13 +268,30 @@ def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), spli
     targets = [out/f(s) for s in counts for f in (db_name, captions_name)] + ([out/HELDOUT_DB] if held else [])
     for t in targets: refuse_overwrite(t, force)
     check_images(root, pairs[:need] + held)
+    if out.exists() and not out.is_dir(): raise QvlError(f"output folder {out} is a file, not a folder")
     rel = os.path.relpath(root.resolve(), out.resolve())
     sel = 'one caption per image, seeded shuffle, nested prefixes'
-    res = {s: _write_subset(out, s, pairs[:n], _subset_meta(rel, s, n, seed, splits=','.join(splits), selection=sel), force)
-           for s, n in counts.items()}
-    if held: res['heldout'] = write_calib_db(out/HELDOUT_DB, held, _subset_meta(rel, 'heldout', len(held), seed, selection=held_from), force)
+    with _staged(out) as stage:            # every file complete before the first one is moved into `out`
+        for s, n in counts.items(): _write_subset(stage, s, pairs[:n], _subset_meta(rel, s, n, seed, splits=','.join(splits), selection=sel), True)
+        if held: write_calib_db(stage/HELDOUT_DB, held, _subset_meta(rel, 'heldout', len(held), seed, selection=held_from), True)
+        for t in targets: os.replace(stage/t.name, t)
+    res = {s: out/db_name(s) for s in counts} | ({'heldout': out/HELDOUT_DB} if held else {})
     if verbose: print(f"wrote {', '.join(f'{s} ({n})' for s, n in counts.items())} to {out} in {time.time()-t0:.1f}s")
     return res
+
+# %% ../nbs/02_coco.ipynb #ba869e02
+@contextlib.contextmanager
+def _staged(out: Path):
+    "A temporary folder inside `out` (created if needed) for files to be moved into `out`; on failure `out` is left as it was."
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix='.calib.', suffix='.tmp', dir=out))
+    try: yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()): out.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 # %% ../nbs/02_coco.ipynb #1e35e02a
 @dataclass
@@ -277,6 +303,7 @@ class CalibSample:
     split: str = ''
     image_id: int | None = None
     caption_id: int | None = None
+    row_id: int | None = None          # the DB row's `id` (its position when the table has no id column)
     def image(self) -> Image.Image: return open_rgb(self.image_path)
 
 # %% ../nbs/02_coco.ipynb #fc809e82
@@ -331,6 +358,7 @@ def _coco_root_for(db: Path, meta: dict, coco_root):
         return Path(coco_root)
     rel = meta.get('coco_root_relative')
     if not rel: raise QvlError(f"calibration DB {db} records no coco_root_relative; pass the COCO root explicitly")
+    if not isinstance(rel, str): raise QvlError(f"calibration DB {db}: meta coco_root_relative is not text ({type(rel).__name__}); pass the COCO root explicitly")
     for base in (db.parent, Path.cwd()):
         cand = base/rel
         if cand.is_dir(): return cand
@@ -344,8 +372,8 @@ def _sample_row(db: Path, root: Path, i: int, r: dict) -> CalibSample:
     cap = r['caption']
     if not isinstance(cap, str) or not cap.strip(): raise QvlError(f"{where}: empty or non-text caption")
     path = resolve_inside(root, r['image_relpath'], f"{where}: image_relpath")
-    return CalibSample(path, ' '.join(cap.split()), r['image_relpath'], r.get('split') or '',
-                       r.get('image_id'), r.get('caption_id'))
+    return CalibSample(path, ' '.join(cap.split()), r['image_relpath'], str(r.get('split') or ''),
+                       r.get('image_id'), r.get('caption_id'), r.get('id', i))
 
 # %% ../nbs/02_coco.ipynb #b81b64cb
 def _unique(db: Path, samples: list[CalibSample]) -> tuple[list, int]:
@@ -416,7 +444,12 @@ def calib_dir_for(calib_dir=None, coco_root=None, seed: int = 0) -> Path:
     "The calibration folder to use: `calib_dir`, else subsets of `coco_root` (built once into the cache), else the default."
     if calib_dir: return Path(calib_dir)
     if coco_root:
-        out = cache_dir('calib')/f"coco-{sha256_json([str(Path(coco_root).resolve()), seed])[:12]}"
-        if not _has_subsets(out): build_calib_subsets(coco_root, out, seed=seed, force=True)
+        root = Path(coco_root).resolve()
+        anns = sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in (root/'annotations').glob('captions_*.json')) if root.is_dir() else []
+        out = cache_dir('calib')/f"coco-{sha256_json([str(root), seed, anns])[:12]}"     # a changed captions file is another cache entry
+        if not _has_subsets(out):
+            try: build_calib_subsets(coco_root, out, seed=seed, force=True)
+            except QvlError as e: raise QvlError(f"{e} (--coco-root builds all three sizes; for fewer, build them with "
+                                                 "`qvl-nbsens calib --sizes ...` and pass --calib-dir)") from None
         return out
     return default_calib_dir()

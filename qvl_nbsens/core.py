@@ -6,19 +6,20 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #da762909
 from __future__ import annotations
-import contextlib, hashlib, json, math, os, re, shutil, tempfile, warnings
+import contextlib, hashlib, json, math, numbers, os, re, shutil, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'split_non_finite',
-           'restore_non_finite', 'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json',
-           'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
+__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'read_json',
+           'split_non_finite', 'restore_non_finite', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
+           'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases', 'publish_paths',
+           'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
     "A user-facing error: bad input, missing file, refused path. The message names the culprit."
 
-# %% ../nbs/00_core.ipynb #d7ceb1f7
+# %% ../nbs/00_core.ipynb #576ae22c
 class QvlWarning(UserWarning):
     "Something in the input was skipped or changed (counted in the message); the result is still correct."
 
@@ -62,10 +63,25 @@ def atomic_path(path, force: bool = False):
     finally:
         if tmp.exists(): tmp.unlink()
 
-# %% ../nbs/00_core.ipynb #88f7a107
+# %% ../nbs/00_core.ipynb #7fca23dc
+def read_json(path, what: str = 'JSON file', expect: type | None = None):
+    """The parsed JSON file at `path` (UTF-8, a BOM allowed). Raises `QvlError` naming `what` and the path for a missing
+    file, text that is not UTF-8, malformed or too deeply nested JSON, or a top level that is not an `expect`."""
+    path = Path(path)
+    if not path.is_file(): raise QvlError(f"{what} {path} is missing")
+    try: doc = json.loads(path.read_text(encoding='utf-8-sig'))
+    except json.JSONDecodeError as e: raise QvlError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e: raise QvlError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError: raise QvlError(f"{path}: JSON nested too deeply to read") from None
+    if expect is not None and not isinstance(doc, expect):
+        raise QvlError(f"{path}: the top level must be a JSON {'object' if expect is dict else 'array'}, not {type(doc).__name__}")
+    return doc
+
+# %% ../nbs/00_core.ipynb #9168b1c5
 def split_non_finite(obj, path: str = '') -> tuple:
     "(copy of JSON-like `obj` with non-finite floats as None, {RFC 6901 pointer: 'nan'/'inf'/'-inf'} of where they were)."
-    if isinstance(obj, float) and not math.isfinite(obj): return None, {path: 'nan' if obj != obj else ('inf' if obj > 0 else '-inf')}
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral) and not math.isfinite(obj):   # float, numpy floats
+        return None, {path: 'nan' if obj != obj else ('inf' if obj > 0 else '-inf')}
     if isinstance(obj, (dict, list, tuple)):
         items = obj.items() if isinstance(obj, dict) else enumerate(obj)
         out, marks = {}, {}

@@ -13,8 +13,8 @@ from .core import QvlError
 from .coco import CalibSet
 
 # %% auto #0
-__all__ = ['DEFAULT_INSTRUCTION', 'CAPTION_SLOT', 'chat_messages', 'caption_labels', 'template_parts', 'caption_ids',
-           'encode_vlm_samples', 'encode_vlm_batch', 'VlmCalibLoader', 'encode_text_batch', 'TextCalibLoader']
+__all__ = ['DEFAULT_INSTRUCTION', 'CAPTION_SLOT', 'chat_messages', 'template_parts', 'caption_ids', 'encode_vlm_samples',
+           'encode_vlm_batch', 'VlmCalibLoader', 'encode_text_batch', 'TextCalibLoader']
 
 # %% ../nbs/03_loaders.ipynb #773c7b1d
 DEFAULT_INSTRUCTION = 'Describe this image.'
@@ -25,28 +25,7 @@ def chat_messages(caption: str | None = None, instruction: str = DEFAULT_INSTRUC
     if caption is not None: msgs.append({'role': 'assistant', 'content': [{'type': 'text', 'text': caption}]})
     return msgs
 
-# %% ../nbs/03_loaders.ipynb #887d7f4e
-def _find_last(row: list, pat: list) -> int:
-    "Start of the last occurrence of `pat` in `row`, or -1."
-    for j in range(len(row) - len(pat), -1, -1):
-        if row[j:j+len(pat)] == pat: return j
-    return -1
-
-# %% ../nbs/03_loaders.ipynb #c0c43f34
-def caption_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    "Labels that are -100 everywhere except the assistant caption tokens and their `<|im_end|>`."
-    header = tokenizer.encode('<|im_start|>assistant\n', add_special_tokens=False)
-    im_end = tokenizer.convert_tokens_to_ids('<|im_end|>')
-    labels = torch.full_like(input_ids, -100)
-    for i, row in enumerate(input_ids.tolist()):
-        j = _find_last(row, header)
-        if j < 0: raise QvlError(f"batch row {i} has no assistant turn: is the chat template a Qwen-style one?")
-        start = j + len(header)
-        end = row.index(im_end, start) if im_end in row[start:] else len(row) - 1
-        labels[i, start:end+1] = input_ids[i, start:end+1]
-    return labels
-
-# %% ../nbs/03_loaders.ipynb #cdd1230f
+# %% ../nbs/03_loaders.ipynb #3514c9f7
 CAPTION_SLOT = 'QVLCAPTIONSLOT'
 
 def template_parts(processor, instruction: str = DEFAULT_INSTRUCTION) -> tuple[str, str]:
@@ -60,17 +39,17 @@ def caption_ids(tokenizer, caption: str) -> list[int]:
     "Token ids of `caption` as plain text: special-token strings in it (`<|im_end|>`, `<|image_pad|>`) are its characters, not control tokens."
     return tokenizer(caption, add_special_tokens=False, split_special_tokens=True)['input_ids']
 
-# %% ../nbs/03_loaders.ipynb #6412f748
+# %% ../nbs/03_loaders.ipynb #92d65259
 def _process(processor, texts, images, names, **kw):
     "`processor(text=texts, images=images)`; on failure a `QvlError` naming the sample (from `names`) whose image it refused."
     try: return processor(text=texts, images=list(images), return_tensors='pt', **kw)
-    except Exception as e:
+    except Exception:
         for t, im, name in zip(texts, images, names or [f'batch row {i}' for i in range(len(texts))]):
             try: processor(text=[t], images=[im], return_tensors='pt')
             except Exception as e1: raise QvlError(f"{name}: the processor refused its image ({type(e1).__name__}: {e1})") from None
-        raise QvlError(f"the processor refused a batch of {len(texts)} images ({type(e).__name__}: {e})") from None
+        raise                   # every image passes alone: not an image's fault
 
-# %% ../nbs/03_loaders.ipynb #b8c7daa9
+# %% ../nbs/03_loaders.ipynb #a8bb0639
 def _row(enc, i: int, cap: list, end: list, n_end_sup: int) -> dict:
     "Row `i` of the prompt batch `enc` (padding removed) with the caption ids `cap` and the end-of-turn ids `end` appended."
     n = int(enc['attention_mask'][i].sum())
@@ -87,7 +66,7 @@ def _pad(rows: list[dict], pad_id: int) -> dict:
     L, fill = max(len(r['input_ids']) for r in rows), dict(input_ids=pad_id, labels=-100)
     return {k: torch.stack([torch.cat([r[k], r[k].new_full((L - len(r[k]),), fill.get(k, 0))]) for r in rows]) for k in rows[0]}
 
-# %% ../nbs/03_loaders.ipynb #38cdc81d
+# %% ../nbs/03_loaders.ipynb #49dc8273
 def encode_vlm_samples(processor, images, captions, instruction: str = DEFAULT_INSTRUCTION, max_caption_tokens: int | None = None,
                        max_length: int | None = None, names: list[str] | None = None) -> tuple[BatchFeature, list[dict]]:
     """(batch, truncated): processor inputs for `images` with `captions` as assistant turns and caption-only `labels`,
@@ -95,6 +74,8 @@ def encode_vlm_samples(processor, images, captions, instruction: str = DEFAULT_I
     `max_length` tokens. `names` (one per sample) name a sample in errors."""
     if len(captions) != len(images): raise ValueError('one caption per image')
     tok = processor.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad_id is None: raise QvlError("the checkpoint's tokenizer has neither a pad nor an end-of-sequence token: set pad_token in tokenizer_config.json")
     prompt, end_text = template_parts(processor, instruction)
     enc = _process(processor, [prompt]*len(images), images, names, padding=True, padding_side='right')
     end = tok(end_text, add_special_tokens=False)['input_ids']
@@ -106,10 +87,11 @@ def encode_vlm_samples(processor, images, captions, instruction: str = DEFAULT_I
         keep = min(max_caption_tokens or len(cap), len(cap), (max_length - n - len(end)) if max_length else len(cap))
         if keep < 1: raise QvlError(f"{(names or [f'batch row {i}'])[i]}: its image alone takes {n} tokens, leaving no room for a caption "
                                     f"within the model's {max_length} positions")
-        if keep < len(cap): truncated.append(dict(row=i, caption_tokens=len(cap), kept=keep))
-        rows.append(_row(enc, i, cap[:keep], end, n_end_sup))
+        cut = keep < len(cap)
+        if cut: truncated.append(dict(row=i, caption_tokens=len(cap), kept=keep))
+        rows.append(_row(enc, i, cap[:keep], end, 0 if cut else n_end_sup))   # a cut caption does not end there: no end-of-turn target
     pixels = {k: v for k, v in enc.items() if not (v.dim() == 2 and v.shape == enc['input_ids'].shape)}
-    return BatchFeature({**_pad(rows, tok.pad_token_id), **pixels}), truncated
+    return BatchFeature({**_pad(rows, pad_id), **pixels}), truncated
 
 def encode_vlm_batch(processor, images, captions=None, instruction: str = DEFAULT_INSTRUCTION, **kw):
     "Processor inputs for `images` (+ `captions` as assistant turns, with caption-only `labels`; `kw` as `encode_vlm_samples`)."
@@ -130,7 +112,9 @@ class VlmCalibLoader:
     @property
     def n_samples(self): return len(self.samples)
     def __len__(self): return math.ceil(len(self.samples)/self.batch_size)
-    def _name(self, i: int) -> str: return f"calibration DB {self.calib.db_path.name}, sample {i} (image {self.samples[i].image_relpath or self.samples[i].image_path})"
+    def _name(self, i: int) -> str:
+        s = self.samples[i]
+        return f"calibration DB {self.calib.db_path.name}, row {s.row_id if s.row_id is not None else i} (sample {i}, image {s.image_relpath or s.image_path})"
     def __iter__(self):
         self.truncated = []
         for i in range(0, len(self.samples), self.batch_size):
@@ -141,8 +125,8 @@ class VlmCalibLoader:
                 except QvlError as e: raise QvlError(f"{name}: {e}") from None
             batch, cut = encode_vlm_samples(self.processor, images, [s.caption for s in chunk], self.instruction,
                                             self.max_caption_tokens, self.max_length, names)
-            self.truncated += [dict(sample=i + c['row'], image=chunk[c['row']].image_relpath, caption_tokens=c['caption_tokens'], kept=c['kept'])
-                               for c in cut]
+            self.truncated += [dict(sample=i + c['row'], db_row=chunk[c['row']].row_id, image=chunk[c['row']].image_relpath,
+                                    caption_tokens=c['caption_tokens'], kept=c['kept']) for c in cut]
             yield batch
 
 # %% ../nbs/03_loaders.ipynb #afd5f948
@@ -168,7 +152,8 @@ class TextCalibLoader:
     def n_samples(self): return len(self.captions)
     def __len__(self): return math.ceil(len(self.captions)/self.batch_size)
     def __iter__(self):
-        self.truncated = [dict(sample=i, caption_tokens=n, kept=self.max_caption_tokens) for i, c in enumerate(self.captions)
-                          if (n := len(caption_ids(self.tokenizer, c))) > self.max_caption_tokens]
+        limit = self.pad_to or self.max_caption_tokens           # what encode_text_batch cuts to
+        self.truncated = [dict(sample=i, caption_tokens=n, kept=limit) for i, c in enumerate(self.captions)
+                          if (n := len(caption_ids(self.tokenizer, c))) > limit]
         for i in range(0, len(self.captions), self.batch_size):
             yield encode_text_batch(self.tokenizer, self.captions[i:i+self.batch_size], self.pad_to, self.max_caption_tokens)

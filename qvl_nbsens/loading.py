@@ -6,10 +6,10 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/loading.html.md"""
 
 # %% ../nbs/05b_loading.ipynb #cb3b4100
 from __future__ import annotations
-import copy, gc, json
+import copy, gc
 from pathlib import Path
 import torch
-from .core import QvlError
+from .core import QvlError, read_json
 
 # %% auto #0
 __all__ = ['resolve_device', 'default_dtype', 'check_model_dir', 'load_model', 'reusable_model', 'forget_model']
@@ -32,8 +32,7 @@ def check_model_dir(model_dir) -> dict:
     if not d.is_dir(): raise QvlError(f"model directory {d} does not exist")
     cfg_path = d/'config.json'
     if not cfg_path.is_file(): raise QvlError(f"{d} is not a checkpoint directory: no config.json")
-    try: cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e: raise QvlError(f"{cfg_path}: malformed JSON ({e.msg})") from None
+    cfg = read_json(cfg_path, 'checkpoint config', expect=dict)
     if cfg.get('model_type') != 'qwen3_vl':
         raise QvlError(f"{d} holds a {cfg.get('model_type')!r} model, not Qwen3-VL (model_type 'qwen3_vl')")
     if not any(d.glob('*.safetensors')) and not any(d.glob('*.bin')): raise QvlError(f"{d} has no weights (*.safetensors)")

@@ -10,7 +10,7 @@ import datetime, json, math, re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from .core import QvlError, SIZES, atomic_write_text, split_non_finite, restore_non_finite
+from .core import QvlError, SIZES, atomic_write_text, read_json, split_non_finite, restore_non_finite
 from .quant import QUANT_PAIRS, classify_handle, strip_handle, format_bits, is_unquantized, quantized_index
 from .spec import HOW, PATHS, VALIDATE_SETTINGS, spec_options
 
@@ -271,6 +271,7 @@ class Manifest(Record):
     confidence: Confidence | None = None
     validation: Validation | None = None
     pareto: Pareto | None = None
+    non_finite: dict[str, Literal['nan', 'inf', '-inf']] | None = Field(None, description="where a non-finite number was written as null: {JSON Pointer: 'nan' | 'inf' | '-inf'}")
 
     @property
     def rows(self) -> list[HandleRow]:
@@ -307,6 +308,12 @@ class LegacyEntry(Record):
     costs: list[float]
     importance: float | None = None
 
+    @model_validator(mode='after')
+    def _same_lengths(self):
+        if not (len(self.formats) == len(self.scores) == len(self.costs)) or not self.formats:
+            raise ValueError(f"has {len(self.formats)} formats, {len(self.scores)} scores and {len(self.costs)} costs (one each, at least one)")
+        return self
+
 class LegacyScheme(Record):
     name: str | None = None
     auto_quantize_bits: float
@@ -335,17 +342,17 @@ def _legacy_chosen(layers: dict, handle: str, formats: list) -> str | None:
 
 LEGACY_SCOPES = {'full': 'all-layers', 'all': 'all-layers', 'all_layers': 'all-layers', 'lm_only': 'lm-only', 'lm': 'lm-only'}
 
-LEGACY_PAIR = re.compile(r'(?<![a-z0-9])w(?:int8|int4|fp8|fp4|nvfp4|mxfp8)_a(?:int8|int4|fp8|fp16|fp4|nvfp4|mxfp8)(?:_lm_only)?(?![a-z0-9])')
+LEGACY_PAIR = re.compile(r'(?<![a-z0-9])w(?:int8|int4|fp8|fp4|nvfp4|mxfp8)_a(?:int8|int4|fp8|fp16|fp4|nvfp4|mxfp8)(?![a-z0-9])')
 
 def _legacy_pair(sc: dict) -> str | None:
-    "The quant pair a legacy scheme names: its `quant_pair`/`pair` field, a `w…_a…` name inside its name, else its formats."
+    "The quant pair of a legacy scheme: its `quant_pair`/`pair` field, else this tool's pair of its formats, else a `w…_a…` name inside its name."
     if isinstance(p := sc.get('quant_pair') or sc.get('pair'), str): return p
-    if m := LEGACY_PAIR.search(str(sc.get('name', '')).lower()): return m.group(0)
     fm = list(sc.get('quant_formats') or [])
-    return next((p.name for p in QUANT_PAIRS.values() if list(p.formats) == fm), None)
+    if p := next((p.name for p in QUANT_PAIRS.values() if list(p.formats) == fm), None): return p
+    return m.group(0) if (m := LEGACY_PAIR.search(str(sc.get('name') or '').lower())) else None
 
-def _legacy_settings(doc: dict) -> dict:
-    "scope, pair, size and sample count of a legacy manifest in this tool's terms (None where it does not say)."
+def _legacy_settings(doc: dict) -> tuple[dict, int | None]:
+    "({scope, pair, size}, sample count) of a legacy manifest in this tool's terms (None where it does not say)."
     sc, ds = doc['scheme'], doc.get('dataset') if isinstance(doc.get('dataset'), dict) else {}
     mode = sc.get('coverage_mode')
     n = ds.get('num_samples', ds.get('calib_size', doc.get('num_calib_samples')))
@@ -384,14 +391,14 @@ def read_manifest(src) -> Manifest:
     "The `Manifest` of a path or a parsed document of any accepted schema; `QvlError` naming the bad field otherwise."
     if isinstance(src, (str, Path)):
         p = Path(src)
-        if not p.is_file(): raise QvlError(f"manifest {p} is missing")
-        try: doc = json.loads(p.read_text(encoding='utf-8'))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise QvlError(f"manifest {p}: malformed JSON ({e})") from None
-        name = str(p)
+        doc, name = read_json(p, 'manifest'), str(p)
     else: doc, name = src, '<manifest>'
-    if isinstance(doc, dict) and 'non_finite' in doc:      # numbers written as null, with where they were (core.split_non_finite)
-        doc = dict(doc); restore_non_finite(doc, doc.pop('non_finite'))
     try:
+        if isinstance(doc, dict) and doc.get('non_finite') is not None:   # numbers written as null, with where they were (core.split_non_finite)
+            doc = dict(doc); marks = doc.pop('non_finite')
+            if not (isinstance(marks, dict) and all(isinstance(k, str) and v in ('nan', 'inf', '-inf') for k, v in marks.items())):
+                raise QvlError(f"manifest {name}: non_finite must map JSON Pointers to 'nan', 'inf' or '-inf', got {str(marks)[:80]}")
+            restore_non_finite(doc, marks)
         version = doc.get('manifest_version', 1) if isinstance(doc, dict) else None
         if detect_schema(doc) == 'legacy': doc = from_legacy(doc, Path(name).name.removesuffix('.json').removesuffix('_quant_manifest'))
         elif not isinstance(version, int) or isinstance(version, bool): raise QvlError(f"manifest_version must be a whole number, got {version!r}")
@@ -412,7 +419,7 @@ def write_manifest(man: Manifest, path, force: bool = False) -> Path:
     as `null` and listed in the top-level `non_finite` map (`core.split_non_finite`), which `read_manifest` restores.
     `QvlError` if the file exists and not `force`."""
     plain = lambda x: x.item() if hasattr(x, 'item') else str(x)       # numpy scalars from the statistics
-    doc, marks = split_non_finite(json.loads(json.dumps(man.model_dump(mode='python', exclude={'source'}), default=plain)))
+    doc, marks = split_non_finite(json.loads(json.dumps(man.model_dump(mode='python', exclude={'source', 'non_finite'}), default=plain)))
     if marks: doc['non_finite'] = marks
     return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + '\n', force)
 
@@ -421,4 +428,11 @@ def manifest_schema() -> dict:
     "JSON Schema (draft 2020-12) of a version-2 quant manifest, generated from `Manifest`."
     sch = Manifest.model_json_schema(mode='serialization')
     sch['properties'].pop('source', None)
+    def nullable(node):      # a non-finite number is written as null (and listed in non_finite)
+        if isinstance(node, dict):
+            if node.get('type') == 'number': node['type'] = ['number', 'null']
+            for v in node.values(): nullable(v)
+        elif isinstance(node, list):
+            for v in node: nullable(v)
+    nullable(sch)
     return {'$schema': 'https://json-schema.org/draft/2020-12/schema', **sch, 'title': 'qvl_nbsens quant manifest'}

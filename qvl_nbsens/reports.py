@@ -75,7 +75,8 @@ def report_json(run: Run) -> dict:
 def pipe_table(df: pd.DataFrame, align: str | None = None, header: list | None = None) -> list[str]:
     "Lines of a Markdown pipe table of `df`; `align` has an 'l' or 'r' per column (default: numeric columns right)."
     align = align or ''.join('r' if pd.api.types.is_numeric_dtype(t) else 'l' for t in df.dtypes)
-    line = lambda cells: '|' + '|'.join(f' {c} ' if str(c) else ' ' for c in cells) + '|'
+    cell = lambda c: ' '.join(str(c).split()).replace('|', '\\|')      # a name holding '|' or a newline stays in its cell
+    line = lambda cells: '|' + '|'.join(f' {cell(c)} ' if str(c) else ' ' for c in cells) + '|'
     return [line(df.columns if header is None else header), '|' + ''.join('---:|' if a == 'r' else '---|' for a in align)] + \
            [line(r) for r in df.itertuples(index=False, name=None)]
 
@@ -208,7 +209,7 @@ def nonfinite_warning(frame: pd.DataFrame) -> list[str]:
 def report_markdown(run: Run) -> str:
     "The human-readable per-layer report of a run."
     f = run.frame()
-    lines = [f"# Per-layer sensitivity: {run.manifest.scheme.name}", '', *header_table(run), '', *nonfinite_warning(f),
+    lines = [f"# Per-layer sensitivity: {' '.join(str(run.manifest.scheme.name).split())}", '', *header_table(run), '', *nonfinite_warning(f),
              '## Per-tower summary', '', *tower_table(f), '', *trust_sections(run),
              '', '## Layers, most sensitive first', '', *layers_table(f)]
     return '\n'.join(lines) + '\n'

@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, sha256_file, sha256_json, atomic_write_json, shown_path, expand_path, resolve_inside
-from .coco import find_calib_db, load_calib_db, load_heldout, read_captions_txt, captions_name, check_images, IMAGE_ORIENTATION
+from .core import QvlError, read_json, sha256_file, sha256_json, atomic_write_json, shown_path, expand_path, resolve_inside
+from .coco import find_calib_db, load_calib_db, load_heldout, check_images, IMAGE_ORIENTATION
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
 from .spec import RunSpec, VALIDATE_SETTINGS, PATHS
@@ -36,12 +36,17 @@ __all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_nam
            'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
+def _fixture_name(model_dir) -> str | None:
+    "The name a project fixture gives itself in `qvl_nbsens_fixture.json`, or None (no marker); `QvlError` for a broken marker."
+    marker = Path(model_dir)/'qvl_nbsens_fixture.json'
+    if not marker.is_file(): return None
+    shape = read_json(marker, 'fixture marker', expect=dict).get('shape')
+    return shape if isinstance(shape, str) and shape else None
+
 def model_tag(model_dir, config: dict | None = None) -> str:
     "Short model name for folder names, e.g. 'qwen3_vl_4b' for a Qwen3-VL-4B-Instruct checkpoint."
     d = Path(model_dir)
-    marker = d/'qvl_nbsens_fixture.json'
-    name = json.loads(marker.read_text()).get('shape') if marker.is_file() else None
-    name = name or (config or {}).get('_name_or_path') or d.resolve().name
+    name = _fixture_name(d) or str((config or {}).get('_name_or_path') or '') or d.resolve().name
     name = name.split('/')[-1].lower()
     name = re.sub(r'[^a-z0-9]+', '_', name).strip('_')
     name = re.sub(r'_(instruct|thinking|chat|hf)$', '', name)
@@ -50,9 +55,7 @@ def model_tag(model_dir, config: dict | None = None) -> str:
 
 def model_id(model_dir, config: dict | None = None) -> str:
     "The model's id for manifests: a fixture's own name, the config's `_name_or_path`, else the folder name."
-    marker = Path(model_dir)/'qvl_nbsens_fixture.json'
-    if marker.is_file() and json.loads(marker.read_text()).get('shape'): return json.loads(marker.read_text())['shape']
-    return (config or {}).get('_name_or_path') or Path(model_dir).resolve().name
+    return _fixture_name(model_dir) or str((config or {}).get('_name_or_path') or '') or Path(model_dir).resolve().name
 
 def run_name(tag: str, scope: str, pair: str, size: str, method: str = 'gradient', effective_bits: float = 8.0,
              calib_mode: str = 'vlm', score_size: int | None = None) -> str:
@@ -108,20 +111,21 @@ def max_positions(model) -> int | None:
     cfg = getattr(model.config, 'text_config', model.config)
     return getattr(cfg, 'max_position_embeddings', None)
 
-def encode_set(spec: RunSpec, calib, processor, model, captions: list[str] | None = None) -> Batches:
-    "The encoded batches of `calib` for a run: image+caption, or `captions` alone (`calib_mode='text'`), caption length capped."
-    loader = (TextCalibLoader(captions if captions is not None else calib.captions, processor.tokenizer, batch_size=spec.batch_size,
-                              max_caption_tokens=spec.max_caption_tokens) if spec.calib_mode == 'text'
-              else VlmCalibLoader(calib, processor, batch_size=spec.batch_size, max_caption_tokens=spec.max_caption_tokens,
-                                  max_length=max_positions(model)))
+def encode_set(spec: RunSpec, calib, processor, model) -> Batches:
+    """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
+    cut to `spec.max_caption_tokens` and every row to the model's positions."""
+    if spec.calib_mode == 'text':
+        loader = TextCalibLoader(calib.captions, processor.tokenizer, batch_size=spec.batch_size,
+                                 max_caption_tokens=min(spec.max_caption_tokens, max_positions(model) or spec.max_caption_tokens))
+    else: loader = VlmCalibLoader(calib, processor, batch_size=spec.batch_size, max_caption_tokens=spec.max_caption_tokens,
+                                  max_length=max_positions(model))
     out = Batches(loader)
     out.truncated = loader.truncated
     return out
 
 def calib_batches(spec: RunSpec, calib, processor, model) -> Batches:
-    "The encoded calibration batches of a run: image+caption, or the subset's captions file alone (`calib_mode='text'`)."
-    caps = read_captions_txt(Path(spec.calib_dir)/captions_name(spec.size)) if spec.calib_mode == 'text' else None
-    return encode_set(spec, calib, processor, model, caps)
+    "The encoded calibration batches of a run (the subset DB's samples, repeats dropped; in text mode its captions alone)."
+    return encode_set(spec, calib, processor, model)
 
 SMALL_MODEL_PARAMS = 1_000_000_000
 
@@ -224,20 +228,19 @@ def model_files(model_dir) -> dict:
     return out
 
 def resume_key(spec: RunSpec, calib) -> dict:
-    """Everything a search's result depends on: its settings (`RunSpec.key`, paths aside), the calibration DB's digest
-    (and captions file in text mode), the images' sizes and mtimes, the model files and the package versions."""
+    """Everything a search's result depends on: its settings (`RunSpec.key`, paths aside), the calibration DB's digest,
+    the images' sizes and mtimes (image+caption calibration), the model files and the package versions."""
     import transformers, modelopt
-    imgs = [[s.image_relpath, *(lambda st: (st.st_size, st.st_mtime_ns))(s.image_path.stat())] for s in calib.samples if s.image_path.is_file()]
-    caps = Path(spec.calib_dir)/captions_name(spec.size)
+    imgs = [] if spec.calib_mode == 'text' else \
+           [[s.image_relpath, *(lambda st: (st.st_size, st.st_mtime_ns))(s.image_path.stat())] for s in calib.samples if s.image_path.is_file()]
     return dict(settings={k: v for k, v in spec.key().items() if k not in PATHS}, calibration_db=sha256_file(calib.db_path),
-                captions_file=sha256_file(caps) if spec.calib_mode == 'text' and caps.is_file() else None,
                 images=sha256_json(imgs), model_files=model_files(spec.model_dir),
                 packages=dict(torch=torch.__version__, transformers=transformers.__version__, modelopt=modelopt.__version__, qvl_nbsens=__version__))
 
 def key_changes(old, new: dict) -> list[str]:
     "What differs between two resume keys, in words (e.g. 'batch_size 8 → 16', 'the calibration DB')."
-    if not isinstance(old, dict): return ['it was made by an older qvl_nbsens']
-    words = dict(calibration_db='the calibration DB', captions_file='the captions file', images='the calibration images (sizes or times)')
+    if not isinstance(old, dict): return ['its run_args.json is missing, unreadable or from an older qvl_nbsens']
+    words = dict(calibration_db='the calibration DB', images='the calibration images (sizes or times)')
     out = []
     for k in new:
         a, b = old.get(k), new[k]
@@ -251,7 +254,10 @@ def key_changes(old, new: dict) -> list[str]:
 def _check_partial(partial: Path, key: dict, force: bool):
     "Refuse (or with `force` remove) a partial folder of this run made with another resume key, saying what changed."
     args = partial/'run_args.json'
-    if not partial.exists(): return
+    if not partial.exists() and not partial.is_symlink(): return
+    if not partial.is_dir():
+        if not force: raise QvlError(f"{partial} (where this run keeps its partial work) is a file: remove it, or pass --force")
+        partial.unlink(); return
     try: old = json.loads(args.read_text()).get('key')
     except (OSError, ValueError, AttributeError): old = None
     if old != json.loads(json.dumps(key)):
@@ -301,7 +307,8 @@ def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Pat
                                                      peak_rss_mib=peak_rss_mib()))
     write_manifest(man, partial/f'{final.name}_quant_manifest.json', force=True)
     for f in ('autoquant_checkpoint.pt', 'run_args.json'): (partial/f).unlink(missing_ok=True)
-    if final.exists(): shutil.rmtree(final)
+    if final.is_dir() and not final.is_symlink(): shutil.rmtree(final)
+    elif final.exists() or final.is_symlink(): final.unlink()
     os.replace(partial, final)
     return final
 
@@ -310,7 +317,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
     `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel).
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
-    made with other settings."""
+    made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
@@ -363,6 +370,8 @@ def validate_run(run_dir, force: bool = False, **settings) -> Path:
     if m.autoquant_state is None or not m.autoquant_state.file: raise QvlError(f"{mf.name} names no AutoQuant state file: validate needs it")
     st_file = resolve_inside(rd, m.autoquant_state.file, 'AutoQuant state file')
     if not st_file.is_file(): raise QvlError(f"{st_file.name} is missing from {rd.name}: validate needs the run's AutoQuant state")
+    if not (m.dataset.db_path and m.model.path):
+        raise QvlError(f"{mf.name} records no {'calibration DB' if not m.dataset.db_path else 'model folder'} (dataset.db_path / model.path): validate needs both")
     spec = spec_of(m, **{'device_map': m.model.device_map, **settings, 'validate': True}).resolved()
     try: state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
     except Exception as e: raise QvlError(f"{st_file.name} is not a readable AutoQuant state ({type(e).__name__}: {str(e)[:120]})") from None

@@ -178,9 +178,18 @@ def _frontmatter_cell() -> dict:
 # %% ../nbs/08b_site.ipynb #a8541e61
 def _bits(v) -> str: return '?' if v is None else f"{v:.2f}"
 
+def _read_run_notebook(nb_path: Path) -> dict:
+    "An executed run notebook as a dict, checked against the notebook format; `QvlError` naming it otherwise."
+    import nbformat
+    try: nb = nbformat.reads(Path(nb_path).read_text(encoding='utf-8'), as_version=4); nbformat.validate(nb)
+    except Exception as e:        # unreadable text, not JSON, not a notebook (nbformat raises several kinds)
+        raise QvlError(f"{nb_path} is not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                       "re-run that run of the suite") from None
+    return json.loads(json.dumps(nb))
+
 def _run_page(nb_path: Path, r: dict) -> dict:
     "The executed run notebook as a site page: a title naming the run, frontmatter telling nbdev not to execute it."
-    nb = json.loads(nb_path.read_text())
+    nb = _read_run_notebook(nb_path)
     head = (f"# {r['run']}\n\n> {r['scope']} · {r['size']} ({r['samples']} samples, {r['score_samples']} scored) · "
             f"{r['pair']} · {r['method']} · {_bits(r.get('achieved_effective_bits'))} effective bits")
     cells = [c for c in nb['cells'] if not (c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('# '))]

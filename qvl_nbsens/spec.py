@@ -108,7 +108,8 @@ def _type_ok(x, typ) -> bool:
 
 def check_spec(spec) -> None:
     """Raise `QvlError` for a field of the wrong type, outside its allowed values or out of range: sizes >= 1, a finite
-    bit budget in (0, 32], a device `auto`, `cpu`, `cuda` or `cuda:N`, no value twice in a sweep."""
+    bit budget in (0, 32], a device `auto`, `cpu`, `cuda` or `cuda:N`, a device map among from_pretrained's strategies,
+    no value twice in a sweep."""
     for name, o in spec_options(type(spec)).items():
         v, what = getattr(spec, name), name.replace('_', ' ')
         if o['type'] is tuple and not isinstance(v, (tuple, list)): raise QvlError(f"{what} must be a list of values, got {v!r}")
@@ -125,6 +126,8 @@ def check_spec(spec) -> None:
     if not (math.isfinite(bits) and 0 < bits <= 32): raise QvlError(f"effective bits must be in (0, 32], got {bits!r}")
     if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', getattr(spec, 'device', 'auto')):
         raise QvlError(f"unknown device {spec.device!r}: expected auto, cpu, cuda or cuda:N")
+    if (dm := getattr(spec, 'device_map', None)) is not None and not re.fullmatch(r'auto|balanced|balanced_low_0|sequential|cpu|cuda(:\d+)?', dm):
+        raise QvlError(f"unknown device map {dm!r}: expected auto, balanced, balanced_low_0, sequential, cpu or cuda:N (from_pretrained's strategies)")
     if getattr(spec, 'calib_mode', 'vlm') == 'text' and getattr(spec, 'scope', 'lm-only') != 'lm-only':
         raise QvlError('text-only calibration (calib_mode text) is for lm-only runs')
 

@@ -15,6 +15,7 @@ from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
 from .spec import RunSpec, SuiteSpec, PATHS
 from .run import planned_run_name, check_writable
+from .coco import find_calib_db, load_calib_db
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
@@ -120,7 +121,8 @@ def _failed(e, name: str, stage: Path, nb_out: Path) -> QvlError:
     holds what a re-run needs (a resumable search) or explains a fault (the executed notebook, for any error but bad input)."""
     resumable = any(stage.glob('.*.partial/autoquant_checkpoint.pt'))
     if e.ename == 'QvlError' and not resumable: shutil.rmtree(stage, ignore_errors=True)
-    kept = '' if e.ename == 'QvlError' else f"; executed notebook kept in {nb_out}" + ('; run the same command again to resume' if resumable else '')
+    kept = (f"; to discard this run's partial work, remove {stage}" if resumable else '') if e.ename == 'QvlError' else \
+           f"; executed notebook kept in {nb_out}" + ('; run the same command again to resume' if resumable else '')
     first = (e.source or '').strip().splitlines()[:1]
     return QvlError(f"{name}: {e.evalue if e.ename == 'QvlError' else f'{e.ename}: {e.evalue}'} (run notebook cell {e.cell_index}, "
                     f"`{first[0] if first else ''}`, under {sys.executable}){kept}")
@@ -228,20 +230,30 @@ def suite_kernel(cwd):
 # %% ../nbs/08a_suite.ipynb #1f2cc2a1
 def run_complete(run_dir: Path, spec: RunSpec) -> bool:
     """A finished run directory of the suite (its executed notebook and manifest are there) made with `spec`'s
-    settings; `QvlError` when it was made with other ones (the suite would list it under settings it did not use)."""
+    settings; `QvlError` when it was made with other ones (the suite would list it under settings it did not use).
+    A setting the manifest does not record (made before the setting existed) counts as its default."""
     if not ((run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))): return False
-    sc = load_run(run_dir).manifest.scheme
-    if diff := [f"{k} {getattr(sc, k)!r}, not {getattr(spec, k)!r}" for k in SCHEME_SETTINGS if getattr(sc, k) != getattr(spec, k)]:
+    sc, default = load_run(run_dir).manifest.scheme, RunSpec()
+    made = {k: getattr(default, k) if getattr(sc, k) is None and getattr(default, k) is not None else getattr(sc, k) for k in SCHEME_SETTINGS}
+    if diff := [f"{k} {made[k]!r}, not {getattr(spec, k)!r}" for k in SCHEME_SETTINGS if made[k] != getattr(spec, k)]:
         raise QvlError(f"{run_dir.name} in {run_dir.parent} was made with other settings ({'; '.join(diff)}): pass --force to replace it, or another --out")
     return True
 
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
-    from tqdm.auto import tqdm
     todo = spec.runs()                           # checked before anything is written
     check_run_notebook(); check_writable(out)
-    for rs in todo: planned_run_name(rs)         # each model folder and setting, before the first run
-    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    for rs in todo:                              # each model folder, setting and calibration subset, before the first run
+        planned_run_name(rs); r = rs.resolved(); load_calib_db(find_calib_db(r.calib_dir, r.size), r.coco_root)
+    out = Path(out).resolve(); created = not out.exists(); out.mkdir(parents=True, exist_ok=True)
+    try: return _run_all(spec, todo, out, force, verbose)
+    except BaseException:
+        if created and not any(out.iterdir()): out.rmdir()      # a suite that did nothing leaves nothing
+        raise
+
+def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
+    "The body of `run_suite`: the runs in one kernel (or one each), then the index."
+    from tqdm.auto import tqdm
     t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
     bar = tqdm(todo, desc='suite', unit='run', disable=not verbose)
     with contextlib.ExitStack() as stack:

@@ -6,11 +6,11 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/tables.html.md"""
 
 # %% ../nbs/07a_tables.ipynb #6ce90c06
 from __future__ import annotations
-import json, re
+import re
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
-from .core import QvlError, resolve_inside
+from .core import QvlError, read_json, resolve_inside
 from .manifest import Manifest, read_manifest
 
 # %% auto #0
@@ -110,8 +110,8 @@ class Suite:
 def suite_index(idx: Path) -> list[dict]:
     """The run entries of a `suite.json`, each with `dir` and `run` (the same plain folder name); `QvlError` when it is
     not a suite index or an entry names anything but one folder of the suite."""
-    try: runs = json.loads(idx.read_text())['runs']
-    except (ValueError, KeyError, TypeError) as e:
+    try: runs = read_json(idx, 'suite index', expect=dict)['runs']
+    except (KeyError, QvlError) as e:
         raise QvlError(f"{idx} is not a qvl_nbsens suite index ({type(e).__name__}: {e}); remove it to load every run folder") from None
     if not isinstance(runs, list): raise QvlError(f"{idx} is not a qvl_nbsens suite index (runs is not a list); remove it to load every run folder")
     for r in runs:

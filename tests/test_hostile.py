@@ -240,8 +240,8 @@ def _legacy(**over):
     fm = ['INT8_DEFAULT_CFG(effective-bits: 8.0)', 'NONE(effective-bits: 16.0)']
     ls = {f'model.language_model.layers.{i}.mlp.down_proj.quant_recipe': dict(formats=fm, scores=[i * 1e-6, 0.0], costs=[1e6, 2e6],
                                                                                 importance=i * 1e-6, rank=i) for i in range(1, 4)}
-    doc = dict(scheme=dict(name='qwen3_vl_4b_wint8_afp16_autoquant_lm_medium', auto_quantize_bits=8.0, auto_quantize_method='gradient',
-                           coverage_mode='lm_only', quant_formats=['INT8_WEIGHT_ONLY_CFG']),
+    doc = dict(scheme=dict(name='qwen3_vl_4b_wint4_afp16_autoquant_lm_medium', auto_quantize_bits=8.0, auto_quantize_method='gradient',
+                           coverage_mode='lm_only', quant_formats=['INT4_BLOCKWISE_WEIGHT_ONLY_CFG']),
                num_calib_samples=128, layers={}, layer_sensitivity=ls,
                autoquant_state=dict(keys=['best'], constraints=dict(effective_bits=7.93), score=float('nan'), is_satisfied=True))
     doc.update(over)
@@ -257,7 +257,7 @@ def test_legacy_manifests_with_missing_fields(tmp_path, doc, ok):
         refused(r, 'layer_sensitivity is empty'); assert sorted(x.name for x in tmp_path.iterdir()) == [p.name]; return
     assert r.returncode == 0, r.stderr
     md = (tmp_path/'per-layer-sensitivity.md').read_text()
-    assert 'wint8_afp16' in md and '7.930 effective bits' in md and '128 samples' in md, md[:1500]
+    assert 'wint4_afp16' in md and '7.930 effective bits' in md and '128 samples' in md, md[:1500]
     rep = json.loads((tmp_path/'per-layer-sensitivity.json').read_text(), parse_constant=lambda c: pytest.fail(f'{c} in JSON'))
     assert rep['non_finite'] == {'/autoquant_state/total_score': 'nan'} and rep['autoquant_state']['total_score'] is None
 
@@ -276,6 +276,7 @@ def test_legacy_manifests_with_missing_fields(tmp_path, doc, ok):
     (('run', '--batch-size', '0', '--out', '{t}/o'), ('batch size must be >= 1',)),
     (('run', '--out', '{t}/afile/o'), ('{t}/afile', 'not a folder')),
     (('suite', '--sizes', 'small,small', '--out', '{t}/o'), ('lists a value twice',)),
+    (('suite', '--calib-dir', '{t}', '--sizes', 'small', '--out', '{t}/o'), ('no coco2017_vlm_calib_small.db in {t}',)),
     (('validate', '{t}/nope'), ('{t}/nope',)),
     (('report', '{t}/nope.json'), ('{t}/nope.json does not exist',)),
     (('report', '{t}/afile'), ('{t}/afile', 'malformed JSON')),
@@ -318,3 +319,64 @@ def test_valid_but_odd_images_and_captions(coco, tmp_path):
     assert all(r.sensitivity == r.sensitivity for r in m.layer_sensitivity.values())
     from qvl_nbsens.coco import open_rgb
     assert open_rgb(files[6]).size == (72, 96)                                        # upright
+
+
+# --- broken files of every kind a user hands in: one line, exit 2, nothing written ----------------------------------
+
+def _coco_with(coco, t: Path, edit, split='train2017'):
+    root = t/'coco'; shutil.copytree(coco, root); edit_captions(root, edit, split)
+    return root
+
+
+def _model_with(t: Path, name: str, data: bytes):
+    from qvl_nbsens.fixture import default_fixture_dir
+    m = t/'model'; shutil.copytree(default_fixture_dir(), m); (m/name).write_bytes(data)
+    return m
+
+
+def _manifest_without_db(t: Path):
+    from qvl_nbsens.manifest import Manifest, Scheme, ModelInfo, StateFile, handle_records, write_manifest
+    rows = handle_records({'lm_head.quant_recipe': dict(formats=['INT8_DEFAULT_CFG(effective-bits: 8.0)', 'NONE(effective-bits: 16.0)'],
+                                                         scores=[1e-6, 0.0], costs=[1e6, 2e6], module_names=['lm_head'])})
+    rd = t/'r'; rd.mkdir(); (rd/'s.pt').write_bytes(b'')
+    write_manifest(Manifest(scheme=Scheme(name='r'), model=ModelInfo(id='m', path=str(t)), autoquant_state=StateFile(file='s.pt'),
+                            layer_sensitivity=rows), rd/'r_quant_manifest.json')
+    return rd
+
+
+BROKEN = {
+    'coco id over 64 bits': (lambda c, t: ['calib', '--coco-root', _coco_with(c, t, lambda d: d['annotations'][0].update(id=2**64)),
+                                            '--out', t/'out', '--sizes', 'small'], ["annotations[0] needs integer 'id'", '64-bit']),
+    'lone surrogate in a val caption': (lambda c, t: ['calib', '--coco-root', _coco_with(c, t, lambda d: d['annotations'][0].update(caption='a \ud800 b'), 'val2017'),
+                                                       '--out', t/'out', '--sizes', 'small'], ['captions_val2017.json', 'not valid Unicode']),
+    'deeply nested captions file': (lambda c, t: ['calib', '--coco-root', (lambda r: ((r/'annotations'/'captions_train2017.json').write_text('[' * 100000 + ']' * 100000), r)[1])(
+                                                     Path(shutil.copytree(c, t/'coco'))), '--out', t/'out'], ['captions_train2017.json', 'nested too deeply']),
+    'deeply nested manifest': (lambda c, t: ['report', (lambda p: (p.write_text('[' * 100000 + ']' * 100000), p)[1])(t/'x_quant_manifest.json')],
+                               ['x_quant_manifest.json', 'nested too deeply']),
+    'config.json a list': (lambda c, t: ['run', '--model-dir', _model_with(t, 'config.json', b'[]'), '--out', t/'out'], ['config.json', 'must be a JSON object']),
+    'config.json not UTF-8': (lambda c, t: ['run', '--model-dir', _model_with(t, 'config.json', b'{"model_type": "qwen3_vl\xe9"}'), '--out', t/'out'],
+                              ['config.json', 'not UTF-8']),
+    'broken fixture marker': (lambda c, t: ['run', '--model-dir', _model_with(t, 'qvl_nbsens_fixture.json', b'{oops'), '--out', t/'out'],
+                              ['qvl_nbsens_fixture.json', 'malformed JSON']),
+    'device map unknown': (lambda c, t: ['run', '--device-map', 'bogus', '--out', t/'out'], ["unknown device map 'bogus'"]),
+    'GPU fixture without a GPU': (lambda c, t: ['fixture', '--out', t/'f', '--shape', 'qwen3-vl-4b', '--device', 'cuda:0'], ["'cuda:0'", 'no GPU']),
+    'newline in a path': (lambda c, t: ['calib', '--coco-root', t/'two\nlines', '--out', t/'out'], ['two\\nlines', 'does not exist']),
+    'validate without the DB path': (lambda c, t: ['validate', _manifest_without_db(t)], ['records no calibration DB']),
+}
+
+
+@pytest.mark.parametrize('case', list(BROKEN))
+def test_broken_files_are_refused_in_one_line(coco, tmp_path, case):
+    prep, culprits = BROKEN[case]
+    args = prep(coco, tmp_path)
+    before = everything(tmp_path)
+    refused(cli(*args), *culprits)
+    assert everything(tmp_path) == before          # nothing written, nothing left behind
+
+
+def test_meta_coco_root_stored_as_blob(calib, tmp_path):
+    c = tmp_path/'calib'; shutil.copytree(calib, c)
+    con = sqlite3.connect(c/'coco2017_vlm_calib_small.db')
+    con.execute("UPDATE meta SET value=? WHERE key='coco_root_relative'", (b'../coco',)); con.commit(); con.close()
+    refused(cli('run', '--calib-dir', c, '--out', tmp_path/'out'), 'coco_root_relative is not text')
+    assert not (tmp_path/'out').exists()
