@@ -161,7 +161,9 @@ def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
     root_r = Path(root).resolve()
     full = (root_r/Path(relpath)).resolve()
     if full != root_r and root_r not in full.parents:
-        raise QvlError(f"{what} {relpath!r} resolves to {full}, outside {root_r} (symlink out of the root?)")
+        raise QvlError(f"{what} {relpath!r} resolves to {full}, outside {root_r} (symlink out of the root?): paths are kept inside "
+                       "the root so that a calibration DB cannot make the tool read other files; pass the real tree as the root, "
+                       "or bind-mount the folder inside it")
     return full
 
 # %% ../nbs/00_core.ipynb #b1b738b6
