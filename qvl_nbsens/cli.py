@@ -226,6 +226,9 @@ def main(argv=None) -> int:
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
             print(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
+            return 130
         except Exception as e:
             first = (str(e).strip().splitlines() or [''])[0][:200]
             print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line(first)} (a bug: the traceback is in "

@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/coco.html.md"""
 
 # %% ../nbs/02_coco.ipynb #bbb4efad
 from __future__ import annotations
-import contextlib, json, os, random, shutil, sqlite3, tempfile, time, unicodedata
+import contextlib, fcntl, json, os, random, shutil, sqlite3, tempfile, time, unicodedata
 import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +262,8 @@ def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), spli
     "Write the nested calibration subsets of `coco_root` into `out` (and `heldout` validation samples); returns {size: db path}."
     t0 = time.time()
     root, out = Path(coco_root), Path(out)
+    if len(set(splits)) != len(splits): raise QvlError(f"splits lists a value twice: {', '.join(splits)}")
+    if out.resolve() == root.resolve(): raise QvlError(f"--out {out} is the COCO root: the subsets go in a folder of their own")
     counts = {s: size_count(s) for s in sizes}
     pairs, need = _subset_pairs(root, counts, splits, seed)
     held, held_from = _heldout_pairs(root, splits, pairs, need, heldout, seed)
@@ -274,6 +276,7 @@ def build_calib_subsets(coco_root, out, sizes=('small', 'medium', 'large'), spli
     with _staged(out) as stage:            # every file complete before the first one is moved into `out`
         for s, n in counts.items(): _write_subset(stage, s, pairs[:n], _subset_meta(rel, s, n, seed, splits=','.join(splits), selection=sel), True)
         if held: write_calib_db(stage/HELDOUT_DB, held, _subset_meta(rel, 'heldout', len(held), seed, selection=held_from), True)
+        for t in targets: refuse_overwrite(t, force)     # again, under the lock: another process may have written them meanwhile
         for t in targets: os.replace(stage/t.name, t)
     res = {s: out/db_name(s) for s in counts} | ({'heldout': out/HELDOUT_DB} if held else {})
     if verbose: print(f"wrote {', '.join(f'{s} ({n})' for s, n in counts.items())} to {out} in {time.time()-t0:.1f}s")
@@ -285,13 +288,18 @@ def _staged(out: Path):
     "A temporary folder inside `out` (created if needed) for files to be moved into `out`; on failure `out` is left as it was."
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix='.calib.', suffix='.tmp', dir=out))
-    try: yield stage
-    except BaseException:
+    lock = os.open(out, os.O_RDONLY)
+    try:
+        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)        # one writer at a time: released when this process ends
+        except OSError: raise QvlError(f"another qvl-nbsens process is writing into {out}: wait for it to finish, or choose another --out") from None
+        stage = Path(tempfile.mkdtemp(prefix='.calib.', suffix='.tmp', dir=out))
+        try: yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if created and not any(out.iterdir()): out.rmdir()
+            raise
         shutil.rmtree(stage, ignore_errors=True)
-        if created and not any(out.iterdir()): out.rmdir()
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
+    finally: os.close(lock)
 
 # %% ../nbs/02_coco.ipynb #1e35e02a
 @dataclass
@@ -340,13 +348,17 @@ def _sample_columns(con, path: Path) -> tuple[set, list]:
 def _read_db(path: Path):
     "Rows of `vlm_calib_samples` as dicts (in `id` order, else row order) and the `meta` key/values."
     _check_db_file(path)
-    con = sqlite3.connect(path.resolve().as_uri() + '?mode=ro', uri=True)
+    wal = Path(f'{path}-wal')
+    if wal.is_file() and wal.stat().st_size:
+        raise QvlError(f"calibration DB {path} has unmerged writes in {wal.name}: open it once with sqlite3 (or run "
+                       "`PRAGMA wal_checkpoint(TRUNCATE)`) so that it is one file, then try again")
+    con = sqlite3.connect(path.resolve().as_uri() + '?mode=ro&immutable=1', uri=True)   # immutable: no -shm/-wal files beside an input
     try:
         tables, cols = _sample_columns(con, path)
         order = 'id' if 'id' in cols else 'rowid'
         con.row_factory = sqlite3.Row
         rows = [dict(r) for r in con.execute(f'SELECT * FROM vlm_calib_samples ORDER BY {order}')]
-        meta = dict(con.execute('SELECT key, value FROM meta').fetchall()) if 'meta' in tables else {}
+        meta = {str(k): v for k, v in con.execute('SELECT key, value FROM meta').fetchall() if k is not None} if 'meta' in tables else {}
     except sqlite3.DatabaseError as e: raise QvlError(f"calibration DB {path} is unreadable ({e})") from None
     finally: con.close()
     return rows, meta
@@ -359,6 +371,8 @@ def _coco_root_for(db: Path, meta: dict, coco_root):
     rel = meta.get('coco_root_relative')
     if not rel: raise QvlError(f"calibration DB {db} records no coco_root_relative; pass the COCO root explicitly")
     if not isinstance(rel, str): raise QvlError(f"calibration DB {db}: meta coco_root_relative is not text ({type(rel).__name__}); pass the COCO root explicitly")
+    if Path(rel).is_absolute() or rel.startswith('\\'):
+        raise QvlError(f"calibration DB {db}: meta coco_root_relative {rel!r} is absolute, not relative to the DB; pass the COCO root explicitly")
     for base in (db.parent, Path.cwd()):
         cand = base/rel
         if cand.is_dir(): return cand

@@ -10,10 +10,10 @@ import contextlib, hashlib, json, math, numbers, os, re, shutil, tempfile, warni
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite', 'atomic_path', 'read_json',
-           'split_non_finite', 'restore_non_finite', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
-           'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir', 'path_aliases', 'publish_paths',
-           'shown_path', 'expand_path']
+__all__ = ['SIZES', 'MAX_JSON_DEPTH', 'MAX_JSON_INT', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite',
+           'atomic_path', 'read_json', 'split_non_finite', 'restore_non_finite', 'atomic_write_text',
+           'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir',
+           'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
@@ -64,6 +64,19 @@ def atomic_path(path, force: bool = False):
         if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/00_core.ipynb #7fca23dc
+MAX_JSON_DEPTH, MAX_JSON_INT = 64, 2**53       # deeper than any file this tool reads; integers exact in a double (JSON's number)
+
+def _json_limits(doc) -> str | None:
+    "Why `doc` is beyond what the readers handle (nesting deeper than `MAX_JSON_DEPTH`, an integer beyond ±2**53), else None."
+    stack = [(doc, 1, '')]
+    while stack:
+        x, depth, where = stack.pop()
+        if depth > MAX_JSON_DEPTH: return f"JSON nested more than {MAX_JSON_DEPTH} levels deep (at {where or '/'})"
+        if isinstance(x, int) and not isinstance(x, bool) and abs(x) > MAX_JSON_INT: return f"integer {str(x)[:30]} at {where} is too large (over 2**53)"
+        if isinstance(x, dict): stack += [(v, depth + 1, f"{where}/{k}") for k, v in x.items()]
+        elif isinstance(x, list): stack += [(v, depth + 1, f"{where}/{i}") for i, v in enumerate(x)]
+    return None
+
 def read_json(path, what: str = 'JSON file', expect: type | None = None):
     """The parsed JSON file at `path` (UTF-8, a BOM allowed). Raises `QvlError` naming `what` and the path for a missing
     file, text that is not UTF-8, malformed or too deeply nested JSON, or a top level that is not an `expect`."""
@@ -73,6 +86,7 @@ def read_json(path, what: str = 'JSON file', expect: type | None = None):
     except json.JSONDecodeError as e: raise QvlError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e: raise QvlError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError: raise QvlError(f"{path}: JSON nested too deeply to read") from None
+    if msg := _json_limits(doc): raise QvlError(f"{path}: {msg}")
     if expect is not None and not isinstance(doc, expect):
         raise QvlError(f"{path}: the top level must be a JSON {'object' if expect is dict else 'array'}, not {type(doc).__name__}")
     return doc
@@ -169,12 +183,14 @@ def resolve_inside(root, relpath: str, what: str = 'path') -> Path:
 # %% ../nbs/00_core.ipynb #b1b738b6
 def cache_base() -> Path:
     "The project cache folder: `$QVL_NBSENS_CACHE`, default `~/.cache/qvl_nbsens` (the one setting read from the environment)."
-    return Path(os.environ.get('QVL_NBSENS_CACHE') or Path.home()/'.cache'/'qvl_nbsens')
+    return Path(os.path.expanduser(os.environ.get('QVL_NBSENS_CACHE') or '~/.cache/qvl_nbsens')).absolute()
 
 def cache_dir(*parts) -> Path:
-    "A directory under the project cache (`cache_base()`), created if needed."
+    "A directory under the project cache (`cache_base()`), created if needed; `QvlError` when the cache cannot be made there."
     p = cache_base().joinpath(*parts)
-    p.mkdir(parents=True, exist_ok=True)
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise QvlError(f"the cache folder {cache_base()} ($QVL_NBSENS_CACHE) cannot hold {p.name} ({e.strerror}): "
+                                        "point QVL_NBSENS_CACHE at a writable folder") from None
     return p
 
 # %% ../nbs/00_core.ipynb #6c0d92e4

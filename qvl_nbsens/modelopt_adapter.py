@@ -187,6 +187,7 @@ def auto_quantize(model, batches: list, forward_step, formats: list, constraints
     try:
         with resumable_candidate_stats(), quiet, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
+            warnings.filterwarnings('ignore', message='Checkpoint .* does not exist')   # ... and no checkpoint yet
             return mtq.auto_quantize(model, constraints=constraints, quantization_formats=formats, data_loader=batches,
                                      forward_step=forward_step, disabled_layers=list(disabled_layers) or None,
                                      num_calib_steps=len(batches), num_score_steps=num_score_steps or len(batches), method=method,

@@ -63,7 +63,7 @@ def run_name(tag: str, scope: str, pair: str, size: str, method: str = 'gradient
     sc, p = get_scope(scope), get_pair(pair)
     base = f"{tag}_autoquant_all_layers_{p.tag}_{size}" if sc.name == 'all-layers' else f"{tag}_autoquant_{p.tag}_lm_{size}"
     if method != 'gradient': base += f"_{method}"
-    if float(effective_bits) != 8.0: base += f"_eb{effective_bits:g}".replace('.', 'p')
+    if float(effective_bits) != 8.0: base += f"_eb{float(effective_bits):.12g}".replace('.', 'p')   # 8.0000001 is not 8
     if calib_mode != 'vlm': base += '_textcalib'
     if score_size: base += f"_score{score_size}"
     return base
@@ -185,8 +185,9 @@ def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
 # %% ../nbs/08_run.ipynb #8e52ec94
 def dataset_info(spec: RunSpec, calib, db, batches: Batches, n_score: int, score_batches) -> Dataset:
     "The dataset block: the subset file and its digest, sample counts, repeats dropped, captions cut, batching and token counts."
-    return Dataset(name=calib.meta.get('source_dataset', 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
-                   db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=calib.meta,
+    meta = {k: v if v is None or isinstance(v, (str, int, float)) else repr(v) for k, v in calib.meta.items()}   # a BLOB in another tool's meta
+    return Dataset(name=str(meta.get('source_dataset') or 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
+                   db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=meta,
                    duplicates_dropped=calib.duplicates_dropped, truncated_captions=list(getattr(batches, 'truncated', [])),
                    image_orientation=None if spec.calib_mode == 'text' else IMAGE_ORIENTATION,
                    batch_size=spec.batch_size, score_batches=score_batches or len(batches), **batch_stats(batches))
@@ -376,6 +377,8 @@ def validate_run(run_dir, force: bool = False, **settings) -> Path:
     try: state = torch.load(st_file, weights_only=False)   # Python objects: run directories are trusted paths
     except Exception as e: raise QvlError(f"{st_file.name} is not a readable AutoQuant state ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(state, dict): raise QvlError(f"{st_file.name} is not an AutoQuant state (a {type(state).__name__})")
+    if set((state.get('candidate_stats') or {})) != set(m.layer_sensitivity):
+        raise QvlError(f"{st_file.name} holds other recipe handles than {mf.name}: it is the state of another run; put back this run's state file")
     model, processor = load_model(spec.model_dir, spec.device, spec.device_map)
     model = restore_search(model, state)                # the searched, calibrated model: no forward pass, no checkpoint
     m = m.model_copy(deep=True)

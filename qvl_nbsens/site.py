@@ -120,8 +120,10 @@ def build_site(out, suite=None, nbs=None, force: bool = False) -> Path:
     if not nbs.is_dir(): raise QvlError(f"notebook folder {nbs} not found (the site is built from a source checkout)")
     suite = Path(suite) if suite else None
     for keep in [nbs] + ([suite] if suite is not None else []):     # --force replaces `out`: never a folder of inputs
-        if Path(out).resolve() in (keep.resolve(), *keep.resolve().parents):
-            raise QvlError(f"--out {out} would replace {keep}, which the site is built from: choose another folder")
+        o, k = Path(out).resolve(), keep.resolve()
+        if o == k or k in o.parents or o in k.parents:     # the folder itself, one inside it, or one holding it
+            raise QvlError(f"--out {out} would replace {keep} or a folder inside it, which the site is built from: choose another folder")
+    if Path(out).exists() and not Path(out).is_dir(): raise QvlError(f"--out {out} is a file, not a folder: choose another path")
     runs = suite_runs(suite) if suite is not None else []
     pages = site_pages(nbs, suite, runs)
     with atomic_dir(out, force) as tmp:

@@ -145,6 +145,9 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
             pm.execute_notebook(nb, str(nb_out).replace('{', '{{').replace('}', '}}'),   # papermill formats paths with the parameters
                                 parameters=_params(spec, stage, force, keep_model), progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e: raise _failed(e, name, stage, nb_out) from None
+    except BaseException:       # the kernel died, a timeout, Ctrl-C: keep the stage only for a resumable search
+        if not any(stage.glob('.*.partial/autoquant_checkpoint.pt')): shutil.rmtree(stage, ignore_errors=True)
+        raise
     nb, err = tidy_outputs(json.loads(nb_out.read_text()))
     (stage/name/'run.ipynb').write_text(json.dumps(published_notebook(nb, out, stage, name), indent=1))
     if err: (stage/name/'run.stderr.txt').write_text(publish_paths({'t': err}, path_aliases(out))['t'])

@@ -346,7 +346,7 @@ def _manifest_without_db(t: Path):
 
 BROKEN = {
     'coco id over 64 bits': (lambda c, t: ['calib', '--coco-root', _coco_with(c, t, lambda d: d['annotations'][0].update(id=2**64)),
-                                            '--out', t/'out', '--sizes', 'small'], ["annotations[0] needs integer 'id'", '64-bit']),
+                                            '--out', t/'out', '--sizes', 'small'], ['captions_train2017.json', 'at /annotations/0/id is too large']),
     'lone surrogate in a val caption': (lambda c, t: ['calib', '--coco-root', _coco_with(c, t, lambda d: d['annotations'][0].update(caption='a \ud800 b'), 'val2017'),
                                                        '--out', t/'out', '--sizes', 'small'], ['captions_val2017.json', 'not valid Unicode']),
     'deeply nested captions file': (lambda c, t: ['calib', '--coco-root', (lambda r: ((r/'annotations'/'captions_train2017.json').write_text('[' * 100000 + ']' * 100000), r)[1])(
@@ -362,7 +362,22 @@ BROKEN = {
     'GPU fixture without a GPU': (lambda c, t: ['fixture', '--out', t/'f', '--shape', 'qwen3-vl-4b', '--device', 'cuda:0'], ["'cuda:0'", 'no GPU']),
     'newline in a path': (lambda c, t: ['calib', '--coco-root', t/'two\nlines', '--out', t/'out'], ['two\\nlines', 'does not exist']),
     'validate without the DB path': (lambda c, t: ['validate', _manifest_without_db(t)], ['records no calibration DB']),
+    'calib into the COCO root': (lambda c, t: ['calib', '--coco-root', shutil.copytree(c, t/'coco'), '--out', t/'coco'], ['is the COCO root']),
+    'a split named twice': (lambda c, t: ['calib', '--coco-root', c, '--out', t/'out', '--splits', 'train2017,train2017'], ['splits lists a value twice']),
+    'docs into a run of the suite': (lambda c, t: ['docs', '--suite', (t/'s').mkdir() or t/'s', '--out', t/'s'/'run1', '--force'],
+                                     ['would replace', 'choose another folder']),
+    'DB with unmerged WAL writes': (lambda c, t: ['run', '--calib-dir', _wal_calib(c, t), '--coco-root', c, '--out', t/'out'], ['-wal', 'wal_checkpoint']),
+    'cache variable pointing at a file': (lambda c, t: ['calib', '--out', t/'out', '--sizes', 'small'], ['QVL_NBSENS_CACHE', 'writable folder']),
 }
+
+
+def _wal_calib(coco, t: Path) -> Path:
+    "A calibration folder whose small DB is in WAL mode with writes not yet merged (a writer still holds it open)."
+    subprocess.run([str(BIN/'qvl-nbsens'), 'calib', '--coco-root', str(coco), '--out', str(t/'calib'), '--sizes', 'small'], check=True, capture_output=True)
+    db = t/'calib'/'coco2017_vlm_calib_small.db'
+    con = sqlite3.connect(db); con.execute('PRAGMA journal_mode=WAL'); con.execute("UPDATE meta SET value='x' WHERE key='size'"); con.commit()
+    _wal_calib.keep = con          # left open: the -wal file keeps its frames
+    return t/'calib'
 
 
 @pytest.mark.parametrize('case', list(BROKEN))
@@ -370,7 +385,9 @@ def test_broken_files_are_refused_in_one_line(coco, tmp_path, case):
     prep, culprits = BROKEN[case]
     args = prep(coco, tmp_path)
     before = everything(tmp_path)
-    refused(cli(*args), *culprits)
+    env = {'QVL_NBSENS_CACHE': str((tmp_path/'afile', (tmp_path/'afile').write_text('x'))[0])} if case.startswith('cache') else None
+    if env: before = everything(tmp_path)
+    refused(cli(*args, env=env), *culprits)
     assert everything(tmp_path) == before          # nothing written, nothing left behind
 
 
