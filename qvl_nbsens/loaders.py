@@ -102,7 +102,8 @@ def encode_vlm_batch(processor, images, captions=None, instruction: str = DEFAUL
 # %% ../nbs/03_loaders.ipynb #e7d54413
 class VlmCalibLoader:
     """Image+caption batches of a `CalibSet`, in subset order, `batch_size` samples each (the last may be short).
-    After iterating, `truncated` lists {sample, image, caption_tokens, kept} for each caption that was cut."""
+    After iterating, `truncated` lists {sample, db_row, image, caption_tokens, kept} for each caption that was cut;
+    errors name a sample by its DB row, position and image file."""
     def __init__(self, calib: CalibSet, processor, batch_size: int = 8, instruction: str = DEFAULT_INSTRUCTION,
                  limit: int | None = None, max_caption_tokens: int | None = None, max_length: int | None = None):
         if batch_size < 1: raise ValueError('batch_size must be >= 1')

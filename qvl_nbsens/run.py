@@ -30,10 +30,10 @@ from .plots import report_html
 
 # %% auto #0
 __all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
-           'peak_rss_mib', 'Batches', 'max_positions', 'encode_set', 'calib_batches', 'wants_validation',
-           'run_validation', 'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest',
-           'model_files', 'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
-           'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
+           'peak_rss_mib', 'Batches', 'max_positions', 'encode_set', 'wants_validation', 'run_validation',
+           'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files',
+           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search', 'finish_run',
+           'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def _fixture_name(model_dir) -> str | None:
@@ -122,10 +122,6 @@ def encode_set(spec: RunSpec, calib, processor, model) -> Batches:
     out = Batches(loader)
     out.truncated = loader.truncated
     return out
-
-def calib_batches(spec: RunSpec, calib, processor, model) -> Batches:
-    "The encoded calibration batches of a run (the subset DB's samples, repeats dropped; in text mode its captions alone)."
-    return encode_set(spec, calib, processor, model)
 
 SMALL_MODEL_PARAMS = 1_000_000_000
 
@@ -335,7 +331,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     if validating:      # held-out samples present, enough and decodable: found now, not after the search
         held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
         check_images(held.coco_root, held.samples)
-    t = time.perf_counter(); batches = calib_batches(spec, calib, processor, model); t_encode = time.perf_counter() - t
+    t = time.perf_counter(); batches = encode_set(spec, calib, processor, model); t_encode = time.perf_counter() - t
     partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
     atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
     score_batches, res = search(spec, model, batches, len(calib), partial)
