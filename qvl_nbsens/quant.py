@@ -141,10 +141,14 @@ def classify_handle(handle: str) -> dict:
     name = strip_handle(handle)
     for rx, tower, kind in _TAXONOMY:
         m = rx.search(name)
-        if m: return dict(tower=tower, block=int(m.group(1)) if m.groups() else None, kind=kind)
+        if m: return dict(tower=tower, block=_block(m.group(1)) if m.groups() else None, kind=kind)
     tower = 'vision' if re.search(r'(?:^|\.)(visual|vision_tower|vision_model)\.', name) else 'text'
     m = re.search(r'\.(\d+)\.', name)
-    return dict(tower=tower, block=int(m.group(1)) if m else None, kind='other')
+    return dict(tower=tower, block=_block(m.group(1)) if m else None, kind='other')
+
+def _block(digits: str) -> int | None:
+    "A block index; None for a number no model has (a hand-edited name must not overflow the tables)."
+    return int(digits) if len(digits) <= 9 else None
 
 # %% ../nbs/05_quant.ipynb #4792c454
 _bits_re = re.compile(r'effective-bits:\s*([0-9.]+)')

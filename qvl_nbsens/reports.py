@@ -220,6 +220,7 @@ REPORT_JSON, REPORT_MD = 'per-layer-sensitivity.json', 'per-layer-sensitivity.md
 def write_reports(run: Run, out_dir, force: bool = False) -> tuple[Path, Path]:
     "Write both per-layer reports of `run` into `out_dir` (atomically); `QvlError` if they exist and not `force`."
     out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise QvlError(f"--out {out} is a file, not a folder: choose a folder for the reports")
     if not run.manifest.layer_sensitivity: raise QvlError(f"{run.name}: the manifest holds no recipe handles, so there is nothing to report")
     for f in (REPORT_JSON, REPORT_MD): refuse_overwrite(out/f, force)          # both or neither
     texts = {REPORT_JSON: json.dumps(report_json(run), indent=2, allow_nan=False) + '\n', REPORT_MD: report_markdown(run)}

@@ -249,6 +249,9 @@ def _legacy(**over):
 
 
 @pytest.mark.parametrize('doc, ok', [(_legacy(), True), (_legacy(model={'name': 'Qwen3-VL-4B'}), True),
+                                     (_legacy(layer_sensitivity={'model.language_model.layers.99999999999999999999.mlp.down_proj.quant_recipe':
+                                              dict(formats=['INT8_DEFAULT_CFG(effective-bits: 8.0)', 'NONE(effective-bits: 16.0)'],
+                                                   scores=[1e-6, 0.0], costs=[1e6, 2e6])}), True),
                                      (_legacy(layer_sensitivity={}), False)])
 def test_legacy_manifests_with_missing_fields(tmp_path, doc, ok):
     p = tmp_path/'x_quant_manifest.json'; p.write_text(json.dumps(doc))   # NaN as the earlier tool wrote it
@@ -367,6 +370,8 @@ BROKEN = {
     'docs into a run of the suite': (lambda c, t: ['docs', '--suite', (t/'s').mkdir() or t/'s', '--out', t/'s'/'run1', '--force'],
                                      ['would replace', 'choose another folder']),
     'DB with unmerged WAL writes': (lambda c, t: ['run', '--calib-dir', _wal_calib(c, t), '--coco-root', c, '--out', t/'out'], ['-wal', 'wal_checkpoint']),
+    'report into a file': (lambda c, t: ['report', (lambda p: (p.write_text(json.dumps(_legacy())), p)[1])(t/'x_quant_manifest.json'),
+                                          '--out', (lambda f: (f.write_text('x'), f)[1])(t/'afile')], ['afile is a file, not a folder']),
     'cache variable pointing at a file': (lambda c, t: ['calib', '--out', t/'out', '--sizes', 'small'], ['QVL_NBSENS_CACHE', 'writable folder']),
 }
 
