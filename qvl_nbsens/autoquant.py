@@ -17,8 +17,9 @@ from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quanti
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
 
 # %% auto #0
-__all__ = ['SCORE_REDUCTIONS', 'PhaseClock', 'make_steps', 'restore_eval', 'check_finite_weights', 'check_scores_finite',
-           'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from', 'run_autoquant']
+__all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
+           'check_scores_finite', 'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from',
+           'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -54,8 +55,21 @@ def _checked(out, method: str, phase: str, n: int):
     return out
 
 # %% ../nbs/06_autoquant.ipynb #729ee08f
+SCORE_UNITS = {
+    'gradient': "Σ over samples and handle outputs y of (∂L/∂y · (Q(y) − y))², L = the sample's summed caption-token "
+                "negative log-likelihood (nats): ModelOpt's gradient (Fisher/Taylor) score, independent of batching",
+    'kl_div': "Σ over samples and their non-padding positions of KL(unquantized ‖ quantized) next-token distributions "
+              "(nats), each handle quantized alone: ModelOpt's KL score, independent of batching"}
+
+def scored_tokens(batch, method: str = 'gradient') -> torch.Tensor:
+    """Tokens per sample that a score sums over, shaped (batch,): supervised next-token targets (`labels[:, 1:] != -100`)
+    for `gradient`, non-padding positions (`attention_mask`) for `kl_div`."""
+    if method == 'kl_div': return batch['attention_mask'].sum(1)
+    return (batch['labels'][:, 1:] != -100).sum(1)
+
 def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | None = None) -> tuple:
-    """(forward_step(model, batch), loss_func(output, batch)) for `auto_quantize`, instrumented by `clock` (and `recorder`).
+    """(forward_step(model, batch), loss_func(output, batch)) for `auto_quantize`, instrumented by `clock` (and `recorder`):
+    the loss is summed over the batch's supervised tokens and `kl_div` logits are zero at padding (`SCORE_UNITS`).
     Raises `QvlError` on a non-finite loss or logits, and when the model returns no loss."""
     dev = model.device
     def forward_step(m, batch):
@@ -63,11 +77,12 @@ def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | 
         if recorder is not None and phase == 'scoring' and method == 'gradient': recorder.install(m); recorder.begin_batch(batch)
         out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
         if method != 'kl_div': return out
-        if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, out.logits)
-        return out.logits
+        logits = out.logits.masked_fill(batch['attention_mask'].to(out.logits.device)[..., None] == 0, 0)   # padding: KL exactly 0
+        if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, logits)
+        return logits
     def loss_func(out, batch):
         if out.loss is None: raise QvlError('the model returned no loss: batches need labels')
-        return out.loss
+        return out.loss*scored_tokens(batch).sum().to(out.loss.device)   # the mean the model returns, times its token count: a sum
     return forward_step, loss_func
 
 # %% ../nbs/06_autoquant.ipynb #95af64b7

@@ -60,7 +60,7 @@ class ModelInfo(Record):
     params: dict[str, int] | None = None
 
 class Dataset(Record):
-    "The calibration subset and how it was batched (token counts from the encoded batches)."
+    "The calibration subset and how it was batched (token counts from the encoded batches; `scored_tokens`: the tokens the scores sum over)."
     name: str = 'coco2017'
     size: str | None = None
     num_samples: int | None = None
@@ -81,6 +81,7 @@ class Dataset(Record):
     tokens: int | None = None
     padded_tokens: int | None = None
     image_patches: int | None = None
+    scored_tokens: int | None = None
 
 class Environment(Record):
     "Versions of what ran the run, and its device."
@@ -94,7 +95,9 @@ class Environment(Record):
 
 # %% ../nbs/07_manifest.ipynb #41dc56a7
 class Search(Record):
-    "ModelOpt's search: constraints, the bits reached, the total score of the chosen recipe, and how scores were computed."
+    """ModelOpt's search: constraints, the bits reached, the total score of the chosen recipe, and how scores were computed:
+    `score_unit` says what a score sums (`autoquant.SCORE_UNITS`); `scores_from` names the run whose pass computed them, when another run's;
+    `inputs_sha256` is the digest of everything the scores depend on (`run.resume_key`)."""
     constraints: dict[str, Any] | None = None
     achieved_effective_bits: float | None = None
     total_score: float | None = None
@@ -106,6 +109,9 @@ class Search(Record):
     checkpoint_found: bool | None = None
     calibration_restored: bool | None = None
     scores_restored: bool | None = None
+    score_unit: str | None = None
+    scores_from: str | None = None
+    inputs_sha256: str | None = None
 
 class Timings(Record):
     "Wall seconds per phase and in all (`total`), and the run's peak resident memory (`peak_rss_mib`, MiB)."
@@ -194,7 +200,8 @@ FloatInterval = Annotated[list[float], Field(min_length=2, max_length=2)]    # [
 IntInterval = Annotated[list[int], Field(min_length=2, max_length=2)]
 
 class HandleRow(Record):
-    "One recipe handle: candidates, sensitivity, cost, rank, taxonomy, and the intervals and ground truth where measured."
+    """One recipe handle: candidates, sensitivity (also per scored sample and per scored token), cost, rank, taxonomy, and the
+    intervals and ground truth where measured."""
     layer: str
     tower: str
     block: int | None = None
@@ -210,6 +217,7 @@ class HandleRow(Record):
     size_cost: float
     rank: int = 0
     sensitivity_per_sample: float | None = None
+    sensitivity_per_token: float | None = None
     score_ci95: FloatInterval | None = None
     sensitivity_per_sample_ci95: FloatInterval | None = None
     rank_ci95: IntInterval | None = None

@@ -16,7 +16,7 @@ __all__ = ['SUPPORTED_MODELOPT', 'check_modelopt_version', 'quant_grouping_rules
            'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
            'resumable_candidate_stats', 'search_clock', 'around_scoring', 'no_kv_cache', 'gradient_checkpointing',
            'shared_score_reduction', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
-           'restore_search']
+           'restore_search', 'rescope_search']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -33,6 +33,7 @@ def check_modelopt_version(installed: str | None = None) -> str:
 check_modelopt_version()
 
 # %% ../nbs/05a_modelopt.ipynb #f6e1a165
+import torch
 import modelopt.torch.quantization as mtq
 from modelopt.torch.opt import apply_mode
 from modelopt.torch.opt.utils import get_hparam, named_hparams
@@ -249,3 +250,60 @@ def restore_search(model, state: dict):
     model.eval()
     for p in model.parameters(): p.requires_grad_(False)
     return model
+
+# %% ../nbs/05a_modelopt.ipynb #d76175c8
+def _rescoped_calibration(model, hparams, saved: dict) -> dict:
+    """Each format's saved calibration ({recipe: {'metadata', 'state_dict'}}) with the quantizers of the handles this
+    search disables in the state ModelOpt itself gives them for that format."""
+    from modelopt.torch.quantization.conversion import quantizer_state
+    from modelopt.torch.quantization.utils import get_quantizer_state_dict
+    off = tuple(f"{n}." for hp in hparams if not hp.is_configurable for n in hp.quant_module_names)
+    out = {}
+    try:
+        for recipe, st in saved.items():
+            for hp in hparams: hp.set_calibration_recipe(recipe)
+            meta, sd = quantizer_state(model), get_quantizer_state_dict(model)
+            out[recipe] = dict(metadata={k: meta[k] if k.startswith(off) else v for k, v in st['metadata'].items()},
+                               state_dict={**{k: v for k, v in st['state_dict'].items() if not k.startswith(off)},
+                                           **{k: v for k, v in sd.items() if k.startswith(off)}})
+    finally:
+        for hp in hparams: hp.restore_active_quantizers()
+    return out
+
+def _saved_scores(model, candidate_stats: dict):
+    "Give every quantized choice of every configurable handle of `model` its score from `candidate_stats`."
+    for name, hp in recipe_hparams(model).items():
+        scores = {str(f): s for f, s in zip(candidate_stats.get(name, {}).get('formats', []), candidate_stats.get(name, {}).get('scores', []))}
+        for recipe in hp.choices:
+            if is_no_quant(recipe): continue
+            if str(recipe) not in scores: raise QvlError(f"the saved search has no score for handle {name} in {recipe}")
+            hp._importance_dict[recipe][hp.score_modules[0]] = torch.tensor(float(scores[str(recipe)]))
+
+@contextlib.contextmanager
+def _from_saved_search(state: dict):
+    "While inside, a search restores each format's calibration and every handle's scores from `state` instead of computing them."
+    S, G, K = A._AutoQuantizeBaseSearcher, A.AutoQuantizeGradientSearcher, A.AutoQuantizeKLDivSearcher
+    verify, est = S._verify_resolved_constraint, (G.estimate_sensitivity_scores, K.estimate_sensitivity_scores)
+    def verify_and_restore(self, hparams):
+        verify(self, hparams)
+        self.quantizer_states = _rescoped_calibration(self.model, hparams, state['quantizer_states'])
+    def saved_scores(self): _saved_scores(self.model, state['candidate_stats'])
+    S._verify_resolved_constraint, G.estimate_sensitivity_scores, K.estimate_sensitivity_scores = verify_and_restore, saved_scores, saved_scores
+    try: yield
+    finally: S._verify_resolved_constraint, (G.estimate_sensitivity_scores, K.estimate_sensitivity_scores) = verify, est
+
+def rescope_search(model, state: dict, disabled_layers=(), constraints: dict | None = None) -> tuple:
+    """(model, search state) of ModelOpt's search on `model` — freshly loaded from the checkpoint `state` was searched
+    on — with other `disabled_layers` (module name patterns) and `constraints` (`{'effective_bits', 'cost'}`), each
+    format's calibration and every handle's scores taken from the finished search `state`: no forward pass. Exact for
+    max calibration and ModelOpt's gradient and KL scores (each handle scored with the others unquantized). Raises
+    `QvlError` when `state` holds no finished search or lacks a handle's score."""
+    if not state.get('candidate_stats') or not state.get('quantizer_states') or state.get('method') not in ('gradient', 'kl_div'):
+        raise QvlError('the AutoQuant state holds no finished search (no scores, no calibration or an unknown method)')
+    formats = [cfg for cfg, _ in _state_formats(state)]
+    with _from_saved_search(state):
+        model, new = auto_quantize(model, [], _no_forward, formats, constraints or {'effective_bits': 16.0}, state['method'],
+                                   (lambda out, batch: out.loss) if state['method'] == 'gradient' else None, disabled_layers, 1)
+    model.eval()
+    for p in model.parameters(): p.requires_grad_(False)
+    return model, new

@@ -7,7 +7,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/run.html.md"""
 # %% ../nbs/08_run.ipynb #d5d8b70a
 from __future__ import annotations
 import json, math, os, platform, re, resource, shutil, time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 from . import __version__
@@ -17,9 +17,9 @@ from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
 from .spec import RunSpec, VALIDATE_SETTINGS, PATHS
 from .loading import load_model, reusable_model, check_model_dir
-from .scoring import load_contributions
-from .autoquant import run_autoquant
-from .modelopt_adapter import restore_search
+from .scoring import load_contributions, save_contributions
+from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens
+from .modelopt_adapter import restore_search, rescope_search
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import (Manifest, Scheme, ModelInfo, Dataset, Search, Timings, StateFile, Confidence, Validation,
@@ -32,8 +32,8 @@ from .plots import report_html
 __all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
            'peak_rss_mib', 'Batches', 'max_positions', 'encode_set', 'wants_validation', 'run_validation',
            'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files',
-           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search', 'finish_run',
-           'run_sensitivity', 'spec_of', 'validate_run']
+           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
+           'shared_pass_source', 'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def _fixture_name(model_dir) -> str | None:
@@ -179,10 +179,14 @@ def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
                      load=load, params=tower_params(model))
 
 # %% ../nbs/08_run.ipynb #8e52ec94
-def dataset_info(spec: RunSpec, calib, db, batches: Batches, n_score: int, score_batches) -> Dataset:
-    "The dataset block: the subset file and its digest, sample counts, repeats dropped, captions cut, batching and token counts."
+def dataset_info(spec: RunSpec, calib, db, batches: Batches, score_batches: int | None) -> Dataset:
+    """The dataset block: the subset file and its digest, sample counts (scored: the first `score_batches` batches, default
+    all), repeats dropped, captions cut, batching, token counts and the tokens the scores sum over (`autoquant.scored_tokens`)."""
     meta = {k: v if v is None or isinstance(v, (str, int, float)) else repr(v) for k, v in calib.meta.items()}   # a BLOB in another tool's meta
+    scored = batches[:score_batches or len(batches)]
+    n_score = sum(int(b['input_ids'].shape[0]) for b in scored)
     return Dataset(name=str(meta.get('source_dataset') or 'coco2017'), size=spec.size, num_samples=len(calib), score_samples=n_score,
+                   scored_tokens=sum(int(scored_tokens(b, spec.method).sum()) for b in scored),
                    db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=meta,
                    duplicates_dropped=calib.duplicates_dropped, truncated_captions=list(getattr(batches, 'truncated', [])),
                    image_orientation=None if spec.calib_mode == 'text' else IMAGE_ORIENTATION,
@@ -196,21 +200,24 @@ def layer_map(state: dict, best: dict, model) -> dict:
             for h, st in state['candidate_stats'].items() for m in st['module_names']}
 
 # %% ../nbs/08_run.ipynb #5a0b1c2d
-def build_manifest(spec: RunSpec, name: str, cfg: dict, model, calib, db, batches, res, score_batches, state_file: str,
-                   timings: dict, trust: dict | None = None, load: str = 'loaded') -> Manifest:
-    "The typed quant manifest of a finished search (`res`: an `autoquant.AutoQuantResult`)."
+def build_manifest(spec: RunSpec, name: str, cfg: dict, model, dataset: Dataset, res, state_file: str, timings: dict,
+                   trust: dict | None = None, load: str = 'loaded', inputs_sha256: str | None = None, scores_from: str | None = None) -> Manifest:
+    """The typed quant manifest of a finished search (`res`: an `autoquant.AutoQuantResult`) on the calibration `dataset`;
+    `inputs_sha256`: digest of its `resume_key`; `scores_from`: the run whose pass computed the scores, if another."""
     st = res.state
     best = {h: str(r) for h, r in st['best']['recipe'].items()}
     rows = handle_records(st['candidate_stats'], best)
-    n_score = len(calib) if score_batches is None else min(len(calib), score_batches*spec.batch_size)
-    for r in rows.values(): r.sensitivity_per_sample = r.sensitivity/n_score if math.isfinite(r.sensitivity) else r.sensitivity
+    n_score, n_tok = dataset.score_samples, dataset.scored_tokens
+    for r in rows.values():
+        r.sensitivity_per_sample = r.sensitivity/n_score if n_score and math.isfinite(r.sensitivity) else r.sensitivity
+        r.sensitivity_per_token = r.sensitivity/n_tok if n_tok and math.isfinite(r.sensitivity) else None
     blocks = trust_blocks(rows, res.contributions, trust)
     search = Search(constraints=search_constraints(get_scope(spec.scope), spec.effective_bits),
                     achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best), total_score=float(st['best']['score']),
                     is_satisfied=bool(st['best']['is_satisfied']), handles=len(st['candidate_stats']), searched_handles=len(rows),
-                    **res.resumed, **res.settings)
+                    **res.resumed, **res.settings, score_unit=SCORE_UNITS[spec.method], scores_from=scores_from, inputs_sha256=inputs_sha256)
     return Manifest(created=now_utc(), scheme=run_scheme(spec, name, n_score), model=model_info(spec, cfg, model, load),
-                    dataset=dataset_info(spec, calib, db, batches, n_score, score_batches), environment=environment(), search=search,
+                    dataset=dataset, environment=environment(), search=search,
                     autoquant_state=StateFile(file=state_file, keys=sorted(st.keys())), layers=layer_map(st, best, model),
                     layer_sensitivity=rows, forward_calls=res.forward_calls,
                     timings=Timings(**timings, **res.timings, validation=trust['validation'].seconds if trust else None),
@@ -293,6 +300,38 @@ def search(spec: RunSpec, model, batches, n: int, partial: Path):
                         grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction)
     return score_batches, res
 
+# %% ../nbs/08_run.ipynb #6d39dc38
+def shared_pass_source(spec: RunSpec, out, calib) -> Path | None:
+    """The finished all-layers run in `out` whose pass an lm-only run of `spec` (resolved) reuses: same inputs and settings
+    but the scope (its manifest's `search.inputs_sha256`), image+caption calibration, `spec.shared_passes`; else None."""
+    if not (spec.shared_passes and spec.scope == 'lm-only' and spec.calib_mode == 'vlm'): return None
+    src = replace(spec, scope='all-layers')
+    d = Path(out)/planned_run_name(src)
+    try: m = read_manifest(manifest_file(d))
+    except QvlError: return None
+    ok = m.search.inputs_sha256 == sha256_json(resume_key(src, calib)) and m.autoquant_state and m.autoquant_state.file
+    return d if ok and (d/m.autoquant_state.file).is_file() else None
+
+def reuse_pass(spec: RunSpec, model, source: Path, partial: Path) -> tuple:
+    """(`AutoQuantResult`, dataset block) of an lm-only run from the all-layers run `source` (`shared_pass_source`): its
+    calibration and scores re-searched for this scope (`rescope_search`), the per-sample parts of the handles searched
+    here (saved into `partial`), and its dataset block (the same calibration)."""
+    m = read_manifest(manifest_file(source))
+    state = torch.load(source/m.autoquant_state.file, weights_only=False)   # Python objects: this tool's own run folder
+    scope, t = get_scope(spec.scope), time.perf_counter()
+    model, st = rescope_search(model, state, scope.disabled, search_constraints(scope, spec.effective_bits))
+    dt = round(time.perf_counter() - t, 3)
+    contrib = None
+    if (source/PARTS_FILE).is_file():
+        c, searched = load_contributions(source/PARTS_FILE), handle_records(st['candidate_stats'])
+        keep = [i for i, (h, _) in enumerate(c['keys']) if h in searched]
+        contrib = dict(c, keys=[c['keys'][i] for i in keep], parts=c['parts'][keep])
+        save_contributions(contrib, partial/PARTS_FILE)
+    res = AutoQuantResult(model, st, dict(cuda_extension=0.0, calibration=0.0, scoring=0.0, search=dt, autoquant_total=dt),
+                          dict(calibration=0, scoring=0), dict(checkpoint_found=False, calibration_restored=False, scores_restored=False),
+                          contrib, dict(grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction))
+    return res, m.dataset
+
 # %% ../nbs/08_run.ipynb #11d58a97
 def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Path:
     "Write the manifest and reports into the partial folder, then move it to its final name."
@@ -324,6 +363,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     calib = load_calib_db(db, spec.coco_root)
     key = resume_key(spec, calib)
     _check_partial(partial, key, force)
+    source = shared_pass_source(spec, out, calib)
     say = print if verbose else (lambda *a, **k: None)
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
@@ -331,18 +371,23 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     if validating:      # held-out samples present, enough and decodable: found now, not after the search
         held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
         check_images(held.coco_root, held.samples)
-    t = time.perf_counter(); batches = encode_set(spec, calib, processor, model); t_encode = time.perf_counter() - t
+    t = time.perf_counter(); batches = encode_set(spec, calib, processor, model) if source is None else None; t_encode = time.perf_counter() - t
     partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
     atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
-    score_batches, res = search(spec, model, batches, len(calib), partial)
+    if source is None:
+        score_batches, res = search(spec, model, batches, len(calib), partial)
+        dataset = dataset_info(spec, calib, db, batches, score_batches)
+    else:
+        say(f"[{name}] calibration and scores from {source.name} (same inputs; no forward pass)")
+        res, dataset = reuse_pass(spec, model, source, partial)
     trust = None
     if validating:
         say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
         trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
     state_file = f'{name}_autoquant_state.pt'
     torch.save(res.state, partial/state_file)
-    man = build_manifest(spec, name, cfg, model, calib, db, batches, res, score_batches, state_file,
-                         dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)), trust, how)
+    man = build_manifest(spec, name, cfg, model, dataset, res, state_file, dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)),
+                         trust, how, sha256_json(key), source.name if source else None)
     finish_run(man, partial, final, t_start)
     say(f"[{name}] done in {man.timings.total:.1f}s")
     return final

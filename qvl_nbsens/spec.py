@@ -50,12 +50,13 @@ class RunSpec:
     device_map: str | None = None  # passed to from_pretrained, e.g. auto to spread the model over GPUs
     grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: faster, more GPU memory, same scores)
     score_reduction: ScoreReduction = 'shared'  # shared: one fused reduction feeds ModelOpt and the per-sample recorder; separate: ModelOpt's stock one
+    shared_passes: bool = True  # an lm-only run with image+caption calibration takes its calibration and scores from the finished all-layers run of the same inputs in the same folder (equal results, no forward pass); off: it runs its own pass
 
     def key(self) -> dict:
         "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
         return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH}
 
-HOW = ('device', 'device_map', 'grad_checkpointing', 'score_reduction')
+HOW = ('device', 'device_map', 'grad_checkpointing', 'score_reduction', 'shared_passes')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
 POST_SEARCH = ('validate', 'heldout_size', 'validate_top_k')  # used after the search: changing them reuses a finished search
 PATHS = ('model_dir', 'calib_dir', 'coco_root')  # where the inputs are: not a result setting, and machine-specific
