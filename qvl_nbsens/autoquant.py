@@ -110,7 +110,8 @@ def check_scores_finite(candidate_stats: dict):
 @dataclass
 class AutoQuantResult:
     """What one search produced: the model; ModelOpt's search state; phase `timings` (seconds); `forward_calls` per
-    phase; what was `resumed` from the checkpoint; the per-sample score `contributions`; the scoring `settings`."""
+    phase; what was `resumed` from the checkpoint; the per-sample score `contributions`; the scoring `settings` (with the
+    `fake_quant_kernels` used)."""
     model: object
     state: dict
     timings: dict
@@ -189,11 +190,12 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     if not batches: raise QvlError('no calibration batches')
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
-    t_ext, clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
+    (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     t0 = time.perf_counter()
     model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings)
     t1 = time.perf_counter()
     contrib = _contributions(recorder, contributions)
     restore_eval(model)   # a module global, looked up now: tests patch it to stop a run here
-    return AutoQuantResult(model, state, phase_timings(clock, t0, t1, t_ext), dict(clock.calls), resumed_from(had_ckpt, clock), contrib, settings)
+    return AutoQuantResult(model, state, phase_timings(clock, t0, t1, t_ext), dict(clock.calls), resumed_from(had_ckpt, clock), contrib,
+                           dict(settings, fake_quant_kernels=kernels))

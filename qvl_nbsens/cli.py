@@ -14,8 +14,8 @@ from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_
 
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
-           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_docs', 'Parser',
-           'build_parser', 'crash_log', 'one_line', 'main']
+           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_prepare',
+           'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
 
 # %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
@@ -149,6 +149,15 @@ def _report(sub):
     g.add_argument('--force', action='store_true', help='replace existing reports')
     g.set_defaults(func=cmd_report)
 
+# %% ../nbs/09_cli.ipynb #7624cd95
+def cmd_prepare(a):
+    from qvl_nbsens.modelopt_adapter import build_cuda_extensions
+    for name, s in build_cuda_extensions().items(): print(f"{name}: ready in {s:.1f}s")
+
+def _prepare(sub):
+    r = sub.add_parser('prepare', help="build ModelOpt's CUDA extensions once on a GPU machine (runs use PyTorch ops until then)")
+    r.set_defaults(func=cmd_prepare)
+
 # %% ../nbs/09_cli.ipynb #7af552bf
 def cmd_docs(a):
     if a.quarto: return _quarto_docs(a)
@@ -179,7 +188,7 @@ def _docs(sub):
     o.set_defaults(func=cmd_docs)
 
 # %% ../nbs/09_cli.ipynb #d4927861
-SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _docs, _validate, _report)
+SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _docs, _validate, _report, _prepare)
 
 class Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2)."

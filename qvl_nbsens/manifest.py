@@ -73,6 +73,7 @@ class Dataset(Record):
     truncated_captions: list[dict[str, Any]] = []
     image_orientation: str | None = None
     batch_size: int | None = None
+    batch_size_source: str | None = None
     score_batches: int | None = None
     num_batches: int | None = None
     seq_len_min: int | None = None
@@ -106,6 +107,7 @@ class Search(Record):
     searched_handles: int | None = None
     grad_checkpointing: bool | None = None
     score_reduction: str | None = None
+    fake_quant_kernels: str | None = None
     checkpoint_found: bool | None = None
     calibration_restored: bool | None = None
     scores_restored: bool | None = None
@@ -114,9 +116,11 @@ class Search(Record):
     inputs_sha256: str | None = None
 
 class Timings(Record):
-    "Wall seconds per phase and in all (`total`), and the run's peak resident memory (`peak_rss_mib`, MiB)."
+    """Wall seconds per phase and in all (`total`), the run's peak resident memory (`peak_rss_mib`, MiB) and its peak GPU memory
+    (`peak_gpu_mib`: `torch.cuda.max_memory_allocated` summed over the GPUs, MiB; None on the CPU)."""
     total: float | None = None
     peak_rss_mib: float | None = None
+    peak_gpu_mib: float | None = None
     load_model: float | None = None
     encode_batches: float | None = None
     cuda_extension: float | None = None

@@ -8,14 +8,16 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/modelopt.html.md"""
 from __future__ import annotations
 import contextlib, copy, io, time, warnings
 from collections import defaultdict
+from pathlib import Path
 import modelopt
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['SUPPORTED_MODELOPT', 'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant',
-           'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
-           'resumable_candidate_stats', 'search_clock', 'around_scoring', 'no_kv_cache', 'gradient_checkpointing',
-           'shared_score_reduction', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
+__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_modelopt_version', 'quant_grouping_rules',
+           'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules',
+           'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
+           'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction', 'cuda_extension_built',
+           'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
            'restore_search', 'rescope_search']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
@@ -164,13 +166,45 @@ def shared_score_reduction(recorder):
     finally: A._get_auto_quantize_score = orig
 
 # %% ../nbs/05a_modelopt.ipynb #5c53c4bd
-def ready_cuda_extension(model) -> float:
-    "Build or load ModelOpt's CUDA extension when `model` is on a GPU; the seconds it took (0.0 on the CPU)."
-    if not any(p.is_cuda for p in model.parameters()): return 0.0
-    try: from modelopt.torch.quantization.extensions import get_cuda_ext
-    except ImportError: return 0.0
-    t = time.perf_counter(); get_cuda_ext()
-    return round(time.perf_counter() - t, 3)
+CUDA_EXTENSIONS = {'modelopt_cuda_ext': 'get_cuda_ext', 'modelopt_cuda_ext_fp8': 'get_cuda_ext_fp8'}   # INT fake quant; FP8
+FALLBACK_KERNELS = "PyTorch ops (ModelOpt's CUDA extension is not built here: `qvl-nbsens prepare` builds it once)"
+
+def cuda_extension_built(name: str) -> bool:
+    "Whether PyTorch's extension cache (`TORCH_EXTENSIONS_DIR`, default under ~/.cache) holds a build of extension `name`."
+    from torch.utils.cpp_extension import _get_build_directory
+    try: return (Path(_get_build_directory(name, verbose=False))/f'{name}.so').is_file()
+    except Exception: return False
+
+def build_cuda_extensions() -> dict:
+    """Build (or load) ModelOpt's CUDA extensions for fake quantization into PyTorch's extension cache: {name: seconds}.
+    Raises `QvlError` without a CUDA GPU, or naming the extension that failed to build."""
+    if not torch.cuda.is_available(): raise QvlError("no CUDA GPU here: ModelOpt's CUDA extensions are built on a GPU machine (CPU runs need none)")
+    from modelopt.torch.quantization import extensions as E
+    out = {}
+    for name, fn in CUDA_EXTENSIONS.items():
+        f, t = getattr(E, fn), time.perf_counter()
+        if getattr(f, 'extension', True) is None: del f.extension        # this process had chosen the fallback
+        try:
+            with contextlib.redirect_stdout(io.StringIO()): f(raise_if_failed=True)
+        except RuntimeError as e: raise QvlError(f"ModelOpt's CUDA extension {name} did not build: {str(e).strip().splitlines()[-1]}") from None
+        out[name] = round(time.perf_counter() - t, 3)
+    return out
+
+def ready_cuda_extension(model) -> tuple[float, str]:
+    """(seconds, kernels) for fake quantization of `model`: on a GPU, ModelOpt's CUDA extensions loaded where PyTorch's
+    cache holds a build, else ModelOpt told to use its PyTorch fallback (no compilation); 0.0 and 'PyTorch ops (CPU)' on the CPU."""
+    if not any(p.is_cuda for p in model.parameters()): return 0.0, 'PyTorch ops (CPU)'
+    from modelopt.torch.quantization import extensions as E
+    t, loaded = time.perf_counter(), []
+    for name, fn in CUDA_EXTENSIONS.items():
+        f = getattr(E, fn)
+        if not hasattr(f, 'extension'):
+            if not cuda_extension_built(name): f.extension = None             # ModelOpt's check: None means use PyTorch ops
+            else:
+                with contextlib.redirect_stdout(io.StringIO()): f()
+        if f.extension is not None: loaded.append(name)
+    kernels = 'ModelOpt CUDA extension' if 'modelopt_cuda_ext' in loaded else FALLBACK_KERNELS
+    return round(time.perf_counter() - t, 3), kernels
 
 # %% ../nbs/05a_modelopt.ipynb #43e4e755
 class NonFiniteActivations(QvlError):

@@ -29,11 +29,12 @@ from .reports import write_reports
 from .plots import report_html
 
 # %% auto #0
-__all__ = ['SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
-           'peak_rss_mib', 'Batches', 'max_positions', 'encode_set', 'wants_validation', 'run_validation',
-           'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files',
-           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
-           'shared_pass_source', 'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
+__all__ = ['AUTO_BATCH_CAP', 'SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params',
+           'environment', 'batch_stats', 'peak_rss_mib', 'reset_peak_gpu', 'peak_gpu_mib', 'Batches', 'max_positions',
+           'encode_set', 'sample_bytes', 'auto_batch_size', 'wants_validation', 'run_validation', 'trust_blocks',
+           'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files', 'resume_key',
+           'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search', 'shared_pass_source',
+           'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def _fixture_name(model_dir) -> str | None:
@@ -101,27 +102,84 @@ def peak_rss_mib() -> float:
     except OSError: pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, 1)
 
+def reset_peak_gpu():
+    "Start counting peak GPU memory afresh on every visible GPU (a no-op without CUDA)."
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()): torch.cuda.reset_peak_memory_stats(i)
+
+def peak_gpu_mib() -> float | None:
+    "Peak GPU memory allocated by this process since `reset_peak_gpu`, summed over the GPUs it used, MiB; None without CUDA."
+    if not torch.cuda.is_available(): return None
+    return round(sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))/2**20, 1)
+
 # %% ../nbs/08_run.ipynb #2058a5c5
 class Batches(list):
-    "Encoded batches, with `truncated`: the captions the loader cut ({sample, caption_tokens, kept, image})."
+    """Encoded batches, with `truncated`: the captions the loader cut ({sample, caption_tokens, kept, image}), and
+    `score_batches`: how many leading batches hold the scored samples (None: all)."""
     truncated: list = []
+    score_batches: int | None = None
 
 def max_positions(model) -> int | None:
     "The longest sequence the model's text tower takes (`max_position_embeddings` of its text config)."
     cfg = getattr(model.config, 'text_config', model.config)
     return getattr(cfg, 'max_position_embeddings', None)
 
-def encode_set(spec: RunSpec, calib, processor, model) -> Batches:
-    """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
-    cut to `spec.max_caption_tokens` and every row to the model's positions."""
+def _loader(spec: RunSpec, calib, processor, model):
+    bs = spec.batch_size or 8
     if spec.calib_mode == 'text':
-        loader = TextCalibLoader(calib.captions, processor.tokenizer, batch_size=spec.batch_size,
-                                 max_caption_tokens=min(spec.max_caption_tokens, max_positions(model) or spec.max_caption_tokens))
-    else: loader = VlmCalibLoader(calib, processor, batch_size=spec.batch_size, max_caption_tokens=spec.max_caption_tokens,
-                                  max_length=max_positions(model))
-    out = Batches(loader)
-    out.truncated = loader.truncated
+        return TextCalibLoader(calib.captions, processor.tokenizer, batch_size=bs,
+                               max_caption_tokens=min(spec.max_caption_tokens, max_positions(model) or spec.max_caption_tokens))
+    return VlmCalibLoader(calib, processor, batch_size=bs, max_caption_tokens=spec.max_caption_tokens, max_length=max_positions(model))
+
+def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = None) -> Batches:
+    """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
+    cut to `spec.max_caption_tokens` and every row to the model's positions, `spec.batch_size` samples a batch. With
+    `score_size`, a batch ends after the first `score_size` samples, so exactly those are scored whatever the batch size."""
+    k = len(calib) if score_size is None else min(score_size, len(calib))
+    out = Batches(); out.truncated = []
+    for start, part in ((0, calib.samples[:k]), (k, calib.samples[k:])):
+        if not part: continue
+        loader = _loader(spec, replace(calib, samples=part), processor, model)
+        out += list(loader)
+        out.truncated += [dict(c, sample=c['sample'] + start) for c in loader.truncated]
+        if start == 0 and score_size is not None: out.score_batches = len(out)
     return out
+
+AUTO_BATCH_CAP = 32   # larger batches add padding (mixed image sizes) more than they add speed
+
+def sample_bytes(model, batches) -> int:
+    """Estimated GPU memory (bytes) one sample adds while a search scores it, from the largest sample of `batches`: per
+    token the float32 logits with their gradient and the bf16 copy (vocabulary × 10 bytes), the checkpointed hidden
+    state of every layer, and one recomputed layer's outputs, quantization errors and gradients (3 × its output
+    features); per image patch the same for the vision tower. Calibrated on Qwen3-VL-4B (about 0.8 GB a sample at 323
+    tokens and 1,200 patches, measured on an H100/H200)."""
+    cfg = model.config; t, v = getattr(cfg, 'text_config', cfg), getattr(cfg, 'vision_config', None)
+    e = torch.finfo(model.dtype).bits//8
+    tokens = max(int(b['attention_mask'].sum(1).max()) for b in batches)
+    patches = max((int(b['image_grid_thw'].prod(-1).max()) for b in batches if 'image_grid_thw' in b), default=0)
+    lin = [(n, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    vis_out = sum(o for n, o in lin if 'visual' in n)
+    txt_out = sum(o for n, o in lin if 'visual' not in n and not n.endswith('lm_head'))
+    L, VL = max(1, t.num_hidden_layers), max(1, getattr(v, 'depth', 1) or 1)
+    per_token = t.vocab_size*(e + 8) + t.num_hidden_layers*t.hidden_size*e + 3*e*txt_out//L
+    per_patch = (getattr(v, 'depth', 0)*getattr(v, 'hidden_size', 0)*e + 3*e*vis_out//VL) if v is not None else 0
+    return int(tokens*per_token + patches*per_patch)
+
+def auto_batch_size(model, probe, free_bytes: int | None = None, total_bytes: int | None = None) -> tuple[int, str]:
+    """(batch size, why) for a run of `model` whose largest samples are in `probe` (encoded batches): 8 on the CPU; on a
+    GPU the largest power of two up to `AUTO_BATCH_CAP` whose samples (`sample_bytes`, ×1.25) fit in the free memory
+    (`torch.cuda.mem_get_info` plus what PyTorch caches unused; or `free_bytes` of `total_bytes`) less a reserve of
+    2.75 × the model's weights (ModelOpt's per-format quantizers and scoring buffers, measured at 4B) and 10% of the GPU."""
+    p = next(model.parameters())
+    if p.device.type != 'cuda' and free_bytes is None: return 8, 'default on the CPU'
+    if free_bytes is None:
+        free_bytes, total_bytes = torch.cuda.mem_get_info(p.device)
+        free_bytes += torch.cuda.memory_reserved(p.device) - torch.cuda.memory_allocated(p.device)
+    weights = sum(q.numel()*q.element_size() for q in model.parameters())
+    budget, each = free_bytes - 2.75*weights - 0.1*total_bytes, 1.25*sample_bytes(model, probe)
+    n = max(1, min(AUTO_BATCH_CAP, int(budget // each))) if budget > each else 1
+    b = 1 << (n.bit_length() - 1)
+    return b, f"auto: {free_bytes/2**30:.1f} of {total_bytes/2**30:.1f} GiB free, {each/2**30:.2f} GiB a sample"
 
 SMALL_MODEL_PARAMS = 1_000_000_000
 
@@ -179,7 +237,7 @@ def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
                      load=load, params=tower_params(model))
 
 # %% ../nbs/08_run.ipynb #8e52ec94
-def dataset_info(spec: RunSpec, calib, db, batches: Batches, score_batches: int | None) -> Dataset:
+def dataset_info(spec: RunSpec, calib, db, batches: Batches, score_batches: int | None, batch_source: str | None = None) -> Dataset:
     """The dataset block: the subset file and its digest, sample counts (scored: the first `score_batches` batches, default
     all), repeats dropped, captions cut, batching, token counts and the tokens the scores sum over (`autoquant.scored_tokens`)."""
     meta = {k: v if v is None or isinstance(v, (str, int, float)) else repr(v) for k, v in calib.meta.items()}   # a BLOB in another tool's meta
@@ -190,7 +248,7 @@ def dataset_info(spec: RunSpec, calib, db, batches: Batches, score_batches: int 
                    db_path=shown_path(db), db_sha256=sha256_file(db), coco_root=shown_path(Path(calib.coco_root).resolve()), meta=meta,
                    duplicates_dropped=calib.duplicates_dropped, truncated_captions=list(getattr(batches, 'truncated', [])),
                    image_orientation=None if spec.calib_mode == 'text' else IMAGE_ORIENTATION,
-                   batch_size=spec.batch_size, score_batches=score_batches or len(batches), **batch_stats(batches))
+                   batch_size=spec.batch_size, batch_size_source=batch_source, score_batches=score_batches or len(batches), **batch_stats(batches))
 
 def layer_map(state: dict, best: dict, model) -> dict:
     "{module: {handle, quantized, format, module_type}} for every module of every handle."
@@ -294,7 +352,7 @@ def obtain_model(spec: RunSpec, keep_model: bool = False) -> tuple:
 # %% ../nbs/08_run.ipynb #305f5fac
 def search(spec: RunSpec, model, batches, n: int, partial: Path):
     "ModelOpt's AutoQuant search of a run, checkpointed into the partial folder; the number of scoring batches and the result."
-    score_batches = None if spec.score_size is None else math.ceil(min(spec.score_size, n)/spec.batch_size)
+    score_batches = batches.score_batches
     res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
                         checkpoint=partial/'autoquant_checkpoint.pt', contributions=partial/PARTS_FILE,
                         grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction)
@@ -329,7 +387,8 @@ def reuse_pass(spec: RunSpec, model, source: Path, partial: Path) -> tuple:
         save_contributions(contrib, partial/PARTS_FILE)
     res = AutoQuantResult(model, st, dict(cuda_extension=0.0, calibration=0.0, scoring=0.0, search=dt, autoquant_total=dt),
                           dict(calibration=0, scoring=0), dict(checkpoint_found=False, calibration_restored=False, scores_restored=False),
-                          contrib, dict(grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction))
+                          contrib, dict(grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction,
+                                        fake_quant_kernels=m.search.fake_quant_kernels))
     return res, m.dataset
 
 # %% ../nbs/08_run.ipynb #11d58a97
@@ -340,7 +399,7 @@ def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Pat
     write_reports(run, partial, force=True)
     report_html(run, partial/'report.html', force=True)
     man.timings = man.timings.model_copy(update=dict(reports=round(time.perf_counter() - t, 3), total=round(time.perf_counter() - t_start, 3),
-                                                     peak_rss_mib=peak_rss_mib()))
+                                                     peak_rss_mib=peak_rss_mib(), peak_gpu_mib=peak_gpu_mib()))
     write_manifest(man, partial/f'{final.name}_quant_manifest.json', force=True)
     for f in ('autoquant_checkpoint.pt', 'run_args.json'): (partial/f).unlink(missing_ok=True)
     if final.is_dir() and not final.is_symlink(): shutil.rmtree(final)
@@ -355,6 +414,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
+    reset_peak_gpu()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
@@ -371,12 +431,17 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     if validating:      # held-out samples present, enough and decodable: found now, not after the search
         held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
         check_images(held.coco_root, held.samples)
-    t = time.perf_counter(); batches = encode_set(spec, calib, processor, model) if source is None else None; t_encode = time.perf_counter() - t
+    t, batch_source = time.perf_counter(), 'given'
+    if source is None and spec.batch_size is None:     # the largest of the first 16 samples stand for the set
+        b, batch_source = auto_batch_size(model, encode_set(replace(spec, batch_size=8), replace(calib, samples=calib.samples[:16]), processor, model))
+        spec = replace(spec, batch_size=b)
+        say(f"[{name}] batch size {b} ({batch_source})")
+    batches = encode_set(spec, calib, processor, model, spec.score_size) if source is None else None; t_encode = time.perf_counter() - t
     partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
     atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
     if source is None:
         score_batches, res = search(spec, model, batches, len(calib), partial)
-        dataset = dataset_info(spec, calib, db, batches, score_batches)
+        dataset = dataset_info(spec, calib, db, batches, score_batches, batch_source)
     else:
         say(f"[{name}] calibration and scores from {source.name} (same inputs; no forward pass)")
         res, dataset = reuse_pass(spec, model, source, partial)

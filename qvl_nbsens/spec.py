@@ -39,7 +39,7 @@ class RunSpec:
     pair: Pair = DEFAULT_PAIR  # quant pair (weights/activations formats)
     method: Method = 'gradient'  # AutoQuant score: gradient (Taylor) or kl_div (logit KL)
     effective_bits: float = 8.0  # bit budget of the search, in effective bits per weight
-    batch_size: int = 8  # samples per calibration and scoring batch (16 on a GPU)
+    batch_size: int | None = None  # samples per calibration and scoring batch (default: 8 on the CPU; on a GPU the most its free memory holds, up to 32); scores do not depend on it
     score_size: int | None = None  # score on the first N samples only (older runs: 128; default: every sample)
     max_caption_tokens: int = 128  # caption tokens kept per sample; longer captions are cut (each recorded in the manifest)
     calib_mode: CalibMode = 'vlm'  # lm-only calibration: image+caption (vlm) or captions only (text)
@@ -56,7 +56,7 @@ class RunSpec:
         "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
         return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH}
 
-HOW = ('device', 'device_map', 'grad_checkpointing', 'score_reduction', 'shared_passes')
+HOW = ('batch_size', 'device', 'device_map', 'grad_checkpointing', 'score_reduction', 'shared_passes')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
 POST_SEARCH = ('validate', 'heldout_size', 'validate_top_k')  # used after the search: changing them reuses a finished search
 PATHS = ('model_dir', 'calib_dir', 'coco_root')  # where the inputs are: not a result setting, and machine-specific

@@ -66,7 +66,10 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
             assert m.search.constraints['cost'] == {'excluded_module_name_patterns': ['*visual*']}
         else:
             assert towers == {'vision', 'text'} and len(ls) == 28
-        assert m.forward_calls['calibration'] == m.dataset.num_batches
+        if scope == 'lm-only':      # image+caption calibration: the all-layers run of the same inputs computed the scores
+            assert m.search.scores_from == matrix['all-layers', method, size][0].name
+            assert m.forward_calls == {'calibration': 0, 'scoring': 0}
+        else: assert m.forward_calls['calibration'] == m.dataset.num_batches and m.search.scores_from is None
         scores[size] = {h: r.sensitivity for h, r in ls.items()}
         rep = json.loads((rd/'per-layer-sensitivity.json').read_text())
         assert [list(r)[:4] for r in rep['layer_sensitivity']] == [['layer', 'num_bits', 'sensitivity', 'size_cost']]*len(ls)
@@ -82,11 +85,17 @@ def test_validate_flag(matrix):
     assert m.validation is None and m.pareto is None and m.confidence.score_method == 'kl_div'
 
 
-def test_lm_only_text_scores_match_all_layers(matrix):
-    "Scoring perturbs one handle at a time, so the text tower's gradient scores do not depend on the scope."
-    a = matrix['all-layers', 'gradient', 'small'][1].layer_sensitivity
-    l = matrix['lm-only', 'gradient', 'small'][1].layer_sensitivity
-    for h, r in l.items(): assert math.isclose(r.sensitivity, a[h].sensitivity, rel_tol=1e-4)
+@pytest.mark.parametrize('method', ['gradient', 'kl_div'])
+def test_lm_only_from_the_all_layers_pass_equals_its_own_pass(tmp_path, matrix, method):
+    "Scoring perturbs one handle at a time, so an lm-only run scored on its own equals the one re-solved from the all-layers pass."
+    r, _ = run(tmp_path, '--scope', 'lm-only', '--method', method, '--no-shared-passes', '--no-validate')
+    own = manifest_of(Path(r.stdout.strip().splitlines()[-1].split('run directory: ')[-1]))
+    shared = matrix['lm-only', method, 'small'][1]
+    assert own.search.scores_from is None and own.forward_calls['scoring'] > 0
+    assert list(own.layer_sensitivity) == list(shared.layer_sensitivity)
+    for h, r in shared.layer_sensitivity.items():
+        assert math.isclose(r.sensitivity, own.layer_sensitivity[h].sensitivity, rel_tol=1e-5)
+        assert r.chosen_format == own.layer_sensitivity[h].chosen_format and r.rank == own.layer_sensitivity[h].rank
 
 
 def test_state_reloads_and_resolves_other_budgets(matrix):
@@ -124,11 +133,23 @@ def test_resume_after_kill(tmp_path, matrix, fault, restored):
 
 
 def test_partial_run_with_other_arguments_is_refused(tmp_path):
-    r, _ = run(tmp_path, '--size', 'small', '--batch-size', '4', fault='kill-at-scoring', check=None)
+    r, _ = run(tmp_path, '--size', 'small', '--max-caption-tokens', '64', fault='kill-at-scoring', check=None)
     assert r.returncode == -signal.SIGKILL
     r, _ = run(tmp_path, '--size', 'small', check=2)
-    assert 'holds a partial run made with other inputs (batch_size 4 → 8)' in r.stderr, r.stderr
+    assert 'holds a partial run made with other inputs (max_caption_tokens 64 → 128)' in r.stderr, r.stderr
     run(tmp_path, '--size', 'small', '--force')
+
+
+def test_partial_run_resumes_under_another_batch_size(tmp_path, matrix):
+    "Scores do not depend on the batch size, so a run killed at batch 4 resumes at batch 8 with its calibration."
+    r, _ = run(tmp_path, '--size', 'small', '--batch-size', '4', fault='kill-at-scoring', check=None)
+    assert r.returncode == -signal.SIGKILL
+    run(tmp_path, '--size', 'small', '--batch-size', '8')
+    m = manifest_of(tmp_path/'tiny_shapes_autoquant_all_layers_int8_small')
+    assert m.search.calibration_restored and m.forward_calls == {'calibration': 0, 'scoring': 2}
+    assert (m.dataset.batch_size, m.dataset.batch_size_source) == (8, 'given')
+    ref = matrix['all-layers', 'gradient', 'small'][1].layer_sensitivity
+    for h, rec in m.layer_sensitivity.items(): assert math.isclose(rec.sensitivity, ref[h].sensitivity, rel_tol=1e-4)
 
 
 def test_text_only_calibration_and_other_pairs(tmp_path):

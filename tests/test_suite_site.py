@@ -52,6 +52,29 @@ def test_suite_writes_six_runs_with_notebooks_and_index(suite):
     (artifacts_dir()/'suite-README.md').write_text(readme)
 
 
+def test_one_pass_suite_equals_separate_runs(suite, tmp_path):
+    "The suite's LM-only runs re-solve the all-layers pass; each of its six runs equals a run that scores on its own."
+    from qvl_nbsens.spec import RunSpec
+    from qvl_nbsens.run import run_sensitivity
+    from qvl_nbsens.confidence import agreement
+    out, _, _ = suite
+    worst, lines = dict(spearman=1.0, rel=0.0), []
+    for name in SIX:
+        shared = read_manifest(out/name/f'{name}_quant_manifest.json')
+        assert (shared.search.scores_from is not None) == (shared.scheme.scope == 'lm-only')
+        rd = run_sensitivity(RunSpec(scope=shared.scheme.scope, size=shared.dataset.size, shared_passes=False, validate=False), tmp_path, verbose=False)
+        own = read_manifest(rd/f'{name}_quant_manifest.json')
+        assert own.search.scores_from is None and own.forward_calls['scoring'] > 0
+        a, b = ({h: r.sensitivity for h, r in m.layer_sensitivity.items()} for m in (shared, own))
+        assert list(a) == list(b)
+        rel, rho = max(abs(a[h] - b[h])/abs(b[h]) for h in b), agreement(a, b)['spearman']
+        top = lambda s: sorted(s, key=lambda h: -s[h])[:10]
+        assert rho >= 0.9999 and rel <= 1e-3 and top(a) == top(b), (name, rho, rel)
+        worst = dict(spearman=min(worst['spearman'], rho), rel=max(worst['rel'], rel))
+        lines.append(f"{name}: Spearman {rho:.6f}, max relative difference {rel:.2e}")
+    (artifacts_dir()/'one-pass-vs-separate.txt').write_text('\n'.join(lines + [f"worst: {worst}"]) + '\n')
+
+
 def test_rerun_skips_complete_runs(suite):
     out, _, _ = suite
     t = time.time()
