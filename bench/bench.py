@@ -333,6 +333,7 @@ def one_pass_step(b: Bench) -> dict:
     """Each LM-only run of the README suite took its scores from the all-layers pass; here each is run again scoring on
     its own (same checkpoint, calibration DB and automatic batch size) and compared. The all-layers runs are the one pass."""
     from qvl_nbsens.tables import load_suite
+    from qvl_nbsens.core import expand_path
     rs = b.doc.get('readme_suite')
     if not rs: raise RuntimeError('one-pass compares with the readme-suite step: run it in the same call')
     suite, rows = load_suite(b.work/'readme-suite'), []
@@ -341,7 +342,7 @@ def one_pass_step(b: Bench) -> dict:
             m = run.manifest
             if not m.search.scores_from: continue
             r = one_run(b, b.work/'one-pass', label='own pass', scope=m.scheme.scope, size=m.scheme.size, shared_passes=False, batch_size=None,
-                        calib_dir=str(Path(m.dataset.db_path).parent))
+                        calib_dir=str(Path(expand_path(m.dataset.db_path)).parent))
             shared = {h: x.sensitivity for h, x in m.layer_sensitivity.items()}
             rows.append(dict(run=run.dir.name, scores_from=m.search.scores_from, own_pass_s=r['wall_s'], shared_run_s=m.timings.total,
                              **compare_scores(r['scores'], shared)))
@@ -350,6 +351,26 @@ def one_pass_step(b: Bench) -> dict:
                top10_same=all(r['top10_same'] for r in rows))
     log('one-pass', res)
     return dict(one_pass=res, one_pass_min_spearman=res['min_spearman'], one_pass_max_rel_diff=res['max_rel_diff'])
+
+@step('fit-80gb', 'fit_80gb', "all-layers --fit-size at the batch size the automatic rule picks for an 80 GB card (this GPU's free memory less the difference): peak")
+def fit_80gb_step(b: Bench) -> dict:
+    """The batch size `run.auto_batch_size` would choose on an 80 GB H100 (81,559 MiB), simulated on this GPU by taking the
+    difference in total memory off its free memory, and the peak of a run at that batch size: the spare an 80 GB card keeps."""
+    import torch
+    from qvl_nbsens import run as R
+    card = 81559*2**20
+    orig = R.auto_batch_size
+    def as_80gb(model, probe, free_bytes=None, total_bytes=None):
+        free, total = torch.cuda.mem_get_info(); free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        return orig(model, probe, free - (total - card), card)
+    R.auto_batch_size = as_80gb
+    try:
+        with kept_model(b): r = one_run(b, b.work/'fit-80gb', label='80 GB', scope='all-layers', size=b.a.fit_size, batch_size=None)
+    finally: R.auto_batch_size = orig
+    r.pop('scores', None)
+    res = dict(run=r, batch_size=r['batch_size'], peak_gib=r['peak_gib'], card_gib=round(card/2**30, 2), spare_gib=round(card/2**30 - r['peak_gib'], 2))
+    log('fit-80gb', {k: v for k, v in res.items() if k != 'run'})
+    return dict(fit_80gb=res)
 
 @step('handles', 'handle_check', "recipe handles of the checkpoint's architecture (meta device), by tower")
 def handles_step(b: Bench) -> dict:
@@ -553,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--sizes', default='small,medium,large'); r.add_argument('--scopes', default='all-layers,lm-only')
     r.add_argument('--batch-size', type=int, default=None, help='samples per batch (default: chosen from free GPU memory, 8 on the CPU)')
     r.add_argument('--invariance-batches', default='1,4,16', help='batch sizes of the batch-invariance step')
+    r.add_argument('--fit-size', default='large', help='subset of the fit-80gb step')
     r.add_argument('--n-train', type=int, default=600)
     r.add_argument('--image-size', default='mixed', help="'mixed' (COCO's sizes, 1-5 captions an image) or WxH for one size")
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)

@@ -13,7 +13,8 @@ import torch
 from .core import QvlError
 from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
-                                         gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension)
+                                         gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
+                                         padding_excluded)
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
 
 # %% auto #0
@@ -75,7 +76,9 @@ def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | 
     def forward_step(m, batch):
         phase = clock.tick(m)
         if recorder is not None and phase == 'scoring' and method == 'gradient': recorder.install(m); recorder.begin_batch(batch)
-        out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
+        mask = batch.get('attention_mask') if phase == 'calibration' else None
+        with padding_excluded(m, mask) if mask is not None else contextlib.nullcontext():   # ranges from the samples' own tokens
+            out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
         if method != 'kl_div': return out
         logits = out.logits.masked_fill(batch['attention_mask'].to(out.logits.device)[..., None] == 0, 0)   # padding: KL exactly 0
         if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, logits)

@@ -16,9 +16,9 @@ from .core import QvlError
 __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_modelopt_version', 'quant_grouping_rules',
            'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules',
            'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
-           'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction', 'cuda_extension_built',
-           'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe',
-           'restore_search', 'rescope_search']
+           'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction',
+           'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
+           'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -126,6 +126,24 @@ def around_scoring(make_context):
     S._estimate_auto_quantize_scores = wrapped
     try: yield
     finally: S._estimate_auto_quantize_scores = orig
+
+# %% ../nbs/05a_modelopt.ipynb #2e24848d
+@contextlib.contextmanager
+def padding_excluded(model, attention_mask):
+    """While inside, inputs of `model`'s quantized modules (those with an `input_quantizer`) shaped (batch, tokens,
+    features) are zero where `attention_mask` (batch, tokens) is 0. Inputs of other shapes (the vision tower's patches)
+    pass unchanged."""
+    keep = attention_mask != 0
+    if bool(keep.all()):
+        yield; return
+    def zero(mod, args):
+        x = args[0] if args else None
+        if torch.is_tensor(x) and x.ndim == 3 and tuple(x.shape[:2]) == tuple(keep.shape):
+            return (x.masked_fill(~keep.to(x.device)[..., None], 0), *args[1:])
+    hooks = [m.register_forward_pre_hook(zero) for m in model.modules() if isinstance(getattr(m, 'input_quantizer', None), TensorQuantizer)]
+    try: yield
+    finally:
+        for h in hooks: h.remove()
 
 # %% ../nbs/05a_modelopt.ipynb #d43700cc
 @contextlib.contextmanager

@@ -29,12 +29,12 @@ from .reports import write_reports
 from .plots import report_html
 
 # %% auto #0
-__all__ = ['AUTO_BATCH_CAP', 'SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name', 'tower_params',
-           'environment', 'batch_stats', 'peak_rss_mib', 'reset_peak_gpu', 'peak_gpu_mib', 'Batches', 'max_positions',
-           'encode_set', 'sample_bytes', 'auto_batch_size', 'wants_validation', 'run_validation', 'trust_blocks',
-           'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files', 'resume_key',
-           'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search', 'shared_pass_source',
-           'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
+__all__ = ['AUTO_BATCH_CAP', 'SAMPLE_MEMORY_FACTOR', 'SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name',
+           'tower_params', 'environment', 'batch_stats', 'peak_rss_mib', 'reset_peak_gpu', 'peak_gpu_mib', 'Batches',
+           'max_positions', 'encode_set', 'sample_bytes', 'auto_batch_size', 'wants_validation', 'run_validation',
+           'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files',
+           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
+           'shared_pass_source', 'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def _fixture_name(model_dir) -> str | None:
@@ -152,7 +152,9 @@ def sample_bytes(model, batches) -> int:
     token the float32 logits with their gradient and the bf16 copy (vocabulary × 10 bytes), the checkpointed hidden
     state of every layer, and one recomputed layer's outputs, quantization errors and gradients (3 × its output
     features); per image patch the same for the vision tower. Calibrated on Qwen3-VL-4B (about 0.8 GB a sample at 323
-    tokens and 1,200 patches, measured on an H100/H200)."""
+    tokens and 1,200 patches).
+    `SAMPLE_MEMORY_FACTOR` scales it to what was measured on an H200 at 4B shape (mixed COCO sizes: 1.0× at batch 16,
+    1.9× at batch 32)."""
     cfg = model.config; t, v = getattr(cfg, 'text_config', cfg), getattr(cfg, 'vision_config', None)
     e = torch.finfo(model.dtype).bits//8
     tokens = max(int(b['attention_mask'].sum(1).max()) for b in batches)
@@ -165,18 +167,20 @@ def sample_bytes(model, batches) -> int:
     per_patch = (getattr(v, 'depth', 0)*getattr(v, 'hidden_size', 0)*e + 3*e*vis_out//VL) if v is not None else 0
     return int(tokens*per_token + patches*per_patch)
 
+SAMPLE_MEMORY_FACTOR = 2.0
+
 def auto_batch_size(model, probe, free_bytes: int | None = None, total_bytes: int | None = None) -> tuple[int, str]:
     """(batch size, why) for a run of `model` whose largest samples are in `probe` (encoded batches): 8 on the CPU; on a
-    GPU the largest power of two up to `AUTO_BATCH_CAP` whose samples (`sample_bytes`, ×1.25) fit in the free memory
-    (`torch.cuda.mem_get_info` plus what PyTorch caches unused; or `free_bytes` of `total_bytes`) less a reserve of
-    2.75 × the model's weights (ModelOpt's per-format quantizers and scoring buffers, measured at 4B) and 10% of the GPU."""
+    GPU the largest power of two up to `AUTO_BATCH_CAP` whose samples (`sample_bytes` × `SAMPLE_MEMORY_FACTOR`) fit in
+    the free memory (`torch.cuda.mem_get_info` plus what PyTorch caches unused; or `free_bytes` of `total_bytes`) less
+    a reserve of half the model's weights (ModelOpt's quantizer buffers) and 10% of the GPU."""
     p = next(model.parameters())
     if p.device.type != 'cuda' and free_bytes is None: return 8, 'default on the CPU'
     if free_bytes is None:
         free_bytes, total_bytes = torch.cuda.mem_get_info(p.device)
         free_bytes += torch.cuda.memory_reserved(p.device) - torch.cuda.memory_allocated(p.device)
     weights = sum(q.numel()*q.element_size() for q in model.parameters())
-    budget, each = free_bytes - 2.75*weights - 0.1*total_bytes, 1.25*sample_bytes(model, probe)
+    budget, each = free_bytes - 0.5*weights - 0.1*total_bytes, SAMPLE_MEMORY_FACTOR*sample_bytes(model, probe)
     n = max(1, min(AUTO_BATCH_CAP, int(budget // each))) if budget > each else 1
     b = 1 << (n.bit_length() - 1)
     return b, f"auto: {free_bytes/2**30:.1f} of {total_bytes/2**30:.1f} GiB free, {each/2**30:.2f} GiB a sample"
