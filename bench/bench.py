@@ -358,6 +358,7 @@ def fit_80gb_step(b: Bench) -> dict:
     difference in total memory off its free memory, and the peak of a run at that batch size: the spare an 80 GB card keeps."""
     import torch
     from qvl_nbsens import run as R
+    if not b.cuda: return dict(fit_80gb=dict(skipped='needs a CUDA GPU'))
     card = 81559*2**20
     orig = R.auto_batch_size
     def as_80gb(model, probe, free_bytes=None, total_bytes=None):
@@ -492,7 +493,7 @@ def cli_suite_step(b: Bench) -> dict:
     s, out = b.doc['setup'], b.work/'cli-suite'
     cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
            '--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(b.scopes), '--sizes', ','.join(b.sizes),
-           '--batch-size', str(b.a.batch_size), '--device', b.device, '--no-validate', '--out', str(out), '--force']
+           '--device', b.device, '--no-validate', '--out', str(out), '--force'] + (['--batch-size', str(b.a.batch_size)] if b.a.batch_size else [])
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t

@@ -100,7 +100,7 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     latest = lambda key: next((d[key] for d in reversed(head) if d.get(key) is not None), None)
     return dict(readme_suite_s=latest('readme_suite_s'), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
                 one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
-                fit_80gb={k: v for k, v in (latest('fit_80gb') or {}).items() if k != 'run'} or None,
+                fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
                                    for d in reversed(head) if d.get('readme_suite')), None),
                 gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
@@ -151,7 +151,7 @@ def _call_section(d: dict) -> list:
         L += [f"| {r['dir']} | {r['samples']} / {r['score_samples']} | {r['batch_size']} ({r['batch_size_source']}) | {r['run_s']} | {r['calibration_s']} | "
               f"{r['scoring_s']} | {r['search_s']} | {r['peak_gpu_gib']} | {r['scores_from'] or 'own pass'} | {r['fake_quant_kernels']} |" for r in c['runs']]
         L.append('')
-    if d.get('fit_80gb'):
+    if d.get('fit_80gb') and 'run' in d['fit_80gb']:
         f = d['fit_80gb']
         L += [f"80 GB card (simulated on this GPU): the automatic batch size is {f['batch_size']}; all-layers {f['run']['size']} peaked at "
               f"{f['peak_gib']} GiB of {f['card_gib']} GiB, {f['spare_gib']} GiB spare ({f['run']['wall_s']} s).", '']

@@ -353,9 +353,12 @@ def rescope_search(model, state: dict, disabled_layers=(), constraints: dict | N
     if not state.get('candidate_stats') or not state.get('quantizer_states') or state.get('method') not in ('gradient', 'kl_div'):
         raise QvlError('the AutoQuant state holds no finished search (no scores, no calibration or an unknown method)')
     formats = [cfg for cfg, _ in _state_formats(state)]
-    with _from_saved_search(state):
-        model, new = auto_quantize(model, [], _no_forward, formats, constraints or {'effective_bits': 16.0}, state['method'],
-                                   (lambda out, batch: out.loss) if state['method'] == 'gradient' else None, disabled_layers, 1)
+    try:
+        with _from_saved_search(state):
+            model, new = auto_quantize(model, [], _no_forward, formats, constraints or {'effective_bits': 16.0}, state['method'],
+                                       (lambda out, batch: out.loss) if state['method'] == 'gradient' else None, disabled_layers, 1)
+    except (ValueError, AssertionError, KeyError) as e:
+        raise QvlError(f"the saved search cannot be re-solved for this scope: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     model.eval()
     for p in model.parameters(): p.requires_grad_(False)
     return model, new

@@ -19,7 +19,7 @@ from .spec import RunSpec, VALIDATE_SETTINGS, PATHS
 from .loading import load_model, reusable_model, check_model_dir
 from .scoring import load_contributions, save_contributions
 from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens
-from .modelopt_adapter import restore_search, rescope_search
+from .modelopt_adapter import restore_search, rescope_search, ready_cuda_extension
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import (Manifest, Scheme, ModelInfo, Dataset, Search, Timings, StateFile, Confidence, Validation,
@@ -153,8 +153,8 @@ def sample_bytes(model, batches) -> int:
     state of every layer, and one recomputed layer's outputs, quantization errors and gradients (3 × its output
     features); per image patch the same for the vision tower. Calibrated on Qwen3-VL-4B (about 0.8 GB a sample at 323
     tokens and 1,200 patches).
-    `SAMPLE_MEMORY_FACTOR` scales it to what was measured on an H200 at 4B shape (mixed COCO sizes: 1.0× at batch 16,
-    1.9× at batch 32)."""
+    `SAMPLE_MEMORY_FACTOR` scales it to what was measured on an H200 at 4B shape (mixed COCO sizes: about 2.3 GiB a
+    sample at batch 32 against an estimate of 0.83)."""
     cfg = model.config; t, v = getattr(cfg, 'text_config', cfg), getattr(cfg, 'vision_config', None)
     e = torch.finfo(model.dtype).bits//8
     tokens = max(int(b['attention_mask'].sum(1).max()) for b in batches)
@@ -167,7 +167,7 @@ def sample_bytes(model, batches) -> int:
     per_patch = (getattr(v, 'depth', 0)*getattr(v, 'hidden_size', 0)*e + 3*e*vis_out//VL) if v is not None else 0
     return int(tokens*per_token + patches*per_patch)
 
-SAMPLE_MEMORY_FACTOR = 2.0
+SAMPLE_MEMORY_FACTOR = 2.8
 
 def auto_batch_size(model, probe, free_bytes: int | None = None, total_bytes: int | None = None) -> tuple[int, str]:
     """(batch size, why) for a run of `model` whose largest samples are in `probe` (encoded batches): 8 on the CPU; on a
@@ -179,6 +179,7 @@ def auto_batch_size(model, probe, free_bytes: int | None = None, total_bytes: in
     if free_bytes is None:
         free_bytes, total_bytes = torch.cuda.mem_get_info(p.device)
         free_bytes += torch.cuda.memory_reserved(p.device) - torch.cuda.memory_allocated(p.device)
+    total_bytes = total_bytes or 0
     weights = sum(q.numel()*q.element_size() for q in model.parameters())
     budget, each = free_bytes - 0.5*weights - 0.1*total_bytes, SAMPLE_MEMORY_FACTOR*sample_bytes(model, probe)
     n = max(1, min(AUTO_BATCH_CAP, int(budget // each))) if budget > each else 1
@@ -195,6 +196,7 @@ def wants_validation(spec: RunSpec, model) -> bool:
 def run_validation(spec: RunSpec, model, processor, state: dict, rows: dict) -> dict:
     "Ground truth per handle and the measured Pareto points on held-out samples (`qvl_nbsens.validate`): {measured, validation, pareto}."
     t0 = time.perf_counter()
+    ready_cuda_extension(model)      # fake-quant forwards follow: the fallback rather than a compile, as in the search
     held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
     batches = encode_set(spec, held, processor, model)
     scores = {h: r.sensitivity for h, r in rows.items()}
@@ -379,7 +381,7 @@ def reuse_pass(spec: RunSpec, model, source: Path, partial: Path) -> tuple:
     calibration and scores re-searched for this scope (`rescope_search`), the per-sample parts of the handles searched
     here (saved into `partial`), and its dataset block (the same calibration)."""
     m = read_manifest(manifest_file(source))
-    state = torch.load(source/m.autoquant_state.file, weights_only=False)   # Python objects: this tool's own run folder
+    state = torch.load(source/m.autoquant_state.file, weights_only=False, map_location='cpu')   # Python objects: this tool's own run folder
     scope, t = get_scope(spec.scope), time.perf_counter()
     model, st = rescope_search(model, state, scope.disabled, search_constraints(scope, spec.effective_bits))
     dt = round(time.perf_counter() - t, 3)
@@ -419,7 +421,6 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
-    reset_peak_gpu()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
@@ -432,6 +433,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     say = print if verbose else (lambda *a, **k: None)
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
+    reset_peak_gpu()      # after the kernel dropped the previous run's copy: this run's peak alone
     validating = wants_validation(spec, model)
     if validating:      # held-out samples present, enough and decodable: found now, not after the search
         held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)

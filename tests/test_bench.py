@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'handles', 'variants', 'profile', 'suite', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'profile', 'suite', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
@@ -44,10 +44,11 @@ def test_report_from_raw_json_alone(tmp_path):
     "bench/results.json's headline comes from the calls' JSON in bench/raw alone (no logs beside them)."
     order = [n for k in range(1, 40) for n in (f'h200-call{k}', f'h100-call{k}', f'h200x2-call{k}') if (BENCH/'raw'/f'{n}.json').is_file()]
     for n in order: shutil.copy(BENCH/'raw'/f'{n}.json', tmp_path/f'{n}.json')
-    s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, ['h200-call8'])
+    s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, ['h200-call16', 'h200-call17'])
     kept = json.loads((BENCH/'results.json').read_text())
-    assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == ['h200-call8']
-    assert (s['suite_speedup'], s['medium_pair_speedup'], s['suite_s'], s['reference_suite_s']) == (8.0, 9.44, 212.54, 1160.1)
+    assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == ['h200-call16', 'h200-call17']
+    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (167.39, 3.912, None)   # no reference run on these calls
+    assert s['one_pass_min_spearman'] > 0.9999 and s['one_pass_max_rel_diff'] < 1e-3 and s['fit_80gb']['spare_gib'] > 15
     md = (tmp_path/'RESULTS.md').read_text()
     assert md == (BENCH/'RESULTS.md').read_text()
     assert 'not recorded' in md and 'Steps without a result' in md       # calls 2, 9, 12: what only their logs had
@@ -83,6 +84,11 @@ def test_bench_smoke_on_cpu(tmp_path):
     (prof,) = doc['profile']                           # totals from the profiler object, not its printed table
     assert prof['clock'] == 'cpu' and prof['total_ms'] == prof['self_cpu_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
     assert doc['scoring_floor']['tflop'] > 0
+    rs = doc['readme_suite']                           # the README's command: six runs, the LM-only ones from the all-layers pass
+    assert len(rs['runs']) == 6 and [bool(x['scores_from']) for x in rs['runs']] == [False]*3 + [True]*3 and doc['readme_suite_s'] > 0
+    assert doc['one_pass_min_spearman'] > 0.9999 and doc['one_pass_max_rel_diff'] < 1e-3 and len(doc['one_pass']['runs']) == 3
+    assert doc['batch_invariance_max_rel_diff'] < 1e-3 and [x['batch_size'] for x in doc['batch_invariance']['runs']] == [1, 4, 16]
+    assert doc['fit_80gb'] == dict(skipped='needs a CUDA GPU')
     c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs
     (cr,) = c['runs']
     assert (cr['scope'], cr['size'], cr['samples']) == ('lm-only', 'small', 16) and cr['notebook_s'] >= cr['run_s'] > 0
@@ -90,7 +96,8 @@ def test_bench_smoke_on_cpu(tmp_path):
     r = bench_cmd('report', out/'bench.json', '--out', out, '--machine', 'bench')
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out/'results.json').read_text())
-    assert {'gpu', 'suite_s', 'reference_suite_s', 'suite_speedup', 'scoring_floor_ratio', 'peak_gib', 'handles', 'two_gpu_spearman'} <= set(res)
+    assert {'gpu', 'suite_s', 'reference_suite_s', 'suite_speedup', 'scoring_floor_ratio', 'peak_gib', 'handles', 'two_gpu_spearman', 'readme_suite_s',
+            'batch_invariance_max_rel_diff', 'one_pass_min_spearman', 'one_pass_max_rel_diff'} <= set(res)
     (pair,) = res['same_work_pairs']
     assert (pair['scope'], pair['score_samples']) == ('lm-only', 8) and res['suite_speedup'] > 0
     assert res['reference_runs_measured'] == 1 and res['measured_runs_lower_bound']['speedup'] > 0
