@@ -225,6 +225,15 @@ def scoring_floor(ck: str, run: dict, tflops) -> dict:
                 patches_per_image=patches, tflop=round(flops/1e12, 4), bf16_tflops=tflops, floor_s=None if floor is None else round(floor, 2),
                 measured_s=run['scoring_s'], ratio=None if floor is None else round(run['scoring_s']/floor, 2))
 
+def suite_process(*args) -> tuple:
+    "(wall seconds, completed process) of `qvl-nbsens suite ARGS` in a fresh process; RuntimeError with its output's end if it fails."
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite', *args],
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode: raise RuntimeError(f"qvl-nbsens suite failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return wall, r
+
 VARIANTS = {   # how each scoring variant sets the run's scoring settings (RunSpec fields; results must not change)
     'stock': dict(score_reduction='separate', grad_checkpointing=True),     # ModelOpt's own reduction, the recorder's apart
     'shared': dict(score_reduction='shared', grad_checkpointing=True),      # the default: one fused reduction for both
@@ -284,14 +293,9 @@ def readme_suite_step(b: Bench) -> dict:
     machine has it (run before `prepare` on a fresh machine: not built). Wall time, and per run its manifest's facts."""
     from qvl_nbsens.tables import load_suite
     s, out = b.doc['setup'], b.work/'readme-suite'
-    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
-           '--model-dir', s['checkpoint'], '--coco-root', s['coco_root'], '--out', str(out)] + (['--force'] if out.exists() else [])
     from qvl_nbsens.modelopt_adapter import cuda_extension_built
     built = cuda_extension_built('modelopt_cuda_ext')
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if r.returncode: raise RuntimeError(f"qvl-nbsens suite failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    wall, r = suite_process('--model-dir', s['checkpoint'], '--coco-root', s['coco_root'], '--out', str(out), *(['--force'] if out.exists() else []))
     runs = []
     for run in load_suite(out).runs:
         m = run.manifest
@@ -491,13 +495,9 @@ def cli_suite_step(b: Bench) -> dict:
     is what the notebooks and the kernel cost on top; each notebook's time is papermill's, from the executed notebook."""
     from qvl_nbsens.tables import load_suite
     s, out = b.doc['setup'], b.work/'cli-suite'
-    cmd = [sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'suite',
-           '--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(b.scopes), '--sizes', ','.join(b.sizes),
-           '--device', b.device, '--no-validate', '--out', str(out), '--force'] + (['--batch-size', str(b.a.batch_size)] if b.a.batch_size else [])
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if r.returncode: raise RuntimeError(f"qvl-nbsens suite failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    wall, r = suite_process('--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scopes', ','.join(b.scopes), '--sizes', ','.join(b.sizes),
+                            '--device', b.device, '--no-validate', '--out', str(out), '--force',
+                            *(['--batch-size', str(b.a.batch_size)] if b.a.batch_size else []))
     runs = []
     for run in load_suite(out).runs:
         m = run.manifest
