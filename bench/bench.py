@@ -334,8 +334,9 @@ def batch_invariance_step(b: Bench) -> dict:
 
 @step('one-pass', 'one_pass', "the README suite's runs against runs that score on their own (shared_passes off): Spearman, rel. diff")
 def one_pass_step(b: Bench) -> dict:
-    """Each LM-only run of the README suite took its scores from the all-layers pass; here each is run again scoring on
-    its own (same checkpoint, calibration DB and automatic batch size) and compared. The all-layers runs are the one pass."""
+    """Each run of the README suite but all-layers large took its scores from that one pass (its smaller subsets nested in
+    it, the LM-only runs re-solved from the all-layers runs); here each is run again scoring on its own (same checkpoint,
+    calibration DB and automatic batch size) and compared."""
     from qvl_nbsens.tables import load_suite
     from qvl_nbsens.core import expand_path
     rs = b.doc.get('readme_suite')
@@ -350,7 +351,7 @@ def one_pass_step(b: Bench) -> dict:
             shared = {h: x.sensitivity for h, x in m.layer_sensitivity.items()}
             rows.append(dict(run=run.dir.name, scores_from=m.search.scores_from, own_pass_s=r['wall_s'], shared_run_s=m.timings.total,
                              **compare_scores(r['scores'], shared)))
-    if not rows: raise RuntimeError("no LM-only run of the README suite took its scores from the all-layers pass (search.scores_from): nothing to compare")
+    if not rows: raise RuntimeError("no run of the README suite took its scores from another run's pass (search.scores_from): nothing to compare")
     res = dict(runs=rows, min_spearman=min(r['spearman'] for r in rows), max_rel_diff=max(r['max_rel_diff'] for r in rows),
                top10_same=all(r['top10_same'] for r in rows))
     log('one-pass', res)

@@ -14,13 +14,14 @@ from .core import QvlError
 from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
                                          gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
-                                         padding_excluded)
+                                         padding_excluded, calibration_snapshot, nested_range_diffs, nested_state,
+                                         running_max_formats)
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
 
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
            'check_scores_finite', 'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from',
-           'run_autoquant']
+           'NestedSubsets', 'nested_plan', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -68,17 +69,22 @@ def scored_tokens(batch, method: str = 'gradient') -> torch.Tensor:
     if method == 'kl_div': return batch['attention_mask'].sum(1)
     return (batch['labels'][:, 1:] != -100).sum(1)
 
-def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | None = None) -> tuple:
-    """(forward_step(model, batch), loss_func(output, batch)) for `auto_quantize`, instrumented by `clock` (and `recorder`):
-    the loss is summed over the batch's supervised tokens and `kl_div` logits are zero at padding (`SCORE_UNITS`).
-    Raises `QvlError` on a non-finite loss or logits, and when the model returns no loss."""
+def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | None = None, nested=None) -> tuple:
+    """(forward_step(model, batch), loss_func(output, batch)) for `auto_quantize`, instrumented by `clock` (and `recorder`,
+    and `nested`: a `NestedSubsets` the pass also serves): the loss is summed over the batch's supervised tokens and
+    `kl_div` logits are zero at padding (`SCORE_UNITS`). Raises `QvlError` on a non-finite loss or logits, and when the
+    model returns no loss."""
     dev = model.device
     def forward_step(m, batch):
         phase = clock.tick(m)
-        if recorder is not None and phase == 'scoring' and method == 'gradient': recorder.install(m); recorder.begin_batch(batch)
+        if recorder is not None and phase == 'scoring' and method == 'gradient':
+            recorder.install(m)
+            if nested is not None: nested.install(m, recorder)
+            recorder.begin_batch(batch)
         mask = batch.get('attention_mask') if phase == 'calibration' else None
         with padding_excluded(m, mask) if mask is not None else contextlib.nullcontext():   # ranges from the samples' own tokens
             out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
+        if nested is not None and phase == 'calibration': nested.after_calibration_batch(m, int(batch['input_ids'].shape[0]))
         if method != 'kl_div': return out
         logits = out.logits.masked_fill(batch['attention_mask'].to(out.logits.device)[..., None] == 0, 0)   # padding: KL exactly 0
         if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, logits)
@@ -114,7 +120,8 @@ def check_scores_finite(candidate_stats: dict):
 class AutoQuantResult:
     """What one search produced: the model; ModelOpt's search state; phase `timings` (seconds); `forward_calls` per
     phase; what was `resumed` from the checkpoint; the per-sample score `contributions`; the scoring `settings` (with the
-    `fake_quant_kernels` used)."""
+    `fake_quant_kernels` used); the `nested` subsets the pass also served ({subset: {'state', 'contributions'}}), or
+    `nested_note`: why it served none that were asked for."""
     model: object
     state: dict
     timings: dict
@@ -122,6 +129,8 @@ class AutoQuantResult:
     resumed: dict
     contributions: dict | None = None
     settings: dict = field(default_factory=dict)
+    nested: dict = field(default_factory=dict)
+    nested_note: str | None = None
 
 SCORE_REDUCTIONS = ('shared', 'separate')
 
@@ -141,9 +150,9 @@ def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) 
     if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))
     return stack
 
-def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings) -> tuple:
+def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, nested=None) -> tuple:
     "(model, state) of the search; the recorder's hooks are off afterwards."
-    fwd, loss = make_steps(model, method, clock, recorder)
+    fwd, loss = make_steps(model, method, clock, recorder, nested)
     try:
         with _patches(model, clock, recorder, settings):
             return auto_quantize(model, batches, fwd, modelopt_formats(pair), search_constraints(scope, effective_bits), method,
@@ -167,6 +176,69 @@ def resumed_from(checkpoint_found: bool, clock: PhaseClock) -> dict:
     return dict(checkpoint_found=checkpoint_found, calibration_restored=checkpoint_found and clock.calls['calibration'] == 0,
                 scores_restored=checkpoint_found and clock.calls['scoring'] == 0)
 
+# %% ../nbs/06_autoquant.ipynb #ne5t0602
+@dataclass
+class NestedSubsets:
+    """The nested subsets a pass also serves: `sizes` {subset: (calibration samples, scored samples)}, prefixes of the
+    pass's samples ending at batch boundaries; `total`: samples a calibration pass sees. Collects each subset's ranges,
+    one {quantizer name: (quantizer, amax)} per format in calibration order (`modelopt_adapter.calibration_snapshot`)."""
+    sizes: dict
+    total: int
+    seen: int = 0
+    ranges: dict = field(default_factory=dict)
+    _by_id: dict = field(default_factory=dict)
+    _installed: bool = False
+
+    def after_calibration_batch(self, model, n: int):
+        "Count the `n` samples calibration just saw and copy the ranges of a subset they complete."
+        self.seen += n
+        for s, (nc, _) in self.sizes.items():
+            if self.seen == nc: self.ranges.setdefault(s, []).append(calibration_snapshot(model))
+        if self.seen >= self.total: self.seen = 0      # the next format's calibration starts over
+
+    def for_batch(self, offset: int) -> dict:
+        "{subset: {id(quantizer): amax}} for the scoring batch starting at sample `offset`: the subsets that hold it."
+        out = {}
+        for s, (_, ns) in self.sizes.items():
+            if offset >= ns: continue
+            if s not in self._by_id: self._by_id[s] = {id(q): a for snap in self.ranges.get(s, []) for q, a in snap.values()}
+            out[s] = self._by_id[s]
+        return out
+
+    def install(self, model, recorder: ScoreRecorder):
+        "At the first scoring forward: the scored modules also compute Q(y) − y under the ranges of the batch's subsets."
+        if self._installed: return
+        nested_range_diffs(model, lambda: self.for_batch(recorder.offset)); self._installed = True
+
+    def results(self, state: dict, recorder: ScoreRecorder) -> tuple:
+        """({subset: {'state', 'contributions'}}, None) once the pass calibrated and scored here; else ({}, why not)."""
+        n_formats = len(state['quantizer_states'])
+        if any(len(self.ranges.get(s, [])) != n_formats for s in self.sizes):
+            return {}, 'the calibration was restored from a checkpoint, so the subsets\' ranges were not seen'
+        out = {}
+        for s in self.sizes:
+            c = recorder.result(s)
+            if c is None: return {}, 'the scores were restored from a checkpoint, so the subsets were not scored'
+            st = nested_state(state, [{n: a for n, (q, a) in snap.items()} for snap in self.ranges[s]],
+                              {k: float(v) for k, v in zip(c['keys'], c['parts'].sum(1))})
+            check_scores_finite(st['candidate_stats'])
+            out[s] = dict(state=st, contributions=c)
+        return out, None
+
+def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> tuple:
+    """(`NestedSubsets`, None) when this pass can serve the nested `sizes` {subset: (calibration samples, scored samples)}
+    — gradient method, max-calibrated formats, batches ending at every boundary — else (None, why not)."""
+    if method != 'gradient':
+        return None, f"{method} scores each handle with forwards of the quantized model: each subset runs its own pass"
+    if why := running_max_formats(modelopt_formats(pair), list(pair.formats)): return None, f"{why}: each subset runs its own pass"
+    ends, n = set(), 0
+    for b in batches: n += int(b['input_ids'].shape[0]); ends.add(n)
+    scored = sum(int(b['input_ids'].shape[0]) for b in batches[:n_score])
+    for s, (nc, ns) in sizes.items():
+        if nc not in ends or ns not in ends or ns > scored or nc >= n:
+            return None, f"the batches do not end at subset {s}'s {nc} calibration / {ns} scored samples"
+    return NestedSubsets(dict(sizes), total=n), None
+
 # %% ../nbs/06_autoquant.ipynb #199e247b
 def _recorder(model, method: str, settings: dict) -> ScoreRecorder:
     merge = getattr(getattr(model.config, 'vision_config', None), 'spatial_merge_size', 2)**2   # patches per merged vision token
@@ -183,10 +255,12 @@ def _contributions(recorder: ScoreRecorder, path) -> dict | None:
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
                   verbose: bool = False, contributions=None, grad_checkpointing: bool = True,
-                  score_reduction: str = 'shared') -> AutoQuantResult:
+                  score_reduction: str = 'shared', nested: dict | None = None) -> AutoQuantResult:
     """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` and `scope`
     at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
-    `contributions`: the per-sample parts' `.npz`. Raises `QvlError` on bad arguments or non-finite weights/activations/scores."""
+    `contributions`: the per-sample parts' `.npz`; `nested`: {subset: (calibration samples, scored samples)} of nested
+    prefixes this pass also serves (`NestedSubsets`). Raises `QvlError` on bad arguments or non-finite
+    weights/activations/scores."""
     pair, scope = get_pair(pair) if isinstance(pair, str) else pair, get_scope(scope) if isinstance(scope, str) else scope
     settings = search_settings(method, grad_checkpointing, score_reduction)
     batches = list(batches)
@@ -195,10 +269,12 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     check_finite_weights(model)
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
+    plan, note = nested_plan(nested, batches, n_score, method, pair) if nested else (None, None)
     t0 = time.perf_counter()
-    model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings)
+    model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, plan)
     t1 = time.perf_counter()
     contrib = _contributions(recorder, contributions)
+    served, note = plan.results(state, recorder) if plan is not None else ({}, note)
     restore_eval(model)   # a module global, looked up now: tests patch it to stop a run here
     return AutoQuantResult(model, state, phase_timings(clock, t0, t1, t_ext), dict(clock.calls), resumed_from(had_ckpt, clock), contrib,
-                           dict(settings, fake_quant_kernels=kernels))
+                           dict(settings, fake_quant_kernels=kernels), served, note)

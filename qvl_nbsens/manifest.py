@@ -98,7 +98,10 @@ class Environment(Record):
 class Search(Record):
     """ModelOpt's search: constraints, the bits reached, the total score of the chosen recipe, and how scores were computed:
     `score_unit` says what a score sums (`autoquant.SCORE_UNITS`); `scores_from` names the run whose pass computed them, when another run's;
-    `inputs_sha256` is the digest of everything the scores depend on (`run.resume_key`)."""
+    `shared_pass` how ('scope': the same pass, another scope; 'nested': this subset inside a larger subset's pass);
+    `inputs_sha256` is the digest of everything the scores depend on (`run.resume_key`); `nested_subsets` {size: inputs
+    digest} names the smaller subsets this run's pass also calibrated and scored (their states under `nested/<size>/`),
+    `nested_note` why it served none of those asked for."""
     constraints: dict[str, Any] | None = None
     achieved_effective_bits: float | None = None
     total_score: float | None = None
@@ -113,7 +116,10 @@ class Search(Record):
     scores_restored: bool | None = None
     score_unit: str | None = None
     scores_from: str | None = None
+    shared_pass: str | None = None
     inputs_sha256: str | None = None
+    nested_subsets: dict[str, str] | None = None
+    nested_note: str | None = None
 
 class Timings(Record):
     """Wall seconds per phase and in all (`total`), the run's peak resident memory (`peak_rss_mib`, MiB) and its peak GPU memory

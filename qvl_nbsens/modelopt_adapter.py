@@ -18,7 +18,8 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_m
            'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
            'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction',
            'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
-           'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search']
+           'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
+           'calibration_snapshot', 'nested_output_diffs', 'nested_range_diffs', 'nested_state']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -362,3 +363,97 @@ def rescope_search(model, state: dict, disabled_layers=(), constraints: dict | N
     model.eval()
     for p in model.parameters(): p.requires_grad_(False)
     return model, new
+
+# %% ../nbs/05a_modelopt.ipynb #ne5t0002
+from modelopt.torch.quantization.calib import MaxCalibrator
+
+def _calibration_method(cfg) -> str:
+    alg = cfg.get('algorithm', 'max') if isinstance(cfg, dict) else getattr(cfg, 'algorithm', 'max')
+    return str((alg.get('method') if isinstance(alg, dict) else alg) or 'max')
+
+def running_max_formats(formats: list, names: list | None = None) -> str | None:
+    """None when every ModelOpt format config in `formats` calibrates with max calibration (a running maximum, so a
+    prefix of the data gives a prefix's ranges); otherwise why not, naming the first other format (by `names`)."""
+    for i, cfg in enumerate(formats):
+        if (m := _calibration_method(cfg)) != 'max':
+            return f"{names[i] if names else f'format {i}'} calibrates with {m}, not a running maximum"
+    return None
+
+def calibration_snapshot(model) -> dict:
+    """{quantizer name: (TensorQuantizer, amax so far)} of every quantizer collecting calibration statistics now: a copy
+    of the range each would get if calibration ended here (per-tensor: shape (); per-channel: the calibrator's shape).
+    Raises `QvlError` for a quantizer whose calibrator is not ModelOpt's `MaxCalibrator`."""
+    out = {}
+    for n, q in model.named_modules():
+        if not (isinstance(q, TensorQuantizer) and q._if_calib and getattr(q, '_calibrator', None) is not None): continue
+        if not isinstance(q._calibrator, MaxCalibrator): raise QvlError(f"quantizer {n} calibrates with {type(q._calibrator).__name__}, not a running maximum")
+        a = q._calibrator.compute_amax()
+        if a is not None: out[n] = (q, a.detach().clone())
+    return out
+
+# %% ../nbs/05a_modelopt.ipynb #ne5t0005
+def nested_output_diffs(module) -> dict:
+    "{(subset, recipe hparam, format): Q(y) − y with that subset's ranges} cached by `nested_range_diffs` in the last forward."
+    return getattr(module, 'nested_output_diffs', {})
+
+@contextlib.contextmanager
+def _ranges(module, amax: dict):
+    "While inside, the quantizers of `module` listed in `amax` ({id(quantizer): range}) use those ranges."
+    swapped = []
+    try:
+        for q in module.modules():
+            if isinstance(q, TensorQuantizer) and id(q) in amax and getattr(q, '_amax', None) is not None:
+                swapped.append((q, q._amax.clone())); q._amax.copy_(amax[id(q)].reshape(q._amax.shape))
+        yield
+    finally:
+        for q, old in swapped: q._amax.copy_(old)
+
+def nested_range_diffs(model, sizes_now) -> None:
+    """Make every module ModelOpt scores (call at the first scoring forward, after ModelOpt set them up) also cache
+    Q(y) − y under each subset's ranges: `sizes_now()` gives {subset: {id(quantizer): amax}} for the current batch
+    ({} for a batch no smaller subset holds). Removed by ModelOpt's own clean-up after scoring."""
+    for m in scored_modules(model):
+        if getattr(m, '_nested_wrapped', None) is m.forward: continue
+        mo_forward = m.forward
+        def forward(input, *args, _m=m, _fwd=mo_forward, **kwargs):
+            output = _fwd(input, *args, **kwargs)
+            if not torch.is_grad_enabled(): return output
+            sizes, diffs = sizes_now(), {}
+            y0 = output[0] if isinstance(output, tuple) else output
+            with torch.no_grad():
+                for hp in _m._hparams_for_scoring:
+                    if not hp.is_configurable or not sizes: continue
+                    for recipe in hp.choices:
+                        if is_no_quant(recipe): continue
+                        hp.active = recipe
+                        for size, amax in sizes.items():
+                            with _ranges(_m, amax): y = _m._forward_original(input, *args, **kwargs)
+                            diffs[(size, hp, recipe)] = ((y[0] if isinstance(y, tuple) else y) - y0).detach()
+                    hp.active = _NO_QUANT
+            _m.nested_output_diffs = diffs
+            return output
+        m.forward = forward; m._nested_wrapped = forward
+
+# %% ../nbs/05a_modelopt.ipynb #ne5t0007
+def nested_state(state: dict, ranges: list, scores: dict) -> dict:
+    """The search state of a nested subset from the whole set's finished search `state`: `ranges` holds, per format in
+    calibration order (`state['quantizer_states']`), {quantizer name: amax} reached after the subset's samples;
+    `scores` {(handle, format name): score} the subset's scores. Raises `QvlError` when the formats or a handle's
+    score are missing."""
+    if len(ranges) != len(state['quantizer_states']):
+        raise QvlError(f"{len(ranges)} calibration snapshots for {len(state['quantizer_states'])} formats: the subset's ranges are incomplete")
+    qs = {}
+    for (recipe, st), amax in zip(state['quantizer_states'].items(), ranges):
+        sd = {k: dict(v) for k, v in st['state_dict'].items()}
+        for name, a in amax.items():
+            if '_amax' in sd.get(name, {}): sd[name]['_amax'] = a.to(sd[name]['_amax']).reshape(sd[name]['_amax'].shape)
+        qs[recipe] = dict(metadata=st['metadata'], state_dict=sd)
+    cs = copy.deepcopy(state['candidate_stats'])
+    for h, st in cs.items():
+        new = []
+        for f, s in zip(st['formats'], st['scores']):
+            if is_no_quant(f): new.append(s); continue
+            if (h, str(f)) not in scores: raise QvlError(f"the subset has no score for handle {h} in {f}")
+            new.append(float(scores[(h, str(f))]))
+        st['scores'] = new
+    return dict(state, quantizer_states=qs, candidate_stats=cs)

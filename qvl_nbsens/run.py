@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 from . import __version__
-from .core import QvlError, read_json, sha256_file, sha256_json, atomic_write_json, shown_path, expand_path, resolve_inside
+from .core import QvlError, SIZES, read_json, sha256_file, sha256_json, atomic_write_json, shown_path, expand_path, resolve_inside
 from .coco import find_calib_db, load_calib_db, load_heldout, check_images, IMAGE_ORIENTATION
 from .loaders import VlmCalibLoader, TextCalibLoader
 from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
@@ -29,12 +29,13 @@ from .reports import write_reports
 from .plots import report_html
 
 # %% auto #0
-__all__ = ['AUTO_BATCH_CAP', 'SAMPLE_MEMORY_FACTOR', 'SMALL_MODEL_PARAMS', 'PARTS_FILE', 'model_tag', 'model_id', 'run_name',
-           'tower_params', 'environment', 'batch_stats', 'peak_rss_mib', 'reset_peak_gpu', 'peak_gpu_mib', 'Batches',
-           'max_positions', 'encode_set', 'sample_bytes', 'auto_batch_size', 'wants_validation', 'run_validation',
-           'trust_blocks', 'run_scheme', 'model_info', 'dataset_info', 'layer_map', 'build_manifest', 'model_files',
-           'resume_key', 'key_changes', 'check_writable', 'planned_run_name', 'obtain_model', 'search',
-           'shared_pass_source', 'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
+__all__ = ['AUTO_BATCH_CAP', 'SAMPLE_MEMORY_FACTOR', 'SMALL_MODEL_PARAMS', 'PARTS_FILE', 'NESTED_DIR', 'NESTED_STATE',
+           'NESTED_DATASET', 'model_tag', 'model_id', 'run_name', 'tower_params', 'environment', 'batch_stats',
+           'peak_rss_mib', 'reset_peak_gpu', 'peak_gpu_mib', 'Batches', 'max_positions', 'encode_set', 'sample_bytes',
+           'auto_batch_size', 'wants_validation', 'run_validation', 'trust_blocks', 'run_scheme', 'model_info',
+           'dataset_info', 'layer_map', 'build_manifest', 'model_files', 'resume_key', 'key_changes', 'check_writable',
+           'planned_run_name', 'obtain_model', 'search', 'shared_pass_source', 'nested_subsets', 'write_nested',
+           'reuse_pass', 'finish_run', 'run_sensitivity', 'spec_of', 'validate_run']
 
 # %% ../nbs/08_run.ipynb #898f2458
 def _fixture_name(model_dir) -> str | None:
@@ -131,18 +132,19 @@ def _loader(spec: RunSpec, calib, processor, model):
                                max_caption_tokens=min(spec.max_caption_tokens, max_positions(model) or spec.max_caption_tokens))
     return VlmCalibLoader(calib, processor, batch_size=bs, max_caption_tokens=spec.max_caption_tokens, max_length=max_positions(model))
 
-def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = None) -> Batches:
+def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = None, cuts=()) -> Batches:
     """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
     cut to `spec.max_caption_tokens` and every row to the model's positions, `spec.batch_size` samples a batch. With
-    `score_size`, a batch ends after the first `score_size` samples, so exactly those are scored whatever the batch size."""
+    `score_size`, a batch ends after the first `score_size` samples, so exactly those are scored whatever the batch size;
+    a batch also ends after each sample count in `cuts` (the nested subsets a pass serves)."""
     k = len(calib) if score_size is None else min(score_size, len(calib))
-    out = Batches(); out.truncated = []
-    for start, part in ((0, calib.samples[:k]), (k, calib.samples[k:])):
-        if not part: continue
-        loader = _loader(spec, replace(calib, samples=part), processor, model)
+    out, start = Batches(), 0; out.truncated = []
+    for end in sorted({e for e in (k, *cuts) if 0 < e < len(calib)} | {len(calib)}):
+        loader = _loader(spec, replace(calib, samples=calib.samples[start:end]), processor, model)
         out += list(loader)
         out.truncated += [dict(c, sample=c['sample'] + start) for c in loader.truncated]
-        if start == 0 and score_size is not None: out.score_batches = len(out)
+        if end == k and score_size is not None: out.score_batches = len(out)
+        start = end
     return out
 
 AUTO_BATCH_CAP = 32   # larger batches add padding (mixed image sizes) more than they add speed
@@ -265,9 +267,12 @@ def layer_map(state: dict, best: dict, model) -> dict:
 
 # %% ../nbs/08_run.ipynb #5a0b1c2d
 def build_manifest(spec: RunSpec, name: str, cfg: dict, model, dataset: Dataset, res, state_file: str, timings: dict,
-                   trust: dict | None = None, load: str = 'loaded', inputs_sha256: str | None = None, scores_from: str | None = None) -> Manifest:
+                   trust: dict | None = None, load: str = 'loaded', inputs_sha256: str | None = None, scores_from: str | None = None,
+                   shared_pass: str | None = None, nested_subsets: dict | None = None, nested_note: str | None = None) -> Manifest:
     """The typed quant manifest of a finished search (`res`: an `autoquant.AutoQuantResult`) on the calibration `dataset`;
-    `inputs_sha256`: digest of its `resume_key`; `scores_from`: the run whose pass computed the scores, if another."""
+    `inputs_sha256`: digest of its `resume_key`; `scores_from`: the run whose pass computed the scores, if another, and
+    `shared_pass` how ('scope' or 'nested'); `nested_subsets`: {size: inputs digest} of the subsets this run's pass also
+    served, `nested_note` why it served none that were asked for."""
     st = res.state
     best = {h: str(r) for h, r in st['best']['recipe'].items()}
     rows = handle_records(st['candidate_stats'], best)
@@ -279,7 +284,8 @@ def build_manifest(spec: RunSpec, name: str, cfg: dict, model, dataset: Dataset,
     search = Search(constraints=search_constraints(get_scope(spec.scope), spec.effective_bits),
                     achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best), total_score=float(st['best']['score']),
                     is_satisfied=bool(st['best']['is_satisfied']), handles=len(st['candidate_stats']), searched_handles=len(rows),
-                    **res.resumed, **res.settings, score_unit=SCORE_UNITS[spec.method], scores_from=scores_from, inputs_sha256=inputs_sha256)
+                    **res.resumed, **res.settings, score_unit=SCORE_UNITS[spec.method], scores_from=scores_from, inputs_sha256=inputs_sha256,
+                    shared_pass=shared_pass, nested_subsets=nested_subsets or None, nested_note=nested_note)
     return Manifest(created=now_utc(), scheme=run_scheme(spec, name, n_score), model=model_info(spec, cfg, model, load),
                     dataset=dataset, environment=environment(), search=search,
                     autoquant_state=StateFile(file=state_file, keys=sorted(st.keys())), layers=layer_map(st, best, model),
@@ -356,38 +362,100 @@ def obtain_model(spec: RunSpec, keep_model: bool = False) -> tuple:
     return (*load_model(spec.model_dir, spec.device, spec.device_map), 'loaded')
 
 # %% ../nbs/08_run.ipynb #305f5fac
-def search(spec: RunSpec, model, batches, n: int, partial: Path):
-    "ModelOpt's AutoQuant search of a run, checkpointed into the partial folder; the number of scoring batches and the result."
+def search(spec: RunSpec, model, batches, n: int, partial: Path, nested: dict | None = None):
+    """ModelOpt's AutoQuant search of a run, checkpointed into the partial folder, also serving the `nested` subsets
+    ({size: (calibration samples, scored samples)}); the number of scoring batches and the result."""
     score_batches = batches.score_batches
     res = run_autoquant(model, batches, spec.pair, spec.scope, spec.method, spec.effective_bits, score_batches,
                         checkpoint=partial/'autoquant_checkpoint.pt', contributions=partial/PARTS_FILE,
-                        grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction)
+                        grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction, nested=nested or None)
     return score_batches, res
 
 # %% ../nbs/08_run.ipynb #6d39dc38
-def shared_pass_source(spec: RunSpec, out, calib) -> Path | None:
-    """The finished all-layers run in `out` whose pass an lm-only run of `spec` (resolved) reuses: same inputs and settings
-    but the scope (its manifest's `search.inputs_sha256`), image+caption calibration, `spec.shared_passes`; else None."""
-    if not (spec.shared_passes and spec.scope == 'lm-only' and spec.calib_mode == 'vlm'): return None
-    src = replace(spec, scope='all-layers')
-    d = Path(out)/planned_run_name(src)
-    try: m = read_manifest(manifest_file(d))
-    except QvlError: return None
-    ok = m.search.inputs_sha256 == sha256_json(resume_key(src, calib)) and m.autoquant_state and m.autoquant_state.file
-    return d if ok and (d/m.autoquant_state.file).is_file() else None
+NESTED_DIR, NESTED_STATE, NESTED_DATASET = 'nested', 'autoquant_state.pt', 'dataset.json'
 
-def reuse_pass(spec: RunSpec, model, source: Path, partial: Path) -> tuple:
-    """(`AutoQuantResult`, dataset block) of an lm-only run from the all-layers run `source` (`shared_pass_source`): its
-    calibration and scores re-searched for this scope (`rescope_search`), the per-sample parts of the handles searched
-    here (saved into `partial`), and its dataset block (the same calibration)."""
+def shared_pass_source(spec: RunSpec, out, calib) -> tuple[Path, str] | None:
+    """(run directory, 'scope' or 'nested') of the finished run in `out` whose pass a run of `spec` (resolved) over
+    `calib` reuses, else None. 'scope': an lm-only run with image+caption calibration takes the all-layers run of the
+    same inputs and settings (its manifest's `search.inputs_sha256`); 'nested': a run takes the pass of a larger run of
+    its scope that served this subset (`search.nested_subsets`). Only a run on the same device (so the same dtype), and
+    never with `spec.shared_passes` off."""
+    if not spec.shared_passes: return None
+    want = sha256_json(resume_key(spec, calib))
+    def manifest(s: RunSpec):      # a pass on another device computed in another dtype: not the same numbers
+        d = Path(out)/planned_run_name(s)
+        try: m = read_manifest(manifest_file(d))
+        except QvlError: return d, None
+        return d, m if m.model.device == spec.device else None
+    if spec.scope == 'lm-only' and spec.calib_mode == 'vlm':
+        src = replace(spec, scope='all-layers')
+        d, m = manifest(src)
+        if m is not None and m.search.inputs_sha256 == sha256_json(resume_key(src, calib)) and m.autoquant_state and m.autoquant_state.file \
+           and (d/m.autoquant_state.file).is_file(): return d, 'scope'
+    for size in SIZES:
+        if size == spec.size: continue
+        d, m = manifest(replace(spec, size=size))
+        if m is not None and (m.search.nested_subsets or {}).get(spec.size) == want and (d/NESTED_DIR/spec.size/NESTED_STATE).is_file():
+            return d, 'nested'
+    return None
+
+def nested_subsets(spec: RunSpec, calib, sizes) -> tuple[dict, dict, list]:
+    """What a pass of `spec` (resolved) over `calib` can also serve among the subset `sizes`: ({size: (calibration
+    samples, scored samples)}, {size: (subset, DB path, digest of its `resume_key`)}, [why a size cannot: missing, or
+    its samples are not the first of `calib`'s])."""
+    plan, info, notes = {}, {}, []
+    if not spec.shared_passes: return plan, info, notes
+    key = lambda x: (x.image_relpath, x.caption)
+    for size in sizes:
+        if size == spec.size: continue
+        try: db = find_calib_db(spec.calib_dir, size); sub = load_calib_db(db, spec.coco_root)
+        except QvlError as e: notes.append(f"{size}: {e}"); continue
+        n = len(sub)
+        if n >= len(calib) or [key(x) for x in sub.samples] != [key(x) for x in calib.samples[:n]]:
+            notes.append(f"{size}: its {n} samples are not the first of this run's {len(calib)}"); continue
+        plan[size] = (n, n if spec.score_size is None else min(n, spec.score_size))
+        info[size] = (sub, db, sha256_json(resume_key(replace(spec, size=size), sub)))
+    return plan, info, notes
+
+def _first_batches(batches: Batches, n: int) -> int:
+    "How many leading batches hold the first `n` samples."
+    seen = 0
+    for i, b in enumerate(batches):
+        seen += int(b['input_ids'].shape[0])
+        if seen >= n: return i + 1
+    return len(batches)
+
+def write_nested(spec: RunSpec, res, batches: Batches, plan: dict, info: dict, batch_source: str | None, partial: Path) -> dict:
+    """Save what the pass computed for each nested subset into `partial/nested/<size>/` (search state, per-sample parts,
+    dataset block); returns {size: digest of the subset's `resume_key`} for the manifest."""
+    out = {}
+    for size, r in res.nested.items():
+        d = partial/NESTED_DIR/size; d.mkdir(parents=True, exist_ok=True)
+        sub, db, digest = info[size]
+        nb, ns = _first_batches(batches, plan[size][0]), _first_batches(batches, plan[size][1])
+        part = Batches(batches[:nb]); part.truncated = [t for t in batches.truncated if t['sample'] < plan[size][0]]
+        ds = dataset_info(replace(spec, size=size), sub, db, part, ns, batch_source)
+        torch.save(r['state'], d/NESTED_STATE)
+        save_contributions(r['contributions'], d/PARTS_FILE)
+        atomic_write_json(d/NESTED_DATASET, ds.model_dump(mode='json'), force=True)
+        out[size] = digest
+    return out
+
+def reuse_pass(spec: RunSpec, model, source: Path, kind: str, partial: Path) -> tuple:
+    """(`AutoQuantResult`, dataset block) of a run from the pass of run `source` (`shared_pass_source`): 'scope': the
+    source's calibration and scores; 'nested': those the source's pass computed for this subset. Either is re-searched
+    for this run's scope (`rescope_search`); the per-sample parts of the handles searched here are saved into `partial`."""
     m = read_manifest(manifest_file(source))
-    state = torch.load(source/m.autoquant_state.file, weights_only=False, map_location='cpu')   # Python objects: this tool's own run folder
+    src = source/NESTED_DIR/spec.size if kind == 'nested' else source
+    state_file = src/NESTED_STATE if kind == 'nested' else source/m.autoquant_state.file
+    state = torch.load(state_file, weights_only=False, map_location='cpu')   # Python objects: this tool's own run folder
+    dataset = Dataset.model_validate(read_json(src/NESTED_DATASET, 'nested dataset block', expect=dict)) if kind == 'nested' else m.dataset
     scope, t = get_scope(spec.scope), time.perf_counter()
     model, st = rescope_search(model, state, scope.disabled, search_constraints(scope, spec.effective_bits))
     dt = round(time.perf_counter() - t, 3)
     contrib = None
-    if (source/PARTS_FILE).is_file():
-        c, searched = load_contributions(source/PARTS_FILE), handle_records(st['candidate_stats'])
+    if (src/PARTS_FILE).is_file():
+        c, searched = load_contributions(src/PARTS_FILE), handle_records(st['candidate_stats'])
         keep = [i for i, (h, _) in enumerate(c['keys']) if h in searched]
         contrib = dict(c, keys=[c['keys'][i] for i in keep], parts=c['parts'][keep])
         save_contributions(contrib, partial/PARTS_FILE)
@@ -395,7 +463,7 @@ def reuse_pass(spec: RunSpec, model, source: Path, partial: Path) -> tuple:
                           dict(calibration=0, scoring=0), dict(checkpoint_found=False, calibration_restored=False, scores_restored=False),
                           contrib, dict(grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction,
                                         fake_quant_kernels=m.search.fake_quant_kernels))
-    return res, m.dataset
+    return res, dataset
 
 # %% ../nbs/08_run.ipynb #11d58a97
 def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Path:
@@ -414,10 +482,12 @@ def finish_run(man: Manifest, partial: Path, final: Path, t_start: float) -> Pat
     return final
 
 # %% ../nbs/08_run.ipynb #2058a5c6
-def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, keep_model: bool = False, reuse_dir=None) -> Path:
+def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = True, keep_model: bool = False, reuse_dir=None,
+                    nested_sizes=()) -> Path:
     """Run one AutoQuant sensitivity analysis into `out/<run name>/`; returns the run directory.
     `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel); `reuse_dir`
-    is where an lm-only run looks for the all-layers run whose pass it reuses (`shared_pass_source`; default `out`).
+    is where a run looks for the run whose pass it reuses (`shared_pass_source`; default `out`); `nested_sizes`: the
+    smaller subsets this run's pass also serves, when it runs one (`nested_subsets`).
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
@@ -429,7 +499,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     calib = load_calib_db(db, spec.coco_root)
     key = resume_key(spec, calib)
     _check_partial(partial, key, force)
-    source = shared_pass_source(spec, reuse_dir or out, calib)
+    source, kind = shared_pass_source(spec, reuse_dir or out, calib) or (None, None)
     say = print if verbose else (lambda *a, **k: None)
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
     say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
@@ -443,15 +513,22 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
         b, batch_source = auto_batch_size(model, encode_set(replace(spec, batch_size=8), replace(calib, samples=calib.samples[:16]), processor, model))
         spec = replace(spec, batch_size=b)
         say(f"[{name}] batch size {b} ({batch_source})")
-    batches = encode_set(spec, calib, processor, model, spec.score_size) if source is None else None; t_encode = time.perf_counter() - t
+    plan, info, notes = nested_subsets(spec, calib, nested_sizes) if source is None else ({}, {}, [])
+    for n in notes: say(f"[{name}] not serving subset {n}")
+    cuts = sorted({x for v in plan.values() for x in v})
+    batches = encode_set(spec, calib, processor, model, spec.score_size, cuts) if source is None else None; t_encode = time.perf_counter() - t
     partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
     atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
+    served = {}
     if source is None:
-        score_batches, res = search(spec, model, batches, len(calib), partial)
+        score_batches, res = search(spec, model, batches, len(calib), partial, plan)
         dataset = dataset_info(spec, calib, db, batches, score_batches, batch_source)
+        if res.nested_note: say(f"[{name}] the {', '.join(plan)} subsets run their own passes: {res.nested_note}")
+        served = write_nested(spec, res, batches, plan, info, batch_source, partial)
+        if served: say(f"[{name}] this pass also calibrated and scored the {', '.join(served)} subsets")
     else:
-        say(f"[{name}] calibration and scores from {source.name} (same inputs; no forward pass)")
-        res, dataset = reuse_pass(spec, model, source, partial)
+        say(f"[{name}] calibration and scores from {source.name} ({'this subset inside its pass' if kind == 'nested' else 'same inputs'}; no forward pass)")
+        res, dataset = reuse_pass(spec, model, source, kind, partial)
     trust = None
     if validating:
         say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
@@ -459,7 +536,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     state_file = f'{name}_autoquant_state.pt'
     torch.save(res.state, partial/state_file)
     man = build_manifest(spec, name, cfg, model, dataset, res, state_file, dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)),
-                         trust, how, sha256_json(key), source.name if source else None)
+                         trust, how, sha256_json(key), source.name if source else None, kind, served, res.nested_note)
     finish_run(man, partial, final, t_start)
     say(f"[{name}] done in {man.timings.total:.1f}s")
     return final

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .core import atomic_path
-from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs
+from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs, nested_output_diffs
 
 # %% auto #0
 __all__ = ['per_sample_sums', 'score_rows', 'stock_score_rows', 'ScoreRecorder', 'save_contributions', 'load_contributions']
@@ -79,6 +79,7 @@ class ScoreRecorder:
         self.method, self.merge, self.rows = method, merge, rows
         self.parts, self.offset, self.n, self.patches, self.pending = {}, 0, 0, None, {}
         self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
+        self.subset_parts = {}   # {subset: parts like `parts`}: Q(y) − y under a nested subset's ranges (`modelopt_adapter.nested_range_diffs`)
 
     def begin_batch(self, batch):
         "A new scoring batch (a dict with `input_ids` (n, tokens), maybe `image_grid_thw`): its samples follow the previous batch's."
@@ -87,9 +88,9 @@ class ScoreRecorder:
         g = batch.get('image_grid_thw') if hasattr(batch, 'get') else None
         self.patches = None if g is None else [int(t) for t in g.prod(-1).tolist()]
 
-    def _add(self, handle: str, recipe: str, sums: torch.Tensor, exact: bool):
+    def _add(self, handle: str, recipe: str, sums: torch.Tensor, exact: bool, subset: str | None = None):
         self.exact &= exact
-        row = self.parts.setdefault((handle, recipe), {})
+        row = (self.parts if subset is None else self.subset_parts.setdefault(subset, {})).setdefault((handle, recipe), {})
         s = sums.detach().double()
         row[self.offset] = row[self.offset] + s if self.offset in row else s   # q/k/v: several modules, one handle
 
@@ -99,7 +100,8 @@ def install(self: ScoreRecorder, model):
     "Gradient method: hook the modules ModelOpt scores (once; after ModelOpt set them up, before their forward)."
     if self.names is not None: return
     self.names = {id(h): n for n, h in recipe_hparams(model).items()}
-    self.hooks += [m.register_full_backward_hook(self._grad_hook) for m in scored_modules(model)]
+    self.modules = scored_modules(model)
+    self.hooks += [m.register_full_backward_hook(self._grad_hook) for m in self.modules]
 
 # %% ../nbs/05c_scoring.ipynb #927e21bc
 @patch
@@ -111,6 +113,9 @@ def _grad_hook(self: ScoreRecorder, module, grad_input, grad_output):
             rows = shared[1] if shared is not None and shared[0] is d else self.rows(g, d)
             s, exact = per_sample_sums(rows, self.n, self.patches, self.merge)
             self._add(self.names[id(hp)], str(recipe), s, exact)
+    for (subset, hp, recipe), d in nested_output_diffs(module).items():     # the same output gradient, a subset's ranges
+        s, exact = per_sample_sums(self.rows(g, d), self.n, self.patches, self.merge)
+        self._add(self.names[id(hp)], str(recipe), s, exact, subset)
 
 # %% ../nbs/05c_scoring.ipynb #e85779c5
 @patch
@@ -129,17 +134,22 @@ def observe_logits(self: ScoreRecorder, model, batch, logits):
 def remove(self: ScoreRecorder):
     "Take the hooks off and drop what only the search needed."
     for h in self.hooks: h.remove()
+    for m in getattr(self, 'modules', []): m.__dict__.pop('nested_output_diffs', None)   # a subset's cached differences
+    self.modules = []
     self.hooks, self.log_unq, self.pending = [], None, {}
 
 # %% ../nbs/05c_scoring.ipynb #89b60925
 @patch
-def result(self: ScoreRecorder) -> dict | None:
-    "{'keys': [(handle, format)], 'parts': float64 array (keys, samples), 'exact': bool, 'method'}, or None if nothing was scored."
-    if not self.parts: return None
-    keys = sorted(self.parts)
-    arr = np.zeros((len(keys), self.offset + self.n))
+def result(self: ScoreRecorder, subset: str | None = None) -> dict | None:
+    """{'keys': [(handle, format)], 'parts': float64 array (keys, samples), 'exact': bool, 'method'}, or None if nothing
+    was scored; with `subset`, the parts under that nested subset's ranges (its samples only)."""
+    parts = self.parts if subset is None else self.subset_parts.get(subset, {})
+    if not parts: return None
+    keys = sorted(parts)
+    width = self.offset + self.n if subset is None else max(j + len(v) for row in parts.values() for j, v in row.items())
+    arr = np.zeros((len(keys), width))
     for i, k in enumerate(keys):
-        for j, v in self.parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
+        for j, v in parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
     return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
 
 # %% ../nbs/05c_scoring.ipynb #564ca065

@@ -50,7 +50,7 @@ class RunSpec:
     device_map: str | None = None  # passed to from_pretrained, e.g. auto to spread the model over GPUs
     grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: faster, more GPU memory, same scores)
     score_reduction: ScoreReduction = 'shared'  # shared: one fused reduction feeds ModelOpt and the per-sample recorder; separate: ModelOpt's stock one
-    shared_passes: bool = True  # an lm-only run with image+caption calibration takes its calibration and scores from the finished all-layers run of the same inputs in the same folder (equal results, no forward pass); off: it runs its own pass
+    shared_passes: bool = True  # take calibration and scores from a finished run's pass in the same folder when it computed them: a subset's run from a larger subset's pass that served it, an lm-only run with image+caption calibration from the all-layers run of the same inputs (equal results, no forward pass); off: every run runs its own pass
 
     def key(self) -> dict:
         "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
@@ -199,7 +199,8 @@ def spec_from_args(cls, args, **extra):
 NOTEBOOK_PARAMS = dict(out_dir=(None, 'folder that receives the run directory (default: a temporary folder)'),
                        force=(False, 'replace an existing run directory'),
                        keep_model=(False, "keep the loaded model in this kernel for the next run (the suite's shared kernel)"),
-                       reuse_dir=(None, "folder with finished all-layers runs an lm-only run may take its pass from (default: out_dir)"))
+                       reuse_dir=(None, "folder with finished runs whose pass this run may take (default: out_dir)"),
+                       nested_sizes=((), "smaller subsets this run's pass also calibrates and scores, for their runs to take (the suite passes its other sizes)"))
 
 def parameters_cell() -> str:
     "Source of the run notebook's `parameters` cell: every `RunSpec` field and `NOTEBOOK_PARAMS`, with its help."

@@ -20,7 +20,7 @@ from .coco import find_calib_db, load_calib_db
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
            'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'runs_table', 'stability_table',
-           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite']
+           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite', 'execution_order']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -82,9 +82,10 @@ def published_notebook(nb: dict, out: Path, stage: Path, name: str) -> dict:
     return nb
 
 # %% ../nbs/08a_suite.ipynb #96528065
-def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool, reuse_dir: Path | None = None) -> dict:
+def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool, reuse_dir: Path | None = None, nested_sizes=()) -> dict:
     "Notebook parameters: every `RunSpec` field under its own name, and `spec.NOTEBOOK_PARAMS`."
-    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model, reuse_dir=None if reuse_dir is None else str(reuse_dir))
+    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model, reuse_dir=None if reuse_dir is None else str(reuse_dir),
+                nested_sizes=list(nested_sizes))
 
 def check_run_notebook(path=None) -> dict:
     "The run notebook at `path` (default `run_notebook_path()`) as a dict, or `QvlError` unless one cell tagged `parameters` assigns every parameter."
@@ -127,8 +128,10 @@ def _failed(e, name: str, stage: Path, nb_out: Path) -> QvlError:
     return QvlError(f"{name}: {e.evalue if e.ename == 'QvlError' else f'{e.ename}: {e.evalue}'} (run notebook cell {e.cell_index}, "
                     f"`{first[0] if first else ''}`, under {sys.executable}){kept}")
 
-def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None, keep_model: bool = False) -> Path:
-    "Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km` (default: a new `own_kernel_manager()`)."
+def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = False, km=None, keep_model: bool = False,
+                nested_sizes=()) -> Path:
+    """Execute the run notebook for `spec` with papermill into `out/<run name>/` (with `run.ipynb`), in kernel `km`
+    (default: a new `own_kernel_manager()`); its pass also serves the smaller subsets `nested_sizes` when it runs one."""
     import papermill as pm, nbformat
     from papermill.exceptions import PapermillExecutionError
     name, nb = planned_run_name(spec), nbformat.from_dict(check_run_notebook())
@@ -143,7 +146,7 @@ def execute_run(spec: RunSpec, out, force: bool = False, log_output: bool = Fals
         with contextlib.ExitStack() as stack:
             km = km or stack.enter_context(suite_kernel(stage))
             pm.execute_notebook(nb, str(nb_out).replace('{', '{{').replace('}', '}}'),   # papermill formats paths with the parameters
-                                parameters=_params(spec, stage, force, keep_model, out), progress_bar=False, cwd=str(stage), km=km, **stream)
+                                parameters=_params(spec, stage, force, keep_model, out, nested_sizes), progress_bar=False, cwd=str(stage), km=km, **stream)
     except PapermillExecutionError as e: raise _failed(e, name, stage, nb_out) from None
     except BaseException:       # the kernel died, a timeout, Ctrl-C: keep the stage only for a resumable search
         if not any(stage.glob('.*.partial/autoquant_checkpoint.pt')): shutil.rmtree(stage, ignore_errors=True)
@@ -254,10 +257,18 @@ def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -
         if created and not any(out.iterdir()): out.rmdir()      # a suite that did nothing leaves nothing
         raise
 
+def execution_order(spec: SuiteSpec, runs: list) -> list:
+    """`runs` in the order the suite executes them: with shared passes, each pair and method's all-layers runs before
+    its lm-only ones and the largest subset first, so that one pass serves every run it can (`run.shared_pass_source`)."""
+    if not spec.run.shared_passes: return list(runs)
+    s = spec.sweep
+    return sorted(runs, key=lambda r: (s.pairs.index(r.pair), s.methods.index(r.method), s.scopes.index(r.scope), -SIZES[r.size]))
+
 def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
-    "The body of `run_suite`: the runs in one kernel (or one each), then the index."
+    "The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index."
     from tqdm.auto import tqdm
     t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
+    todo = execution_order(spec, todo)
     bar = tqdm(todo, desc='suite', unit='run', disable=not verbose)
     with contextlib.ExitStack() as stack:
         for rs in bar:
@@ -267,7 +278,8 @@ def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool)
                 continue
             if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
             t = time.perf_counter()
-            execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared)
+            smaller = [z for z in spec.sweep.sizes if SIZES[z] < SIZES[rs.size]] if spec.run.shared_passes else []
+            execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared, nested_sizes=smaller)
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
     runs = write_suite_index(out, spec, time.perf_counter() - t0).runs_frame()
     if verbose:

@@ -84,9 +84,9 @@ def test_bench_smoke_on_cpu(tmp_path):
     (prof,) = doc['profile']                           # totals from the profiler object, not its printed table
     assert prof['clock'] == 'cpu' and prof['total_ms'] == prof['self_cpu_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
     assert doc['scoring_floor']['tflop'] > 0
-    rs = doc['readme_suite']                           # the README's command: six runs, the LM-only ones from the all-layers pass
-    assert len(rs['runs']) == 6 and [bool(x['scores_from']) for x in rs['runs']] == [False]*3 + [True]*3 and doc['readme_suite_s'] > 0
-    assert doc['one_pass_min_spearman'] > 0.9999 and doc['one_pass_max_rel_diff'] < 1e-3 and len(doc['one_pass']['runs']) == 3
+    rs = doc['readme_suite']                           # the README's command: six runs, five from the all-layers large pass
+    assert len(rs['runs']) == 6 and [not x['scores_from'] for x in rs['runs']] == [x['scope'] == 'all-layers' and x['size'] == 'large' for x in rs['runs']] and doc['readme_suite_s'] > 0
+    assert doc['one_pass_min_spearman'] > 0.9999 and doc['one_pass_max_rel_diff'] < 1e-3 and len(doc['one_pass']['runs']) == 5
     assert doc['batch_invariance_max_rel_diff'] < 1e-3 and [x['batch_size'] for x in doc['batch_invariance']['runs']] == [1, 4, 16]
     assert doc['fit_80gb'] == dict(skipped='needs a CUDA GPU')
     c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs

@@ -53,7 +53,7 @@ def test_suite_writes_six_runs_with_notebooks_and_index(suite):
 
 
 def test_one_pass_suite_equals_separate_runs(suite, tmp_path):
-    "The suite's LM-only runs re-solve the all-layers pass; each of its six runs equals a run that scores on its own."
+    "The suite runs one pass (all-layers, large) and takes every other run from it; each of its six runs equals a run that scores on its own."
     from qvl_nbsens.spec import RunSpec
     from qvl_nbsens.run import run_sensitivity
     from qvl_nbsens.confidence import agreement
@@ -61,7 +61,9 @@ def test_one_pass_suite_equals_separate_runs(suite, tmp_path):
     worst, lines = dict(spearman=1.0, rel=0.0), []
     for name in SIX:
         shared = read_manifest(out/name/f'{name}_quant_manifest.json')
-        assert (shared.search.scores_from is not None) == (shared.scheme.scope == 'lm-only')
+        one_pass = shared.scheme.scope == 'all-layers' and shared.dataset.size == 'large'   # the pass every other run takes
+        assert (shared.search.scores_from is None) == one_pass and shared.forward_calls['scoring'] == (0 if shared.search.scores_from else shared.dataset.num_batches)
+        assert shared.search.shared_pass == (None if one_pass else 'scope' if shared.scheme.scope == 'lm-only' else 'nested')
         rd = run_sensitivity(RunSpec(scope=shared.scheme.scope, size=shared.dataset.size, shared_passes=False, validate=False), tmp_path, verbose=False)
         own = read_manifest(rd/f'{name}_quant_manifest.json')
         assert own.search.scores_from is None and own.forward_calls['scoring'] > 0
