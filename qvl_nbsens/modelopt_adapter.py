@@ -19,7 +19,7 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_m
            'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction',
            'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
            'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
-           'calibration_snapshot', 'nested_output_diffs', 'nested_range_diffs', 'nested_state']
+           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -395,6 +395,14 @@ def calibration_snapshot(model) -> dict:
 def nested_output_diffs(module) -> dict:
     "{(subset, recipe hparam, format): Q(y) − y with that subset's ranges} cached by `nested_range_diffs` in the last forward."
     return getattr(module, 'nested_output_diffs', {})
+
+def release_output_diffs(module) -> None:
+    """Drop the Q(y) − y tensors cached in `module`'s last forward (ModelOpt's and `nested_range_diffs`'), once its
+    backward hooks used them. ModelOpt keeps them until the module's next forward: the whole model's outputs of the
+    last batch, alive through the next batch's backward (on the 4B model at batch 32, what made a nested pass run out
+    of memory)."""
+    module.__dict__.pop('nested_output_diffs', None)
+    if 'output_diff_dict' in module.__dict__: module.output_diff_dict = {}
 
 @contextlib.contextmanager
 def _ranges(module, amax: dict):

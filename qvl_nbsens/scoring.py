@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .core import atomic_path
-from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs, nested_output_diffs
+from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs, nested_output_diffs, release_output_diffs
 
 # %% auto #0
 __all__ = ['per_sample_sums', 'score_rows', 'stock_score_rows', 'ScoreRecorder', 'save_contributions', 'load_contributions']
@@ -116,6 +116,7 @@ def _grad_hook(self: ScoreRecorder, module, grad_input, grad_output):
     for (subset, hp, recipe), d in nested_output_diffs(module).items():     # the same output gradient, a subset's ranges
         s, exact = per_sample_sums(self.rows(g, d), self.n, self.patches, self.merge)
         self._add(self.names[id(hp)], str(recipe), s, exact, subset)
+    release_output_diffs(module)      # ModelOpt's hook ran first (registered first): nothing needs them now
 
 # %% ../nbs/05c_scoring.ipynb #e85779c5
 @patch
