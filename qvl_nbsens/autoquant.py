@@ -211,19 +211,22 @@ class NestedSubsets:
         nested_range_diffs(model, lambda: self.for_batch(recorder.offset)); self._installed = True
 
     def results(self, state: dict, recorder: ScoreRecorder) -> tuple:
-        """({subset: {'state', 'contributions'}}, None) once the pass calibrated and scored here; else ({}, why not)."""
+        """({subset: {'state', 'contributions'}}, None) once the pass calibrated and scored here; else the subsets it
+        could serve and why not the others (a subset's failure never fails the pass's own run)."""
         n_formats = len(state['quantizer_states'])
         if any(len(self.ranges.get(s, [])) != n_formats for s in self.sizes):
             return {}, 'the calibration was restored from a checkpoint, so the subsets\' ranges were not seen'
-        out = {}
+        out, why = {}, []
         for s in self.sizes:
             c = recorder.result(s)
             if c is None: return {}, 'the scores were restored from a checkpoint, so the subsets were not scored'
-            st = nested_state(state, [{n: a for n, (q, a) in snap.items()} for snap in self.ranges[s]],
-                              {k: float(v) for k, v in zip(c['keys'], c['parts'].sum(1))})
-            check_scores_finite(st['candidate_stats'])
+            try:
+                st = nested_state(state, [{n: a for n, (q, a) in snap.items()} for snap in self.ranges[s]],
+                                  {k: float(v) for k, v in zip(c['keys'], c['parts'].sum(1))})
+                check_scores_finite(st['candidate_stats'])
+            except QvlError as e: why.append(f"{s}: {e}"); continue
             out[s] = dict(state=st, contributions=c)
-        return out, None
+        return out, '; '.join(why) or None
 
 def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> tuple:
     """(`NestedSubsets`, None) when this pass can serve the nested `sizes` {subset: (calibration samples, scored samples)}
@@ -270,6 +273,8 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     plan, note = nested_plan(nested, batches, n_score, method, pair) if nested else (None, None)
+    if plan is not None and had_ckpt:      # ModelOpt writes its checkpoint once calibration is done: it will be restored
+        plan, note = None, "the search resumes from its checkpoint, whose calibration was restored, so the subsets' ranges are not seen"
     t0 = time.perf_counter()
     model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, plan)
     t1 = time.perf_counter()

@@ -136,10 +136,11 @@ def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = 
     """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
     cut to `spec.max_caption_tokens` and every row to the model's positions, `spec.batch_size` samples a batch. With
     `score_size`, a batch ends after the first `score_size` samples, so exactly those are scored whatever the batch size;
-    a batch also ends after each sample count in `cuts` (the nested subsets a pass serves)."""
+    a batch also ends after each sample count in `cuts` (the nested subsets a pass serves) and after the standard
+    subsets' sizes (`SIZES`: 16, 128), so a subset's samples are batched alike in its own run and in a larger one."""
     k = len(calib) if score_size is None else min(score_size, len(calib))
     out, start = Batches(), 0; out.truncated = []
-    for end in sorted({e for e in (k, *cuts) if 0 < e < len(calib)} | {len(calib)}):
+    for end in sorted({e for e in (k, *cuts, *SIZES.values()) if 0 < e < len(calib)} | {len(calib)}):
         loader = _loader(spec, replace(calib, samples=calib.samples[start:end]), processor, model)
         out += list(loader)
         out.truncated += [dict(c, sample=c['sample'] + start) for c in loader.truncated]
@@ -405,7 +406,7 @@ def nested_subsets(spec: RunSpec, calib, sizes) -> tuple[dict, dict, list]:
     its samples are not the first of `calib`'s])."""
     plan, info, notes = {}, {}, []
     if not spec.shared_passes: return plan, info, notes
-    key = lambda x: (x.image_relpath, x.caption)
+    key = lambda x: (str(x.image_path), x.caption)      # the same image file, wherever each DB says its root is
     for size in sizes:
         if size == spec.size: continue
         try: db = find_calib_db(spec.calib_dir, size); sub = load_calib_db(db, spec.coco_root)
@@ -448,8 +449,12 @@ def reuse_pass(spec: RunSpec, model, source: Path, kind: str, partial: Path) -> 
     m = read_manifest(manifest_file(source))
     src = source/NESTED_DIR/spec.size if kind == 'nested' else source
     state_file = src/NESTED_STATE if kind == 'nested' else source/m.autoquant_state.file
-    state = torch.load(state_file, weights_only=False, map_location='cpu')   # Python objects: this tool's own run folder
-    dataset = Dataset.model_validate(read_json(src/NESTED_DATASET, 'nested dataset block', expect=dict)) if kind == 'nested' else m.dataset
+    try:
+        state = torch.load(state_file, weights_only=False, map_location='cpu')   # Python objects: this tool's own run folder
+        dataset = Dataset.model_validate(read_json(src/NESTED_DATASET, 'nested dataset block', expect=dict)) if kind == 'nested' else m.dataset
+    except Exception as e:
+        raise QvlError(f"the pass of {source.name} cannot be reused: {src if kind == 'nested' else state_file} is unreadable "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); pass --no-shared-passes to run this one's own pass") from None
     scope, t = get_scope(spec.scope), time.perf_counter()
     model, st = rescope_search(model, state, scope.disabled, search_constraints(scope, spec.effective_bits))
     dt = round(time.perf_counter() - t, 3)
@@ -521,6 +526,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
     served = {}
     if source is None:
+        shutil.rmtree(partial/NESTED_DIR, ignore_errors=True)     # an earlier attempt's: a resumed pass serves no subset
         score_batches, res = search(spec, model, batches, len(calib), partial, plan)
         dataset = dataset_info(spec, calib, db, batches, score_batches, batch_source)
         if res.nested_note: say(f"[{name}] the {', '.join(plan)} subsets run their own passes: {res.nested_note}")

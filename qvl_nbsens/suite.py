@@ -20,7 +20,7 @@ from .coco import find_calib_db, load_calib_db
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
            'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'runs_table', 'stability_table',
-           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite', 'execution_order']
+           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite', 'execution_order', 'expected_pass']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -262,25 +262,45 @@ def execution_order(spec: SuiteSpec, runs: list) -> list:
     its lm-only ones and the largest subset first, so that one pass serves every run it can (`run.shared_pass_source`)."""
     if not spec.run.shared_passes: return list(runs)
     s = spec.sweep
-    return sorted(runs, key=lambda r: (s.pairs.index(r.pair), s.methods.index(r.method), s.scopes.index(r.scope), -SIZES[r.size]))
+    return sorted(runs, key=lambda r: (s.pairs.index(r.pair), s.methods.index(r.method), r.scope != 'all-layers', -SIZES[r.size]))
+
+def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
+    """What run `rs` of suite `spec` is expected to compute, for the progress bar: 'own pass' (calibration and scoring),
+    'nested' (a larger subset's pass serves it) or 'scope' (the all-layers pass of its subset). The run itself decides
+    (`run.shared_pass_source`), from the finished runs it finds."""
+    from qvl_nbsens.quant import get_pair, modelopt_formats
+    from qvl_nbsens.modelopt_adapter import running_max_formats
+    if not spec.run.shared_passes: return 'own pass'
+    if rs.scope == 'lm-only' and rs.calib_mode == 'vlm' and 'all-layers' in spec.sweep.scopes: return 'scope'
+    larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
+    pair = get_pair(rs.pair)
+    if larger and rs.method == 'gradient' and running_max_formats(modelopt_formats(pair), list(pair.formats)) is None: return 'nested'
+    return 'own pass'
 
 def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
-    "The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index."
+    """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index. The
+    progress bar counts the samples the passes calibrate and score (a run that takes another's pass counts one), so
+    its rate and ETA follow the work."""
     from tqdm.auto import tqdm
     t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
     todo = execution_order(spec, todo)
-    bar = tqdm(todo, desc='suite', unit='run', disable=not verbose)
+    kinds = {planned_run_name(rs): expected_pass(spec, rs) for rs in todo}
+    weight = lambda rs: SIZES[rs.size] if kinds[planned_run_name(rs)] == 'own pass' else 1
+    bar = tqdm(total=sum(weight(rs) for rs in todo), desc='suite', unit='sample', disable=not verbose)
+    what = {'own pass': 'calibration and scoring', 'nested': "from the larger subset's pass", 'scope': "from the all-layers pass"}
     with contextlib.ExitStack() as stack:
-        for rs in bar:
-            name = planned_run_name(rs); bar.set_postfix_str(name)
+        for rs in todo:
+            name = planned_run_name(rs); bar.set_postfix_str(f"{name} ({what[kinds[name]]})")
             if not force and run_complete(out/name, rs):
                 if verbose: tqdm.write(f"skip {name}: complete")
-                continue
+                bar.update(weight(rs)); continue
             if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
             t = time.perf_counter()
             smaller = [z for z in spec.sweep.sizes if SIZES[z] < SIZES[rs.size]] if spec.run.shared_passes else []
             execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared, nested_sizes=smaller)
+            bar.update(weight(rs))
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
+    bar.close()
     runs = write_suite_index(out, spec, time.perf_counter() - t0).runs_frame()
     if verbose:
         print(f"{'run':55} {'bits':>5} {'total score':>12} {'s':>6}")
