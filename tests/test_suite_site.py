@@ -30,7 +30,9 @@ def test_suite_writes_six_runs_with_notebooks_and_index(suite):
     for name in SIX:
         d = out/name
         assert {'run.ipynb', 'report.html', 'per-layer-sensitivity.md', 'per-layer-sensitivity.json', 'per-sample-scores.npz',
-                f'{name}_quant_manifest.json', f'{name}_autoquant_state.pt'} == {p.name for p in d.iterdir()} - {'run.stderr.txt'}
+                f'{name}_quant_manifest.json', f'{name}_autoquant_state.pt'} == {p.name for p in d.iterdir()} - {'run.stderr.txt', 'nested'}
+        # the one pass (all-layers large) keeps what it computed for the smaller subsets, which their runs took
+        assert sorted(p.name for p in (d/'nested').iterdir()) == (['medium', 'small'] if name == SIX[2] else []) if (d/'nested').exists() else name != SIX[2]
         nb = json.loads((d/'run.ipynb').read_text())
         outs = [o for c in nb['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', [])]
         assert not [o for o in outs if o.get('output_type') == 'error']
