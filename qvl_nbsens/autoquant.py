@@ -21,7 +21,7 @@ from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contribut
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
            'check_scores_finite', 'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from',
-           'NestedSubsets', 'nested_plan', 'run_autoquant']
+           'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -228,12 +228,17 @@ class NestedSubsets:
             out[s] = dict(state=st, contributions=c)
         return out, '; '.join(why) or None
 
+def nested_unsupported(method: str, pair) -> str | None:
+    "Why a pass of `method` over quant `pair` cannot serve nested subsets (`kl_div`, calibration that is not a running maximum), else None."
+    pair = get_pair(pair) if isinstance(pair, str) else pair
+    if method != 'gradient': return f"{method} scores each handle with forwards of the quantized model: each subset runs its own pass"
+    if why := running_max_formats(modelopt_formats(pair), list(pair.formats)): return f"{why}: each subset runs its own pass"
+    return None
+
 def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> tuple:
     """(`NestedSubsets`, None) when this pass can serve the nested `sizes` {subset: (calibration samples, scored samples)}
     — gradient method, max-calibrated formats, batches ending at every boundary — else (None, why not)."""
-    if method != 'gradient':
-        return None, f"{method} scores each handle with forwards of the quantized model: each subset runs its own pass"
-    if why := running_max_formats(modelopt_formats(pair), list(pair.formats)): return None, f"{why}: each subset runs its own pass"
+    if why := nested_unsupported(method, pair): return None, why
     ends, n = set(), 0
     for b in batches: n += int(b['input_ids'].shape[0]); ends.add(n)
     scored = sum(int(b['input_ids'].shape[0]) for b in batches[:n_score])

@@ -268,14 +268,11 @@ def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
     """What run `rs` of suite `spec` is expected to compute, for the progress bar: 'own pass' (calibration and scoring),
     'nested' (a larger subset's pass serves it) or 'scope' (the all-layers pass of its subset). The run itself decides
     (`run.shared_pass_source`), from the finished runs it finds."""
-    from qvl_nbsens.quant import get_pair, modelopt_formats
-    from qvl_nbsens.modelopt_adapter import running_max_formats
+    from qvl_nbsens.autoquant import nested_unsupported
     if not spec.run.shared_passes: return 'own pass'
     if rs.scope == 'lm-only' and rs.calib_mode == 'vlm' and 'all-layers' in spec.sweep.scopes: return 'scope'
     larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
-    pair = get_pair(rs.pair)
-    if larger and rs.method == 'gradient' and running_max_formats(modelopt_formats(pair), list(pair.formats)) is None: return 'nested'
-    return 'own pass'
+    return 'nested' if larger and nested_unsupported(rs.method, rs.pair) is None else 'own pass'
 
 def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
     """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index. The
