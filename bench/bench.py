@@ -158,15 +158,16 @@ def kept_model(b: Bench):
         forget_kept_model()
         if b.cuda: torch.cuda.empty_cache()
 
-def one_run(b: Bench, out: Path, label: str | None = None, **over) -> dict:
-    "One run through `run_sensitivity` on a fresh copy of the kept model; its timings and sizes from its manifest."
+def one_run(b: Bench, out: Path, label: str | None = None, nested_sizes=(), **over) -> dict:
+    """One run through `run_sensitivity` on a fresh copy of the kept model (its pass also serving `nested_sizes`, as
+    in `qvl-nbsens suite`); its timings and sizes from its manifest."""
     import torch
     from qvl_nbsens.run import run_sensitivity
     from qvl_nbsens.tables import load_run
     spec = b.spec(**over)
     if b.cuda: torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    rd = run_sensitivity(spec, out, force=True, verbose=False, keep_model=True)
+    rd = run_sensitivity(spec, out, force=True, verbose=False, keep_model=True, nested_sizes=nested_sizes)
     wall = time.perf_counter() - t
     run = load_run(rd)
     m = run.manifest
@@ -194,9 +195,21 @@ def one_run(b: Bench, out: Path, label: str | None = None, **over) -> dict:
     return r
 
 def project_runs(b: Bench, runs: list, out: Path, **over) -> list:
-    "The runs through `run_sensitivity`, the model loaded once and copied fresh for each run; the load last."
+    """The runs [(scope, size)] through `run_sensitivity` as `qvl-nbsens suite` executes them: in its order
+    (`suite.execution_order`: all-layers first, the largest subset first), each pass also serving the smaller subsets
+    among `runs`; the model loaded once and copied fresh for each run; the load last."""
+    from dataclasses import replace
+    from qvl_nbsens.core import SIZES
+    from qvl_nbsens.spec import SuiteSpec, Sweep
+    from qvl_nbsens.suite import execution_order
+    base = b.spec(**over)
+    sizes = tuple(dict.fromkeys(sz for _, sz in runs))
+    suite = SuiteSpec(base, Sweep(scopes=tuple(dict.fromkeys(sc for sc, _ in runs)), sizes=sizes, pairs=(base.pair,), methods=(base.method,)))
+    order = execution_order(suite, [replace(base, scope=sc, size=sz) for sc, sz in runs])
     with kept_model(b) as t_load:
-        res = [one_run(b, out, scope=sc, size=sz, **over) for sc, sz in runs]
+        res = [one_run(b, out, scope=rs.scope, size=rs.size, **over,
+                       nested_sizes=[z for z in sizes if SIZES[z] < SIZES[rs.size]] if base.shared_passes else [])
+               for rs in order]
     for r in res: r.pop('scores')
     return res + [dict(kind='project-load', wall_s=round(t_load, 2))]
 
@@ -448,7 +461,7 @@ def profile_scoring(b: Bench, variant: str, n_batches: int = 2) -> dict:
                 self_cpu_total_ms=round(cpu_total, 1), self_cuda_total_ms=None if cuda_total is None else round(cuda_total, 1),
                 top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
 
-@step('suite', 'project', 'every scope x --sizes through run_sensitivity, one model load (a copy per run); the scoring FLOP floor')
+@step('suite', 'project', "every scope x --sizes through run_sensitivity in the suite's order and passes, one model load; the scoring FLOP floor")
 def suite_step(b: Bench) -> dict:
     t = time.perf_counter()
     runs = project_runs(b, b.runs(b.sizes), b.work/'runs')
@@ -459,10 +472,8 @@ def suite_step(b: Bench) -> dict:
 
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
-    from qvl_nbsens.core import SIZES
-    t = time.perf_counter()   # sizes the cap leaves whole are already the same work in the default suite
-    capped = [sz for sz in b.sizes if SIZES[sz] > b.a.ref_score_size] if 'suite' in b.steps else b.sizes
-    runs = project_runs(b, b.runs(capped), b.work/'runs-capped', score_size=b.a.ref_score_size)
+    t = time.perf_counter()   # the whole suite, so that the capped largest pass serves the smaller subsets as it would
+    runs = project_runs(b, b.runs(b.sizes), b.work/'runs-capped', score_size=b.a.ref_score_size)
     return dict(project_same_work=runs, project_same_work_s=round(time.perf_counter() - t, 2))
 
 @step('validate', 'validation', 'runs of --validate-size with ground truth (top --top-k + as many random handles, held-out samples)')

@@ -51,15 +51,20 @@ def project_time(doc: dict, run: dict, key='project') -> tuple[float, float]:
 
 def same_work_pairs(docs: list) -> list:
     """Reference runs against the project's run of the same scope and size, among `docs` (one call, or calls on one
-    machine), where both did the same work: the same calibration samples and the same number of scored samples."""
-    proj = {}
-    for d in docs:
-        for key in ('project', 'project_same_work'):
-            for p in _runs(d, key): proj.setdefault((p['scope'], p['size'], p['samples'], p['score_samples']), (d, p, key))
+    machine), where both did the same work: the same calibration samples and the same number of scored samples. A
+    project run of the reference's own call comes first (measured side by side), its capped suite before its default
+    one (the capped suite's runs share its own passes); another call's run only where that call has none."""
+    def runs(d):
+        out = {}
+        for key in ('project_same_work', 'project'):
+            for p in _runs(d, key): out.setdefault((p['scope'], p['size'], p['samples'], p['score_samples']), (d, p, key))
+        return out
+    by_doc = {d['name']: runs(d) for d in docs}
     out = []
     for d in docs:
         for r in d.get('reference') or []:
-            hit = proj.get((r['scope'], r['size'], r.get('samples') or 0, r['score_samples']))
+            k = (r['scope'], r['size'], r.get('samples') or 0, r['score_samples'])
+            hit = by_doc[d['name']].get(k) or next((by_doc[o['name']][k] for o in docs if k in by_doc[o['name']]), None)
             if hit is None: continue
             pd, p, key = hit
             ps, compile_s = project_time(pd, p, key)

@@ -40,7 +40,7 @@ def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
     assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
 
 
-MACHINE = ['h200-call16', 'h200-call17', 'h200-call18', 'h200-call19']   # the headline's calls (bench/README.md's report command)
+MACHINE = ['h200-call16', 'h200-call17', 'h200-call18', 'h200-call19', 'h200-call20']   # the headline's calls (bench/README.md's report command)
 
 
 def test_report_from_raw_json_alone(tmp_path):
@@ -50,7 +50,9 @@ def test_report_from_raw_json_alone(tmp_path):
     s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, MACHINE)
     kept = json.loads((BENCH/'results.json').read_text())
     assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == MACHINE
-    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (144.19, 3.912, None)   # no reference run on these calls
+    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (144.19, 5.362, 22.8)
+    assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
+    assert [p['score_samples'] for p in s['same_work_pairs']] == [16, 128, 128, 16, 128, 128]
     assert s['one_pass_min_spearman'] > 0.9999 and s['one_pass_max_rel_diff'] < 1e-3 and s['fit_80gb']['spare_gib'] > 15
     md = (tmp_path/'RESULTS.md').read_text()
     assert md == (BENCH/'RESULTS.md').read_text()
