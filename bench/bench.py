@@ -308,7 +308,8 @@ def readme_suite_step(b: Bench) -> dict:
     s, out = b.doc['setup'], b.work/'readme-suite'
     from qvl_nbsens.modelopt_adapter import cuda_extension_built
     built = cuda_extension_built('modelopt_cuda_ext')
-    wall, r = suite_process('--model-dir', s['checkpoint'], '--coco-root', s['coco_root'], '--out', str(out), *(['--force'] if out.exists() else []))
+    wall, r = suite_process('--model-dir', s['checkpoint'], '--coco-root', s['coco_root'], '--out', str(out), *(['--force'] if out.exists() else []),
+                            *(['--sizes', b.a.readme_sizes] if b.a.readme_sizes else []))
     runs = []
     for run in load_suite(out).runs:
         m = run.manifest
@@ -591,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--n-train', type=int, default=600)
     r.add_argument('--image-size', default='mixed', help="'mixed' (COCO's sizes, 1-5 captions an image) or WxH for one size")
     r.add_argument('--validate-size', default='medium'); r.add_argument('--top-k', type=int, default=20)
+    r.add_argument('--readme-sizes', default='', help="readme-suite: the README's command runs these sizes only (default: as written, all three; fewer only for the CPU smoke test)")
     r.add_argument('--ref-sizes', default='medium', help='sizes the reference driver runs (every scope)')
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")

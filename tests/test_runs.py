@@ -5,6 +5,7 @@ import pytest
 from conftest import BIN, cli, artifacts_dir
 
 SIZES = ('small', 'medium', 'large')
+METHOD_SIZES = {'gradient': SIZES, 'kl_div': SIZES[:2]}   # kl_div's large run (4 minutes on two cores) adds no case medium lacks
 
 
 def manifest_of(run_dir: Path):
@@ -30,12 +31,12 @@ def run(out, *args, fault=None, check=0):
 
 @pytest.fixture(scope='module')
 def matrix(tmp_path_factory):
-    "Both scopes x both methods x all sizes, each in its own process; timings and peak RSS kept as an artefact."
+    "Both scopes x both methods x their sizes, each in its own process; timings and peak RSS kept as an artefact."
     out = tmp_path_factory.mktemp('runs')
     res, lines = {}, ['| scope | method | size | batch | wall s (process) | autoquant s | peak RSS MiB |', '|---|---|---|---:|---:|---:|---:|']
     for scope in ('all-layers', 'lm-only'):
         for method in ('gradient', 'kl_div'):
-            for size in SIZES:
+            for size in METHOD_SIZES[method]:
                 bs = 8
                 # ground truth is measured (and tested) by the suite; here once, through the plain CLI run
                 val = '--validate' if (scope, method, size) == ('all-layers', 'gradient', 'medium') else '--no-validate'
@@ -52,7 +53,7 @@ def matrix(tmp_path_factory):
 @pytest.mark.parametrize('method', ['gradient', 'kl_div'])
 def test_runs_are_complete_finite_within_budget(matrix, scope, method):
     scores = {}
-    for size in SIZES:
+    for size in METHOD_SIZES[method]:
         rd, m = matrix[scope, method, size]
         assert sorted(p.name for p in rd.iterdir()) == sorted([f'{rd.name}_quant_manifest.json', f'{rd.name}_autoquant_state.pt',
                                                               'per-layer-sensitivity.json', 'per-layer-sensitivity.md', 'per-sample-scores.npz', 'report.html'])
@@ -75,7 +76,7 @@ def test_runs_are_complete_finite_within_budget(matrix, scope, method):
         assert [list(r)[:4] for r in rep['layer_sensitivity']] == [['layer', 'num_bits', 'sensitivity', 'size_cost']]*len(ls)
         sens = [r['sensitivity'] for r in rep['layer_sensitivity']]
         assert sens == sorted(sens, reverse=True)
-    assert scores['small'] != scores['medium'] != scores['large'] != scores['small']
+    assert len({json.dumps(x, sort_keys=True) for x in scores.values()}) == len(scores)     # each size its own scores
 
 
 def test_validate_flag(matrix):
