@@ -320,7 +320,7 @@ def readme_suite_step(b: Bench) -> dict:
                          scores_from=m.search.scores_from, fake_quant_kernels=m.search.fake_quant_kernels,
                          tokens_mean=m.dataset.seq_len_mean, image_patches=m.dataset.image_patches, dir=run.dir.name))
     index = json.loads((out/'suite.json').read_text())
-    res = dict(wall_s=round(wall, 2), invocation_s=index.get('invocation_seconds'), extension_built_before=built,
+    res = dict(wall_s=round(wall, 2), sizes=b.a.readme_sizes or None, invocation_s=index.get('invocation_seconds'), extension_built_before=built,
                runs_total_s=round(sum(x['run_s'] or 0 for x in runs), 2), runs=runs, stdout_tail=r.stdout[-1500:])
     log(f"readme-suite: {wall:.1f}s wall; runs {res['runs_total_s']} s; " + '; '.join(f"{x['dir']}: {x['run_s']} s b{x['batch_size']} "
         f"{x['peak_gpu_gib']} GiB" for x in runs))
@@ -348,9 +348,9 @@ def batch_invariance_step(b: Bench) -> dict:
 
 @step('one-pass', 'one_pass', "the README suite's runs against runs that score on their own (shared_passes off): Spearman, rel. diff")
 def one_pass_step(b: Bench) -> dict:
-    """Each run of the README suite but all-layers large took its scores from that one pass (its smaller subsets nested in
-    it, the LM-only runs re-solved from the all-layers runs); here each is run again scoring on its own (same checkpoint,
-    calibration DB and automatic batch size) and compared."""
+    """Each run of the README suite but the all-layers run of the largest size took its scores from another run's pass
+    (the smaller subsets nested in it, the LM-only runs re-solved from the all-layers runs); here each is run again
+    scoring on its own (same checkpoint, calibration DB and automatic batch size) and compared."""
     from qvl_nbsens.tables import load_suite
     from qvl_nbsens.core import expand_path
     rs = b.doc.get('readme_suite')

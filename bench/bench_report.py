@@ -68,10 +68,16 @@ def same_work_pairs(docs: list) -> list:
             if hit is None: continue
             pd, p, key = hit
             ps, compile_s = project_time(pd, p, key)
+            shared = p.get('scores_from')     # its calibration and scoring were another run's: only a whole suite compares
             out.append(dict(gpu=d.get('gpu'), reference_call=d['name'], project_call=pd['name'], scope=r['scope'], size=r['size'],
                             samples=p['samples'], score_samples=p['score_samples'], reference_s=r['wall_s'], project_s=round(ps, 1),
-                            compile_excluded_s=compile_s, speedup=round(r['wall_s']/ps, 2)))
+                            compile_excluded_s=compile_s, scores_from=shared, speedup=None if shared else round(r['wall_s']/ps, 2)))
     return out
+
+def equal_work(pairs: list) -> list:
+    """`pairs` when their sums compare equal work, else []: the whole suite (all six runs, so every pass a run reuses is
+    among them), or runs that each computed their own pass."""
+    return pairs if len({(p['scope'], p['size']) for p in pairs}) == len(ORDER) or not any(p.get('scores_from') for p in pairs) else []
 
 def _ratio(pairs):
     ref, proj = sum(p['reference_s'] for p in pairs), sum(p['project_s'] for p in pairs)
@@ -86,14 +92,16 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     head = [d for d in docs if d['name'] in machine] if machine else docs
     suite = next((d for d in reversed(head) if d.get('project_suite_s') and len(_runs(d)) == 6), None)
     pairs = same_work_pairs(head)
-    medium = [p for p in pairs if p['size'] == 'medium']
+    whole = pairs if len({(p['scope'], p['size']) for p in pairs}) == len(ORDER) else []
+    medium = equal_work([p for p in pairs if p['size'] == 'medium'])
     refs = {(r['scope'], r['size']): r for d in head for r in d.get('reference') or []}
     measured = [k for k in ORDER if k in refs]
     lower, proj = None, {}
     for d in ([suite] if suite else []) + head:   # the default runs score every sample: as much work as the reference's or more
-        for p in _runs(d): proj.setdefault((p['scope'], p['size']), project_time(d, p)[0])
+        for p in _runs(d): proj.setdefault((p['scope'], p['size']), (project_time(d, p)[0], p.get('scores_from')))
     both = [k for k in measured if k in proj]
-    if both:
+    if both and (len(both) == len(ORDER) or not any(proj[k][1] for k in both)):    # see `equal_work`
+        proj = {k: v[0] for k, v in proj.items()}
         ref_s, proj_s = sum(refs[k]['wall_s'] for k in both), sum(proj[k] for k in both)
         lower = dict(runs=[' '.join(k) for k in both], reference_s=round(ref_s, 1), project_s=round(proj_s, 1), speedup=round(ref_s/proj_s, 2))
     two = next((dict(d['two_gpu'], gpu=d.get('gpu'), call=d['name']) for d in reversed(docs) if d.get('two_gpu')), None)
@@ -103,17 +111,18 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     compile_s = [d.get('cuda_ext_s') or first_run_compile(d) for d in head if d.get('cuda_ext_s') or first_run_compile(d)]
     ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
     latest = lambda key: next((d[key] for d in reversed(head) if d.get(key) is not None), None)
-    return dict(readme_suite_s=latest('readme_suite_s'), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
+    as_written = [d for d in head if d.get('readme_suite') and not d['readme_suite'].get('sizes')]   # not a --readme-sizes subset
+    return dict(readme_suite_s=next((d['readme_suite_s'] for d in reversed(as_written)), None), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
                 one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
                 fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
-                                   for d in reversed(head) if d.get('readme_suite')), None),
+                                   for d in reversed(as_written)), None),
                 gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
                 suite_gpu=(suite or {}).get('gpu'), suite_call=(suite or {}).get('name'), suite_s=(suite or {}).get('project_suite_s'),
                 suite_compile_s=first_run_compile(suite) if suite else None, cuda_ext_compile_s=compile_s,
                 reference_suite_s=round(sum(ref_all), 1) if len(ref_all) == 6 else None,
                 reference_runs_measured=len(measured), reference_runs_s={' '.join(k): refs[k]['wall_s'] for k in measured},
-                suite_speedup=_ratio(pairs)[2], same_work=dict(zip(('reference_s', 'project_s', 'speedup'), _ratio(pairs)), runs=len(pairs)),
+                suite_speedup=_ratio(whole)[2], same_work=dict(zip(('reference_s', 'project_s', 'speedup'), _ratio(whole)), runs=len(whole)),
                 medium_pair_speedup=_ratio(medium)[2], measured_runs_lower_bound=lower, same_work_pairs=pairs,
                 scoring_floor_ratio=floor.get('ratio_exact', floor.get('ratio')), scoring_floor=floor,
                 peak_gib=max((r.get('peak_gib') or 0) for r in _runs(suite)) if suite else None,
@@ -197,12 +206,14 @@ def _call_section(d: dict) -> list:
                        ('validation', 'Project runs with ground truth (top 20 + 20 random handles, 32 held-out samples)')):
         rs = _runs(d, key)
         if not rs: continue
-        L += [f"### {title}", '', '| Scope | Size | Samples | Scored | Wall s | Copy s | Encode s | Calibration s | Scoring s | Search s | Validation s | Reports s | Samples/s | Peak GiB |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-        for r in rs:
-            L.append(f"| {r['scope']} | {r['size']} | {r['samples']} | {r['score_samples']} | {r['wall_s']} | {r['load_s']} | {r['encode_s']} | "
-                     f"{r['calibration_s']} | {r['scoring_s']} | {r['search_s']} | {r.get('validation_s') or '—'} | {r['reports_s']} | "
-                     f"{r['samples']/r['wall_s']:.1f} | {r['peak_gib']} |")
+        L += [f"### {title}", '', '| Scope | Size | Samples | Scored | Pass | Wall s | Copy s | Encode s | Calibration s | Scoring s | Search s | Validation s | Reports s | Samples/s | Peak GiB |',
+              '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for r in rs:      # a run that took another run's pass did not calibrate or score: no throughput of its own
+            src = r.get('scores_from')
+            rate = '—' if src else f"{r['samples']/r['wall_s']:.1f}"
+            L.append(f"| {r['scope']} | {r['size']} | {r['samples']} | {r['score_samples']} | {'`' + src + '`' if src else 'own'} | "
+                     f"{r['wall_s']} | {r['load_s']} | {r['encode_s']} | {r['calibration_s']} | {r['scoring_s']} | {r['search_s']} | {r.get('validation_s') or '—'} | "
+                     f"{r['reports_s']} | {rate} | {r['peak_gib']} |")
         total = d.get('project_suite_s') if key == 'project' else d.get(f'{key}_s')
         L += ['', f"Model load (once): {_load(d, key)} s." + (f" Whole suite: {total} s." if total else ''), '']
         for r in rs:
@@ -245,9 +256,11 @@ def write_report(docs: list, out: Path, names: list | None = None, machine: list
          '## Headline', '', f"From calls {', '.join(s['calls'])} (one machine, {', '.join(s['gpu'])}).", '']
     if s['same_work_pairs']:
         L += ['| Scope | Size | Samples / scored | Reference s | Project s | Speedup | Project call | Reference call |', '|---|---|---|---:|---:|---:|---|---|']
-        L += [f"| {p['scope']} | {p['size']} | {p['samples']} / {p['score_samples']} | {p['reference_s']} | {p['project_s']} | {p['speedup']}× | {p['project_call']} | {p['reference_call']} |"
-              for p in s['same_work_pairs']]
-        L.append('')
+        ratio = lambda p: f"{p['speedup']}×" if p['speedup'] is not None else f"pass of `{p['scores_from']}`"
+        L += [f"| {p['scope']} | {p['size']} | {p['samples']} / {p['score_samples']} | {p['reference_s']} | {p['project_s']} | {ratio(p)} | "
+              f"{p['project_call']} | {p['reference_call']} |" for p in s['same_work_pairs']]
+        L += ['', 'A project run that took another run\'s pass (nested subset, LM-only) did not calibrate or score: its time is a '
+              're-solve, so only the whole suite compares (`suite_speedup`).', '']
     L += ['```json', json.dumps({k: v for k, v in s.items() if k not in ('same_work_pairs',)}, indent=1), '```', '']
     head = [d for d in docs if not machine or d['name'] in machine]
     for d in head: L += _call_section(d)

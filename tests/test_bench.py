@@ -52,7 +52,10 @@ def test_report_from_raw_json_alone(tmp_path):
     assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == MACHINE
     assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (144.19, 5.362, 22.8)
     assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
-    assert [p['score_samples'] for p in s['same_work_pairs']] == [16, 128, 128, 16, 128, 128]
+    pairs = s['same_work_pairs']            # the capped suite's runs (its own passes), and a ratio only for a run that computed one
+    assert [p['scores_from'] or 'own' for p in pairs] == [f'qwen3_vl_4b_autoquant_all_layers_int8_{z}_score128' for z in ('large', 'large')] + ['own'] + \
+        [f'qwen3_vl_4b_autoquant_all_layers_int8_{z}_score128' for z in ('small', 'medium', 'large')]
+    assert [p['speedup'] is None for p in pairs] == [bool(p['scores_from']) for p in pairs] and s['medium_pair_speedup'] is None
     assert s['one_pass_min_spearman'] > 0.9999 and s['one_pass_max_rel_diff'] < 1e-3 and s['fit_80gb']['spare_gib'] > 15
     md = (tmp_path/'RESULTS.md').read_text()
     assert md == (BENCH/'RESULTS.md').read_text()
@@ -104,8 +107,8 @@ def test_bench_smoke_on_cpu(tmp_path):
     res = json.loads((out/'results.json').read_text())
     assert {'gpu', 'suite_s', 'reference_suite_s', 'suite_speedup', 'scoring_floor_ratio', 'peak_gib', 'handles', 'two_gpu_spearman', 'readme_suite_s',
             'batch_invariance_max_rel_diff', 'one_pass_min_spearman', 'one_pass_max_rel_diff'} <= set(res)
-    (pair,) = res['same_work_pairs']
-    assert (pair['scope'], pair['score_samples']) == ('lm-only', 8) and res['suite_speedup'] > 0
+    (pair,) = res['same_work_pairs']        # one run, its own pass: a pair ratio, but not the suite's
+    assert (pair['scope'], pair['score_samples'], pair['scores_from']) == ('lm-only', 8, None) and pair['speedup'] > 0 and res['suite_speedup'] is None
     assert res['reference_runs_measured'] == 1 and res['measured_runs_lower_bound']['speedup'] > 0
     assert res['cli_suite']['wall_s'] == c['wall_s']
     md = (out/'RESULTS.md').read_text()
