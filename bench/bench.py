@@ -182,6 +182,7 @@ def one_run(b: Bench, out: Path, label: str | None = None, nested_sizes=(), **ov
              peak_gib=None if peak is None else round(peak, 2), peak_rss_mib=tm.peak_rss_mib,
              tokens_mean=ds.seq_len_mean, padded_tokens=ds.padded_tokens, tokens=ds.tokens, image_patches=ds.image_patches, dir=rd.name,
              grad_checkpointing=m.search.grad_checkpointing, score_reduction=m.search.score_reduction,
+             cudnn_attention=m.search.cudnn_attention, length_grouped=ds.length_grouped,
              wide_rank_intervals=m.confidence.wide_rank_intervals if m.confidence else None,
              ground_truth=m.validation.correlations.model_dump() if m.validation else None,
              scores={h: float(s) for h, s in zip(frame['handle'], frame['sensitivity'])})
@@ -471,6 +472,42 @@ def suite_step(b: Bench) -> dict:
     res['scoring_floor'] = scoring_floor(b.doc['setup']['checkpoint'], big, b.doc.get('bf16_tflops'))
     return res
 
+FLOOR_VARIANTS = {   # the all-layers large pass as `qvl-nbsens suite` runs it ('nested'), serving no subsets ('flat'), or with one setting changed
+    'nested': dict(nested=True), 'flat': dict(nested=False),
+    'ungrouped': dict(nested=True, length_grouped=False),      # batches in subset order (more padding)
+    'cudnn': dict(nested=True, cudnn_attention=True),          # attention through cuDNN's kernels (a plan per new sequence length)
+    'nested-nockpt': dict(nested=True, grad_checkpointing=False),
+    'nested-nockpt-b16': dict(nested=True, grad_checkpointing=False, batch_size=16),
+    'nested-b16': dict(nested=True, batch_size=16),
+}
+
+@step('floor', 'floor_variants', "the all-layers large pass under each --floor-variants, one process, one load: scoring time against its FLOP floor")
+def floor_step(b: Bench) -> dict:
+    """Where the scoring phase's distance from its FLOP floor comes from: the same pass (all-layers, the largest of
+    --sizes) run in order under each variant — a name listed twice runs twice, so the first run's process warm-ups
+    show — its scores compared with the first variant's (the variants change speed, not scores)."""
+    import torch
+    from qvl_nbsens.core import SIZES
+    big = max(b.sizes, key=lambda z: SIZES[z])
+    nested = [z for z in b.sizes if SIZES[z] < SIZES[big]]
+    res, first = [], None
+    with kept_model(b):
+        for i, name in enumerate(b.a.floor_variants.split(',')):
+            v = dict(FLOOR_VARIANTS[name])
+            try:
+                r = one_run(b, b.work/'floor'/f'{i}-{name}', label=name, scope='all-layers', size=big,
+                            nested_sizes=nested if v.pop('nested') else [], **v)
+            except torch.OutOfMemoryError as e:
+                log(f"floor {name}: out of GPU memory ({str(e)[:200]})"); gc.collect(); torch.cuda.empty_cache()
+                res.append(dict(variant=name, error=f"out of memory: {str(e)[:300]}")); continue
+            s = r.pop('scores')
+            if first is None: first = s
+            else: r['vs_first'] = compare_scores(first, s)
+            r['scoring_floor'] = scoring_floor(b.doc['setup']['checkpoint'], r, b.doc.get('bf16_tflops'))
+            res.append(r)
+    log('floor', [(r['variant'], r.get('scoring_s'), r.get('batch_size'), (r.get('scoring_floor') or {}).get('ratio'), r.get('peak_gib')) for r in res])
+    return dict(floor_variants=res)
+
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
     t = time.perf_counter()   # the whole suite, so that the capped largest pass serves the smaller subsets as it would
@@ -557,7 +594,7 @@ def cmd_run(a) -> int:
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     import transformers, modelopt, qvl_nbsens
     doc = dict(date=datetime.date.today().isoformat(), shape=a.shape, steps=[s for s in STEPS if s in steps], batch_size=a.batch_size,
-               **gpu_facts('suite' in steps),
+               **gpu_facts('suite' in steps or 'floor' in steps),
                versions=dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
                              modelopt=modelopt.__version__, qvl_nbsens=qvl_nbsens.__version__),
                options={k: v for k, v in vars(a).items() if k != 'func'})
@@ -597,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
     r.add_argument('--variants', default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
+    r.add_argument('--floor-variants', default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')

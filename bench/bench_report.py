@@ -97,7 +97,8 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     refs = {(r['scope'], r['size']): r for d in head for r in d.get('reference') or []}
     measured = [k for k in ORDER if k in refs]
     lower, proj = None, {}
-    for d in ([suite] if suite else []) + head:   # the default runs score every sample: as much work as the reference's or more
+    # the default runs score every sample (as much work as the reference's or more); those of a reference's own call first (side by side)
+    for d in [x for x in reversed(head) if x.get('reference')] + ([suite] if suite else []) + head:
         for p in _runs(d): proj.setdefault((p['scope'], p['size']), (project_time(d, p)[0], p.get('scores_from')))
     both = [k for k in measured if k in proj]
     if both and (len(both) == len(ORDER) or not any(proj[k][1] for k in both)):    # see `equal_work`
@@ -192,6 +193,20 @@ def _call_section(d: dict) -> list:
             v = r.get('vs_first') or {}
             L.append(f"| {r['variant']} | {r['scope']} | {r['size']} | {r['wall_s']} | {r['calibration_s']} | {r['scoring_s']} | {r['peak_gib']} | "
                      f"{_fmt(v.get('spearman'), '.6f')} | {_fmt(v.get('max_rel_diff'), '.1e')} |")
+        L.append('')
+    if d.get('floor_variants'):
+        L += ["### The all-layers large pass under each setting (`floor` step: one process, in this order; the first run pays "
+              "the process's warm-ups; scores compared with the first)", '',
+              '| # | Variant | Batches | Attention | Batch | Padded / real tokens | Calibration s | Scoring s | Floor ratio | Peak GiB | Spearman vs first | Max rel. diff vs first |',
+              '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for i, r in enumerate(d['floor_variants'], 1):
+            if r.get('error'): L.append(f"| {i} | {r['variant']} | {r['error'][:120]} | | | | | | | | | |"); continue
+            v, f = r.get('vs_first') or {}, r.get('scoring_floor') or {}
+            grouped = {True: 'length-grouped', False: 'subset order'}.get(r.get('length_grouped'), 'subset order')
+            attn = {True: 'cuDNN', False: 'flash / mem.-efficient'}.get(r.get('cudnn_attention'),    # calls 21, 22: before the setting
+                                                                       'flash / mem.-efficient' if 'nocudnn' in r['variant'] else 'cuDNN')
+            L.append(f"| {i} | {r['variant']} | {grouped} | {attn} | {r['batch_size']} | {r['padded_tokens']/r['tokens']:.2f} | {r['calibration_s']} | "
+                     f"{r['scoring_s']} | {_fmt(f.get('ratio'), '.2f')} | {r['peak_gib']} | {_fmt(v.get('spearman'), '.6f')} | {_fmt(v.get('max_rel_diff'), '.1e')} |")
         L.append('')
     for p in d.get('profile') or []:
         tot, clock = p.get('total_ms', p.get('cuda_total_ms')), p.get('clock', 'cuda').upper()   # older calls: cuda_total_ms, or none

@@ -20,8 +20,8 @@ from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contribut
 
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
-           'check_scores_finite', 'AutoQuantResult', 'search_settings', 'phase_timings', 'resumed_from',
-           'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
+           'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'phase_timings',
+           'resumed_from', 'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -134,16 +134,23 @@ class AutoQuantResult:
 
 SCORE_REDUCTIONS = ('shared', 'separate')
 
-def search_settings(method: str, grad_checkpointing: bool = True, score_reduction: str = 'shared') -> dict:
+def search_settings(method: str, grad_checkpointing: bool = True, score_reduction: str = 'shared', cudnn_attention: bool = False) -> dict:
     "The checked scoring settings of a search; `QvlError` for an unknown `method` or `score_reduction`."
     if method not in ('gradient', 'kl_div'): raise QvlError(f"unknown method {method!r}: expected gradient or kl_div")
     if score_reduction not in SCORE_REDUCTIONS:
         raise QvlError(f"unknown score reduction {score_reduction!r}: expected {' or '.join(map(repr, SCORE_REDUCTIONS))}")
-    return dict(grad_checkpointing=bool(grad_checkpointing), score_reduction=score_reduction)
+    return dict(grad_checkpointing=bool(grad_checkpointing), score_reduction=score_reduction, cudnn_attention=bool(cudnn_attention))
 
 # %% ../nbs/06_autoquant.ipynb #25dc630f
+@contextlib.contextmanager
+def no_cudnn_attention():
+    "While inside, `scaled_dot_product_attention` uses PyTorch's flash, memory-efficient or math kernels, never cuDNN's."
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]): yield
+
 def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
+    if not settings.get('cudnn_attention', False): stack.enter_context(no_cudnn_attention())
     stack.enter_context(no_kv_cache(model))
     stack.enter_context(search_clock(clock, check_scores_finite))
     stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
@@ -263,19 +270,21 @@ def _contributions(recorder: ScoreRecorder, path) -> dict | None:
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
                   verbose: bool = False, contributions=None, grad_checkpointing: bool = True,
-                  score_reduction: str = 'shared', nested: dict | None = None) -> AutoQuantResult:
+                  score_reduction: str = 'shared', nested: dict | None = None, cudnn_attention: bool = False) -> AutoQuantResult:
     """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` and `scope`
     at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
     `contributions`: the per-sample parts' `.npz`; `nested`: {subset: (calibration samples, scored samples)} of nested
-    prefixes this pass also serves (`NestedSubsets`). Raises `QvlError` on bad arguments or non-finite
-    weights/activations/scores."""
+    prefixes this pass also serves (`NestedSubsets`). `batches` may carry `order` (`run.Batches`: the subset position
+    of each sample in batch order): the per-sample parts are put back in subset order. Raises `QvlError` on bad
+    arguments or non-finite weights/activations/scores."""
     pair, scope = get_pair(pair) if isinstance(pair, str) else pair, get_scope(scope) if isinstance(scope, str) else scope
-    settings = search_settings(method, grad_checkpointing, score_reduction)
-    batches = list(batches)
+    settings = search_settings(method, grad_checkpointing, score_reduction, cudnn_attention)
+    order, batches = getattr(batches, 'order', None), list(batches)
     if not batches: raise QvlError('no calibration batches')
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
+    recorder.order = order
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     plan, note = nested_plan(nested, batches, n_score, method, pair) if nested else (None, None)
     if plan is not None and had_ckpt:      # ModelOpt writes its checkpoint once calibration is done: it will be restored

@@ -60,7 +60,8 @@ class ModelInfo(Record):
     params: dict[str, int] | None = None
 
 class Dataset(Record):
-    "The calibration subset and how it was batched (token counts from the encoded batches; `scored_tokens`: the tokens the scores sum over)."
+    """The calibration subset and how it was batched (token counts from the encoded batches; `scored_tokens`: the tokens the
+    scores sum over; `length_grouped`: samples batched by length within each nested subset, `run.encode_set`)."""
     name: str = 'coco2017'
     size: str | None = None
     num_samples: int | None = None
@@ -74,6 +75,7 @@ class Dataset(Record):
     image_orientation: str | None = None
     batch_size: int | None = None
     batch_size_source: str | None = None
+    length_grouped: bool | None = None
     score_batches: int | None = None
     num_batches: int | None = None
     seq_len_min: int | None = None
@@ -110,6 +112,7 @@ class Search(Record):
     searched_handles: int | None = None
     grad_checkpointing: bool | None = None
     score_reduction: str | None = None
+    cudnn_attention: bool | None = None
     fake_quant_kernels: str | None = None
     checkpoint_found: bool | None = None
     calibration_restored: bool | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import atomic_path
+from .core import atomic_path, QvlError
 from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs, nested_output_diffs, release_output_diffs
 
 # %% auto #0
@@ -80,6 +80,7 @@ class ScoreRecorder:
         self.parts, self.offset, self.n, self.patches, self.pending = {}, 0, 0, None, {}
         self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
         self.subset_parts = {}   # {subset: parts like `parts`}: Q(y) − y under a nested subset's ranges (`modelopt_adapter.nested_range_diffs`)
+        self.order = None        # the subset position of each sample in batch order (length-grouped batches), else batch order is subset order
 
     def begin_batch(self, batch):
         "A new scoring batch (a dict with `input_ids` (n, tokens), maybe `image_grid_thw`): its samples follow the previous batch's."
@@ -151,6 +152,11 @@ def result(self: ScoreRecorder, subset: str | None = None) -> dict | None:
     arr = np.zeros((len(keys), width))
     for i, k in enumerate(keys):
         for j, v in parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
+    if self.order is not None:        # back to subset order: column j holds the sample at subset position order[j]
+        o = np.asarray(self.order[:width])
+        if len(o) != width or not np.array_equal(np.sort(o), np.arange(width)):
+            raise QvlError(f"the batches' sample order does not cover the first {width} samples: per-sample parts cannot be put back in subset order")
+        arr[:, o] = arr.copy()
     return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
 
 # %% ../nbs/05c_scoring.ipynb #564ca065

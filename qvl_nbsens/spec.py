@@ -48,15 +48,17 @@ class RunSpec:
     validate_top_k: int | None = None  # validate the top-k handles plus k random others (default: every handle)
     device: str = 'auto'  # auto, cpu, cuda or cuda:N
     device_map: str | None = None  # passed to from_pretrained, e.g. auto to spread the model over GPUs
-    grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: faster, more GPU memory, same scores)
+    grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: no recomputed forwards but far more GPU memory, so smaller batches: slower at the 4B shape; same scores)
     score_reduction: ScoreReduction = 'shared'  # shared: one fused reduction feeds ModelOpt and the per-sample recorder; separate: ModelOpt's stock one
+    cudnn_attention: bool = False  # cuDNN's attention kernels while calibrating and scoring (off: PyTorch's flash / memory-efficient kernels; cuDNN plans every new sequence length, seconds of a fresh process's run); same scores
+    length_grouped: bool = True  # batch samples of similar length together within each nested subset (less padding); scores do not depend on batching, per-sample parts stay in subset order
     shared_passes: bool = True  # take calibration and scores from a finished run's pass in the same folder when it computed them: a subset's run from a larger subset's pass that served it, an lm-only run with image+caption calibration from the all-layers run of the same inputs (equal results, no forward pass); off: every run runs its own pass
 
     def key(self) -> dict:
         "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
         return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH}
 
-HOW = ('batch_size', 'device', 'device_map', 'grad_checkpointing', 'score_reduction', 'shared_passes')
+HOW = ('batch_size', 'device', 'device_map', 'grad_checkpointing', 'score_reduction', 'cudnn_attention', 'length_grouped', 'shared_passes')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
 POST_SEARCH = ('validate', 'heldout_size', 'validate_top_k')  # used after the search: changing them reuses a finished search
 PATHS = ('model_dir', 'calib_dir', 'coco_root')  # where the inputs are: not a result setting, and machine-specific

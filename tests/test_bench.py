@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'profile', 'suite', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'profile', 'suite', 'floor', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
@@ -40,7 +40,7 @@ def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
     assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
 
 
-MACHINE = ['h200-call16', 'h200-call17', 'h200-call18', 'h200-call19', 'h200-call20']   # the headline's calls (bench/README.md's report command)
+MACHINE = [f'h200-call{n}' for n in range(16, 25)]   # the headline's calls (bench/README.md's report command)
 
 
 def test_report_from_raw_json_alone(tmp_path):
@@ -50,7 +50,8 @@ def test_report_from_raw_json_alone(tmp_path):
     s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, MACHINE)
     kept = json.loads((BENCH/'results.json').read_text())
     assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == MACHINE
-    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (144.19, 5.362, 22.8)
+    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (129.94, 4.315, 22.8)
+    assert s['suite_call'] == 'h200-call23' and s['measured_runs_lower_bound']['speedup'] == 12.59   # the lower bound: call 20's own suite
     assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
     pairs = s['same_work_pairs']            # the capped suite's runs (its own passes), and a ratio only for a run that computed one
     assert [p['scores_from'] or 'own' for p in pairs] == [f'qwen3_vl_4b_autoquant_all_layers_int8_{z}_score128' for z in ('large', 'large')] + ['own'] + \
@@ -68,7 +69,7 @@ def test_bench_smoke_on_cpu(tmp_path):
     r = bench_cmd('run', '--shape', 'tiny-shapes', '--steps', ','.join(ALL_STEPS),
                   '--scopes', 'lm-only', '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3',
                   '--readme-sizes', 'small', '--batch-size', '8', '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--ref-score-size', '8',
-                  '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared',
+                  '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared', '--floor-variants', 'nested,ungrouped',
                   '--out', out, '--work', work, timeout=1500)
     doc = json.loads((out/'bench.json').read_text())
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
@@ -92,6 +93,9 @@ def test_bench_smoke_on_cpu(tmp_path):
     (prof,) = doc['profile']                           # totals from the profiler object, not its printed table
     assert prof['clock'] == 'cpu' and prof['total_ms'] == prof['self_cpu_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
     assert doc['scoring_floor']['tflop'] > 0
+    fv = doc['floor_variants']                         # the settings change speed, not results
+    assert [(x['variant'], x['length_grouped'], x['cudnn_attention']) for x in fv] == [('nested', True, False), ('ungrouped', False, False)]
+    assert fv[1]['vs_first']['spearman'] > 0.999 and fv[1]['vs_first']['max_rel_diff'] < 1e-3 and fv[1]['padded_tokens'] >= fv[0]['padded_tokens']
     rs = doc['readme_suite']      # the README's command at one size (every run validated: the suite's cost on the CPU): lm-only from all-layers
     assert [(x['scope'], x['size'], bool(x['scores_from'])) for x in rs['runs']] == [('all-layers', 'small', False), ('lm-only', 'small', True)]
     assert doc['readme_suite_s'] > 0 and rs['runs'][1]['scores_from'] == rs['runs'][0]['dir']
@@ -112,5 +116,5 @@ def test_bench_smoke_on_cpu(tmp_path):
     assert res['reference_runs_measured'] == 1 and res['measured_runs_lower_bound']['speedup'] > 0
     assert res['cli_suite']['wall_s'] == c['wall_s']
     md = (out/'RESULTS.md').read_text()
-    assert '## Headline' in md and 'qvl-nbsens suite' in md and '**Step two-gpu failed**' in md and 'CPU time' in md
+    assert '## Headline' in md and 'qvl-nbsens suite' in md and 'under each setting' in md and '**Step two-gpu failed**' in md and 'CPU time' in md
     (artifacts_dir()/'bench-smoke.json').write_text(json.dumps(res, indent=1))
