@@ -101,21 +101,23 @@ def encode_vlm_batch(processor, images, captions=None, instruction: str = DEFAUL
 
 # %% ../nbs/03_loaders.ipynb #e7d54413
 class VlmCalibLoader:
-    """Image+caption batches of a `CalibSet`, in subset order, `batch_size` samples each (the last may be short).
+    """Image+caption batches of a `CalibSet`, in its order, `batch_size` samples each (the last may be short).
     After iterating, `truncated` lists {sample, db_row, image, caption_tokens, kept} for each caption that was cut;
-    errors name a sample by its DB row, position and image file."""
+    errors name a sample by its DB row, position and image file. `positions`: each sample's position in the subset it
+    came from (default: its index here), for a `calib` that holds part of a subset or reorders it."""
     def __init__(self, calib: CalibSet, processor, batch_size: int = 8, instruction: str = DEFAULT_INSTRUCTION,
-                 limit: int | None = None, max_caption_tokens: int | None = None, max_length: int | None = None):
+                 limit: int | None = None, max_caption_tokens: int | None = None, max_length: int | None = None, positions=None):
         if batch_size < 1: raise ValueError('batch_size must be >= 1')
         self.calib, self.processor, self.batch_size, self.instruction = calib, processor, batch_size, instruction
         self.samples = calib.samples[:limit] if limit else calib.samples
+        self.positions = list(positions) if positions is not None else list(range(len(self.samples)))
         self.max_caption_tokens, self.max_length, self.truncated = max_caption_tokens, max_length, []
     @property
     def n_samples(self): return len(self.samples)
     def __len__(self): return math.ceil(len(self.samples)/self.batch_size)
     def _name(self, i: int) -> str:
-        s = self.samples[i]
-        return f"calibration DB {self.calib.db_path.name}, row {s.row_id if s.row_id is not None else i} (sample {i}, image {s.image_relpath or s.image_path})"
+        s, p = self.samples[i], self.positions[i]
+        return f"calibration DB {self.calib.db_path.name}, row {s.row_id if s.row_id is not None else p} (sample {p}, image {s.image_relpath or s.image_path})"
     def __iter__(self):
         self.truncated = []
         for i in range(0, len(self.samples), self.batch_size):
@@ -126,7 +128,7 @@ class VlmCalibLoader:
                 except QvlError as e: raise QvlError(f"{name}: {e}") from None
             batch, cut = encode_vlm_samples(self.processor, images, [s.caption for s in chunk], self.instruction,
                                             self.max_caption_tokens, self.max_length, names)
-            self.truncated += [dict(sample=i + c['row'], db_row=chunk[c['row']].row_id, image=chunk[c['row']].image_relpath,
+            self.truncated += [dict(sample=self.positions[i + c['row']], db_row=chunk[c['row']].row_id, image=chunk[c['row']].image_relpath,
                                     caption_tokens=c['caption_tokens'], kept=c['kept']) for c in cut]
             yield batch
 
@@ -142,11 +144,13 @@ def encode_text_batch(tokenizer, captions, pad_to: int | None = None, max_length
 # %% ../nbs/03_loaders.ipynb #817534ad
 class TextCalibLoader:
     """Caption-only batches (the text tower sees no image), each caption cut to `max_caption_tokens` (default 512);
-    after iterating, `truncated` lists {sample, caption_tokens, kept} for each caption that was cut."""
+    after iterating, `truncated` lists {sample, caption_tokens, kept} for each caption that was cut (`sample`: its
+    index here, or its entry in `positions`, as in `VlmCalibLoader`)."""
     def __init__(self, captions, tokenizer, batch_size: int = 8, pad_to: int | None = None, limit: int | None = None,
-                 max_caption_tokens: int | None = None):
+                 max_caption_tokens: int | None = None, positions=None):
         if batch_size < 1: raise ValueError('batch_size must be >= 1')
         self.captions = list(captions)[:limit] if limit else list(captions)
+        self.positions = list(positions) if positions is not None else list(range(len(self.captions)))
         self.tokenizer, self.batch_size, self.pad_to, self.max_caption_tokens = tokenizer, batch_size, pad_to, max_caption_tokens or 512
         self.truncated = []
     @property
@@ -154,7 +158,7 @@ class TextCalibLoader:
     def __len__(self): return math.ceil(len(self.captions)/self.batch_size)
     def __iter__(self):
         limit = self.pad_to or self.max_caption_tokens           # what encode_text_batch cuts to
-        self.truncated = [dict(sample=i, caption_tokens=n, kept=limit) for i, c in enumerate(self.captions)
+        self.truncated = [dict(sample=self.positions[i], caption_tokens=n, kept=limit) for i, c in enumerate(self.captions)
                           if (n := len(caption_ids(self.tokenizer, c))) > limit]
         for i in range(0, len(self.captions), self.batch_size):
             yield encode_text_batch(self.tokenizer, self.captions[i:i+self.batch_size], self.pad_to, self.max_caption_tokens)

@@ -138,12 +138,13 @@ def max_positions(model) -> int | None:
     cfg = getattr(model.config, 'text_config', model.config)
     return getattr(cfg, 'max_position_embeddings', None)
 
-def _loader(spec: RunSpec, calib, processor, model):
+def _loader(spec: RunSpec, calib, processor, model, positions=None):
     bs = spec.batch_size or 8
     if spec.calib_mode == 'text':
-        return TextCalibLoader(calib.captions, processor.tokenizer, batch_size=bs,
+        return TextCalibLoader(calib.captions, processor.tokenizer, batch_size=bs, positions=positions,
                                max_caption_tokens=min(spec.max_caption_tokens, max_positions(model) or spec.max_caption_tokens))
-    return VlmCalibLoader(calib, processor, batch_size=bs, max_caption_tokens=spec.max_caption_tokens, max_length=max_positions(model))
+    return VlmCalibLoader(calib, processor, batch_size=bs, max_caption_tokens=spec.max_caption_tokens, max_length=max_positions(model),
+                          positions=positions)
 
 def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = None, cuts=()) -> Batches:
     """The encoded batches of `calib` for a run: image+caption, or its captions alone (`calib_mode='text'`), each caption
@@ -159,10 +160,11 @@ def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = 
     for end in sorted({e for e in (k, *cuts, *SIZES.values()) if 0 < e < len(calib)} | {len(calib)}):
         seg = calib.samples[start:end]
         idx = length_order(seg, spec.calib_mode == 'text') if spec.length_grouped else list(range(len(seg)))
-        loader = _loader(spec, replace(calib, samples=[seg[i] for i in idx]), processor, model)
+        pos = [start + i for i in idx]      # errors and cut captions name a sample by its position in the subset
+        loader = _loader(spec, replace(calib, samples=[seg[i] for i in idx]), processor, model, pos)
         out += list(loader)
-        out.truncated += [dict(c, sample=start + idx[c['sample']]) for c in loader.truncated]
-        out.order += [start + i for i in idx]
+        out.truncated += loader.truncated
+        out.order += pos
         if end == k and score_size is not None: out.score_batches = len(out)
         start = end
     return out
