@@ -319,6 +319,7 @@ def readme_suite_step(b: Bench) -> dict:
                          calibration_s=m.timings.calibration, scoring_s=m.timings.scoring, search_s=m.timings.search,
                          peak_gpu_gib=None if m.timings.peak_gpu_mib is None else round(m.timings.peak_gpu_mib/1024, 2),
                          scores_from=m.search.scores_from, fake_quant_kernels=m.search.fake_quant_kernels,
+                         length_grouped=m.dataset.length_grouped, cudnn_attention=m.search.cudnn_attention,
                          tokens_mean=m.dataset.seq_len_mean, image_patches=m.dataset.image_patches, dir=run.dir.name))
     index = json.loads((out/'suite.json').read_text())
     res = dict(wall_s=round(wall, 2), sizes=b.a.readme_sizes or None, invocation_s=index.get('invocation_seconds'), extension_built_before=built,
@@ -472,6 +473,15 @@ def suite_step(b: Bench) -> dict:
     res['scoring_floor'] = scoring_floor(b.doc['setup']['checkpoint'], big, b.doc.get('bf16_tflops'))
     return res
 
+def variant_list(known: dict):
+    "argparse type: comma-separated names, each a key of `known` (checked before any step runs)."
+    def parse(text: str) -> list:
+        names = [n.strip() for n in text.split(',') if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad or not names: raise argparse.ArgumentTypeError(f"unknown variant {', '.join(bad) or repr(text)}: expected names among {', '.join(known)}")
+        return names
+    return parse
+
 FLOOR_VARIANTS = {   # the all-layers large pass as `qvl-nbsens suite` runs it ('nested'), serving no subsets ('flat'), or with one setting changed
     'nested': dict(nested=True), 'flat': dict(nested=False),
     'ungrouped': dict(nested=True, length_grouped=False),      # batches in subset order (more padding)
@@ -492,7 +502,7 @@ def floor_step(b: Bench) -> dict:
     nested = [z for z in b.sizes if SIZES[z] < SIZES[big]]
     res, first = [], None
     with kept_model(b):
-        for i, name in enumerate(b.a.floor_variants.split(',')):
+        for i, name in enumerate(b.a.floor_variants):
             v = dict(FLOOR_VARIANTS[name])
             try:
                 r = one_run(b, b.work/'floor'/f'{i}-{name}', label=name, scope='all-layers', size=big,
@@ -634,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
     r.add_argument('--variants', default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
-    r.add_argument('--floor-variants', default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
+    r.add_argument('--floor-variants', type=variant_list(FLOOR_VARIANTS), default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')

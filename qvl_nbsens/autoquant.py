@@ -281,6 +281,8 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     settings = search_settings(method, grad_checkpointing, score_reduction, cudnn_attention)
     order, batches = getattr(batches, 'order', None), list(batches)
     if not batches: raise QvlError('no calibration batches')
+    if order is not None and sorted(order) != list(range(sum(int(b['input_ids'].shape[0]) for b in batches))):
+        raise QvlError(f"the batches' sample order ({len(order)} positions) is not a permutation of their samples")
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
     check_finite_weights(model)
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)

@@ -153,7 +153,7 @@ def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = 
     a batch also ends after each sample count in `cuts` (the nested subsets a pass serves) and after the standard
     subsets' sizes (`SIZES`: 16, 128), so a subset's samples are batched alike in its own run and in a larger one.
     With `spec.length_grouped`, the samples between two such ends are batched in `length_order`, which cuts padding
-    (the bench's 512 mixed-size COCO-style samples through Qwen3-VL-4B's processor at batch 32: 1.35× the real tokens
+    (the bench's 512 mixed-size COCO-style samples through Qwen3-VL-4B's processor at batch 32: 1.36× the real tokens
     padded in subset order, 1.04× grouped); `order` records it."""
     k = len(calib) if score_size is None else min(score_size, len(calib))
     out, start = Batches(), 0; out.truncated, out.order = [], []
@@ -163,13 +163,13 @@ def encode_set(spec: RunSpec, calib, processor, model, score_size: int | None = 
         pos = [start + i for i in idx]      # errors and cut captions name a sample by its position in the subset
         loader = _loader(spec, replace(calib, samples=[seg[i] for i in idx]), processor, model, pos)
         out += list(loader)
-        out.truncated += loader.truncated
+        out.truncated += sorted(loader.truncated, key=lambda t: t['sample'])
         out.order += pos
         if end == k and score_size is not None: out.score_batches = len(out)
         start = end
     return out
 
-AUTO_BATCH_CAP = 32   # larger batches add padding (mixed image sizes) more than they add speed
+AUTO_BATCH_CAP = 32   # chosen before batches were grouped by length, when larger ones added padding more than speed
 
 def sample_bytes(model, batches) -> int:
     """Estimated GPU memory (bytes) one sample adds while a search scores it, from the largest sample of `batches`: per

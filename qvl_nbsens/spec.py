@@ -48,9 +48,9 @@ class RunSpec:
     validate_top_k: int | None = None  # validate the top-k handles plus k random others (default: every handle)
     device: str = 'auto'  # auto, cpu, cuda or cuda:N
     device_map: str | None = None  # passed to from_pretrained, e.g. auto to spread the model over GPUs
-    grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: no recomputed forwards but far more GPU memory, so smaller batches: slower at the 4B shape; same scores)
+    grad_checkpointing: bool = True  # gradient checkpointing while scoring (ModelOpt's default; off: no recomputed forwards but far more GPU memory, which the automatic batch size does not plan for; same scores)
     score_reduction: ScoreReduction = 'shared'  # shared: one fused reduction feeds ModelOpt and the per-sample recorder; separate: ModelOpt's stock one
-    cudnn_attention: bool = False  # cuDNN's attention kernels while calibrating and scoring (off: PyTorch's flash / memory-efficient kernels; cuDNN plans every new sequence length, seconds of a fresh process's run); same scores
+    cudnn_attention: bool = False  # cuDNN's attention kernels while calibrating and scoring (off: PyTorch's flash / memory-efficient kernels; cuDNN plans every new sequence length, seconds of a fresh process's run); scores equal within bf16 noise
     length_grouped: bool = True  # batch samples of similar length together within each nested subset (less padding); scores do not depend on batching, per-sample parts stay in subset order
     shared_passes: bool = True  # take calibration and scores from a finished run's pass in the same folder when it computed them: a subset's run from a larger subset's pass that served it, an lm-only run with image+caption calibration from the all-layers run of the same inputs (equal results, no forward pass); off: every run runs its own pass
 

@@ -22,6 +22,8 @@ def test_step_registry_is_listed():
     r = bench_cmd('run', '--help')
     assert r.returncode == 0 and all(s.help[:40] in ' '.join(r.stdout.split()) for s in bench.STEPS.values())
     assert bench_cmd('run', '--steps', 'setup,nope', '--out', 'x').returncode != 0
+    r = bench_cmd('run', '--steps', 'setup', '--floor-variants', 'nested,nope', '--out', 'x')     # refused before any step runs
+    assert r.returncode == 2 and 'unknown variant nope' in r.stderr
 
 
 def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
@@ -99,6 +101,7 @@ def test_bench_smoke_on_cpu(tmp_path):
     rs = doc['readme_suite']      # the README's command at one size (every run validated: the suite's cost on the CPU): lm-only from all-layers
     assert [(x['scope'], x['size'], bool(x['scores_from'])) for x in rs['runs']] == [('all-layers', 'small', False), ('lm-only', 'small', True)]
     assert doc['readme_suite_s'] > 0 and rs['runs'][1]['scores_from'] == rs['runs'][0]['dir']
+    assert all((x['length_grouped'], x['cudnn_attention']) == (True, False) for x in rs['runs'])   # the defaults, recorded
     assert doc['one_pass_min_spearman'] > 0.9999 and doc['one_pass_max_rel_diff'] < 1e-3 and len(doc['one_pass']['runs']) == 1
     assert doc['batch_invariance_max_rel_diff'] < 1e-3 and [x['batch_size'] for x in doc['batch_invariance']['runs']] == [1, 4, 16]
     assert doc['fit_80gb'] == dict(skipped='needs a CUDA GPU')
