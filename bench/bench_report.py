@@ -109,7 +109,7 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
     floor = dict((suite or {}).get('scoring_floor') or {})
     if floor.get('tflop') and floor.get('bf16_tflops'): floor['ratio_exact'] = _floor_ratio(suite)
-    compile_s = [d.get('cuda_ext_s') or first_run_compile(d) for d in head if d.get('cuda_ext_s') or first_run_compile(d)]
+    compile_s = [ext_build_s(d) or first_run_compile(d) for d in head if ext_build_s(d) or first_run_compile(d)]
     ref_all = [refs[k]['wall_s'] for k in ORDER if k in refs]
     latest = lambda key: next((d[key] for d in reversed(head) if d.get(key) is not None), None)
     as_written = [d for d in head if d.get('readme_suite') and not d['readme_suite'].get('sizes')]   # not a --readme-sizes subset
@@ -118,6 +118,9 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                 fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
                                    for d in reversed(as_written)), None),
+                readme_suite_by_call=[dict(call=d['name'], wall_s=d['readme_suite_s'], runs_total_s=d['readme_suite'].get('runs_total_s'),
+                                           cuda_ext_build_s=ext_build_s(d))      # the build's time is a gauge of the machine's host speed
+                                      for d in as_written],
                 gpu=sorted({d['gpu'] for d in head if d.get('gpu')}), calls=[d['name'] for d in head],
                 suite_gpu=(suite or {}).get('gpu'), suite_call=(suite or {}).get('name'), suite_s=(suite or {}).get('project_suite_s'),
                 suite_compile_s=first_run_compile(suite) if suite else None, cuda_ext_compile_s=compile_s,
@@ -137,9 +140,22 @@ def summarize(docs: list, machine: list | None = None) -> dict:
 def _fmt(x, spec: str) -> str:
     return '—' if x is None else format(x, spec)
 
+def ext_build_s(d: dict):
+    """Seconds ModelOpt's CUDA extensions took to build at set-up: the sum of their entries in `cuda_ext` (calls 25-26
+    wrote the whole `qvl-nbsens prepare` process as `cuda_ext_s`), else `cuda_ext_s`."""
+    mo = [v for k, v in (d.get('cuda_ext') or {}).items() if k.startswith('modelopt')]
+    return round(sum(mo), 1) if mo else d.get('cuda_ext_s')
+
+def prepare_process_s(d: dict):
+    "Wall seconds of the `qvl-nbsens prepare` process (from call 25: it also compiles the score kernel), or None."
+    return d.get('prepare_s', d['cuda_ext_s'] if any(not k.startswith('modelopt') for k in d.get('cuda_ext') or {}) else None)
+
 def _extension(d: dict) -> str:
     "How long ModelOpt's CUDA extension took to get ready in a call, as its JSON says."
-    if d.get('cuda_ext_s') is not None: return f"{d['cuda_ext_s']} s at set-up (timed apart from the runs)"
+    if ext_build_s(d) is not None:
+        extra = [f"{k} {v} s" for k, v in (d.get('cuda_ext') or {}).items() if not k.startswith('modelopt')]
+        proc = f"; the `qvl-nbsens prepare` process {prepare_process_s(d)} s, with {', '.join(extra)}" if prepare_process_s(d) else ''
+        return f"{ext_build_s(d)} s at set-up (timed apart from the runs{proc})"
     if first_run_compile(d): return f"{first_run_compile(d)} s inside the first run (its manifest's timings)"
     if d.get('gpu') == 'cpu': return 'not used (CPU)'
     return f"{NOT_RECORDED} (not timed apart; compiled inside the first run that needed it)"
@@ -212,7 +228,12 @@ def _call_section(d: dict) -> list:
         tot, clock = p.get('total_ms', p.get('cuda_total_ms')), p.get('clock', 'cuda').upper()   # older calls: cuda_total_ms, or none
         ops = [t for t in p['top'] if t['op'].split('::')[0] in ('aten', 'tensorrt', 'autograd') or t['op'].startswith('_score')][:12]   # ops, not their kernels
         L += [f"### Profile of scoring ({p['variant']}, all-layers, {p['batches']} batches): {clock} time "
-              f"{f'{tot} ms' if tot else f'total {NOT_RECORDED} (shares not computed)'}", '',
+              f"{f'{tot} ms' if tot else f'total {NOT_RECORDED} (shares not computed)'}", '']
+        if p.get('warm_scoring_s'):   # from call 25: the profiled pass is the third of three, and the second is timed without the profiler
+            L += [f"All-layers {p['size']} at batch {p['batch_size']}, the third of three passes in one process. Scoring without the profiler: {p['first_scoring_s']} s "
+                  f"(the first of the three), {p['warm_scoring_s']} s (the second). GPU kernel time of the profiled pass / the second's scoring time: "
+                  f"{_fmt(p.get('gpu_busy'), '.1%')} (the GPU's busy share of a warm scoring phase).", '']
+        L += [
               f'| Op | Self {clock} ms | Share | Calls |', '|---|---:|---:|---:|']
         L += [f"| `{t['op']}` | {t['self_ms']} | {t['self_ms']/tot:.1%} | {t['calls']} |" if tot else f"| `{t['op']}` | {t['self_ms']} | — | {t['calls']} |" for t in ops]
         L.append('')

@@ -15,13 +15,13 @@ from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
                                          gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
                                          padding_excluded, calibration_snapshot, nested_range_diffs, nested_state,
-                                         running_max_formats)
-from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions
+                                         running_max_formats, stored_recipe_signature)
+from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions, check_order
 
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
-           'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'phase_timings',
-           'resumed_from', 'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
+           'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'batch_samples',
+           'phase_timings', 'resumed_from', 'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -149,13 +149,22 @@ def no_cudnn_attention():
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]): yield
 
 def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
-    stack = contextlib.ExitStack()
-    if not settings.get('cudnn_attention', False): stack.enter_context(no_cudnn_attention())
-    stack.enter_context(no_kv_cache(model))
-    stack.enter_context(search_clock(clock, check_scores_finite))
-    stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
-    if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))
-    return stack
+    with contextlib.ExitStack() as stack:     # one that fails to enter undoes those entered before it
+        if not settings.get('cudnn_attention', False): stack.enter_context(no_cudnn_attention())
+        stack.enter_context(no_kv_cache(model))
+        stack.enter_context(stored_recipe_signature())     # recipe identity without re-serialising configs (host time per module)
+        stack.enter_context(search_clock(clock, check_scores_finite))
+        stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
+        if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))
+        return stack.pop_all()
+
+def batch_samples(batches: list, order, k: int) -> str:
+    "' (samples …)': the subset positions of batch `k` (1-based) of `batches`, in batch order when `order` is given; '' for no such batch."
+    n = [int(b['input_ids'].shape[0]) for b in batches]
+    if not 1 <= k <= len(n): return ''
+    a = sum(n[:k - 1]); pos = list(order[a:a + n[k - 1]]) if order is not None else list(range(a, a + n[k - 1]))
+    contiguous = pos == list(range(pos[0], pos[0] + len(pos)))
+    return f" (samples {pos[0]}–{pos[-1]})" if contiguous and len(pos) > 1 else f" (sample{'s' if len(pos) > 1 else ''} {', '.join(map(str, pos))})"
 
 def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, nested=None) -> tuple:
     "(model, state) of the search; the recorder's hooks are off afterwards."
@@ -166,7 +175,8 @@ def _search(model, batches, pair, scope, method, effective_bits, n_score, checkp
                                  loss, scope.disabled, n_score, checkpoint, verbose)
     except NonFiniteActivations as e:
         phase = 'scoring' if clock.calls['scoring'] else 'calibration'
-        raise QvlError(f"non-finite activations in {phase} batch {clock.calls[phase]} (ModelOpt: {e})") from None
+        k = clock.calls[phase]
+        raise QvlError(f"non-finite activations in {phase} batch {k}{batch_samples(batches, recorder.order, k)} (ModelOpt: {e})") from None
     finally: recorder.remove()
 
 # %% ../nbs/06_autoquant.ipynb #e6a82038
@@ -281,9 +291,11 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
     settings = search_settings(method, grad_checkpointing, score_reduction, cudnn_attention)
     order, batches = getattr(batches, 'order', None), list(batches)
     if not batches: raise QvlError('no calibration batches')
-    if order is not None and sorted(order) != list(range(sum(int(b['input_ids'].shape[0]) for b in batches))):
-        raise QvlError(f"the batches' sample order ({len(order)} positions) is not a permutation of their samples")
     n_score = len(batches) if score_batches is None else max(1, min(score_batches, len(batches)))
+    if order is not None:      # every sample, and the scored ones among them, checked before the search
+        n = [int(b['input_ids'].shape[0]) for b in batches]
+        if len(order) != sum(n): raise QvlError(f"the batches' sample order has {len(order)} positions for {sum(n)} samples")
+        check_order(order, sum(n)); check_order(order, sum(n[:n_score]))
     check_finite_weights(model)
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
     recorder.order = order

@@ -152,10 +152,13 @@ def _report(sub):
 # %% ../nbs/09_cli.ipynb #7624cd95
 def cmd_prepare(a):
     from qvl_nbsens.modelopt_adapter import build_cuda_extensions
+    from qvl_nbsens.scoring import compile_score_kernel
     for name, s in build_cuda_extensions().items(): print(f"{name}: ready in {s:.1f}s")
+    try: print(f"score kernel (Triton): ready in {compile_score_kernel():.1f}s")
+    except QvlError as e: print(f"score kernel: not compiled ({e}); runs reduce scores with torch ops instead")
 
 def _prepare(sub):
-    r = sub.add_parser('prepare', help="build ModelOpt's CUDA extensions once on a GPU machine (runs use PyTorch ops until then)")
+    r = sub.add_parser('prepare', help="build ModelOpt's CUDA extensions and compile the score kernel once on a GPU machine (runs use PyTorch ops and compile on first use until then)")
     r.set_defaults(func=cmd_prepare)
 
 # %% ../nbs/09_cli.ipynb #7af552bf

@@ -16,10 +16,11 @@ from .core import QvlError
 __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_modelopt_version', 'quant_grouping_rules',
            'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules',
            'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
-           'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'shared_score_reduction',
-           'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
-           'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
-           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state']
+           'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature',
+           'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
+           'NonFiniteActivations', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
+           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
+           'nested_range_diffs', 'nested_state']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -169,6 +170,20 @@ def gradient_checkpointing(enabled: bool = True):
     S._custom_support.insert(0, entry)
     try: yield
     finally: S._custom_support.remove(entry)
+
+# %% ../nbs/05a_modelopt.ipynb #6d1f3a58
+@contextlib.contextmanager
+def stored_recipe_signature():
+    """While inside, `QuantRecipe.checkpoint_signature` returns the signature each recipe stored at construction
+    (`_config_signature`), serialising the config only for a recipe without one: ModelOpt's own value, not recomputed."""
+    P = A.QuantRecipe
+    orig = P.__dict__['checkpoint_signature']
+    def signature(self) -> str:
+        s = self.__dict__.get('_config_signature')
+        return self.config.model_dump_json() if s is None else s
+    P.checkpoint_signature = property(signature, doc=orig.__doc__)
+    try: yield
+    finally: P.checkpoint_signature = orig
 
 # %% ../nbs/05a_modelopt.ipynb #9a4e0d25
 @contextlib.contextmanager

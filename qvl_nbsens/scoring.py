@@ -6,6 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/scoring.html.md"""
 
 # %% ../nbs/05c_scoring.ipynb #545c8f41
 from __future__ import annotations
+import functools, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,9 +15,16 @@ from .core import atomic_path, QvlError
 from .modelopt_adapter import recipe_hparams, is_no_quant, scored_modules, output_diffs, nested_output_diffs, release_output_diffs
 
 # %% auto #0
-__all__ = ['per_sample_sums', 'score_rows', 'stock_score_rows', 'ScoreRecorder', 'save_contributions', 'load_contributions']
+__all__ = ['per_sample_sums', 'score_rows', 'stock_score_rows', 'compile_score_kernel', 'ScoreRecorder', 'check_order',
+           'save_contributions', 'load_contributions']
 
 # %% ../nbs/05c_scoring.ipynb #3a6f4e6e
+@functools.lru_cache(maxsize=64)
+def _image_bounds(rows: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    "(first, one past last) row of each image in the concatenated rows, as index tensors (cached: every module of a batch asks the same)."
+    ends = np.cumsum(rows)
+    return torch.tensor(ends - np.asarray(rows), device=device), torch.tensor(ends, device=device)
+
 def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, merge: int = 4) -> tuple[torch.Tensor, bool]:
     """Sum of `x` per sample of a batch of `n`: text tensors are (n, ...); vision tensors are (patches, ...) with the
     images' patches concatenated (`patches` per image, or 1/`merge` as many after the patch merger).
@@ -24,8 +32,11 @@ def per_sample_sums(x: torch.Tensor, n: int, patches: list[int] | None = None, m
     if x.ndim >= 3 and x.shape[0] == n: return x.reshape(n, -1).sum(1), True
     if patches:
         for d in (1, merge):
-            if x.shape[0]*d == sum(patches):
-                return torch.stack([c.sum() for c in torch.split(x, [p//d for p in patches], 0)]), True
+            if all(p % d == 0 for p in patches) and sum(p//d for p in patches) == x.shape[0]:
+                # prefix sums in float64 (a leading 0), differenced at each image's bounds: a few kernels, not n + 1
+                c = torch.nn.functional.pad(x.reshape(x.shape[0], -1).sum(1, dtype=torch.float64).cumsum(0), (1, 0))
+                first, end = _image_bounds(tuple(p//d for p in patches), x.device)
+                return c[end] - c[first], True
     if x.ndim >= 2 and x.shape[0] == n and not patches: return x.reshape(n, -1).sum(1), True
     return x.sum().expand(n)/n, False
 
@@ -70,6 +81,19 @@ def score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 def stock_score_rows(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     "ModelOpt's own expression, kept per row (the 'separate' path): same shape and meaning as `score_rows`."
     return (g.float()*d.float()).clamp(-1e10, 1e10).square().sum(-1, keepdim=True)
+
+# %% ../nbs/05c_scoring.ipynb #2f8e41b7
+def compile_score_kernel(dtypes=(torch.bfloat16, torch.float16, torch.float32)) -> float:
+    """Compile (or load from Triton's disk cache) the score kernel for every dtype in `dtypes` and both kinds of row
+    width; returns the seconds it took. Raises `QvlError` without a CUDA GPU or without Triton."""
+    if not torch.cuda.is_available() or triton is None: raise QvlError("the score kernel needs a CUDA GPU and Triton (CPU runs use torch ops)")
+    t = time.perf_counter()
+    for dt in dtypes:
+        for cols in (1024, 1000):    # Triton specializes an integer argument on whether it is divisible by 16
+            x = torch.ones(2, cols, device='cuda', dtype=dt)
+            score_rows(x, x)
+    torch.cuda.synchronize()
+    return round(time.perf_counter() - t, 3)
 
 # %% ../nbs/05c_scoring.ipynb #f5f61ddc
 class ScoreRecorder:
@@ -141,6 +165,14 @@ def remove(self: ScoreRecorder):
     self.hooks, self.log_unq, self.pending = [], None, {}
 
 # %% ../nbs/05c_scoring.ipynb #89b60925
+def check_order(order, width: int) -> np.ndarray:
+    """The first `width` entries of `order` (each batch-order sample's subset position) as an array; `QvlError` unless
+    they are a permutation of 0..width-1, i.e. the first `width` samples in batch order are the subset's first `width`."""
+    o = np.asarray(order[:width])
+    if len(o) != width or not np.array_equal(np.sort(o), np.arange(width)):
+        raise QvlError(f"the batches' sample order does not cover the first {width} samples: per-sample parts cannot be put back in subset order")
+    return o
+
 @patch
 def result(self: ScoreRecorder, subset: str | None = None) -> dict | None:
     """{'keys': [(handle, format)], 'parts': float64 array (keys, samples), 'exact': bool, 'method'}, or None if nothing
@@ -153,10 +185,7 @@ def result(self: ScoreRecorder, subset: str | None = None) -> dict | None:
     for i, k in enumerate(keys):
         for j, v in parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
     if self.order is not None:        # back to subset order: column j holds the sample at subset position order[j]
-        o = np.asarray(self.order[:width])
-        if len(o) != width or not np.array_equal(np.sort(o), np.arange(width)):
-            raise QvlError(f"the batches' sample order does not cover the first {width} samples: per-sample parts cannot be put back in subset order")
-        arr[:, o] = arr.copy()
+        arr[:, check_order(self.order, width)] = arr.copy()
     return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
 
 # %% ../nbs/05c_scoring.ipynb #564ca065

@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'profile', 'suite', 'floor', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
@@ -42,7 +42,7 @@ def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
     assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
 
 
-MACHINE = [f'h200-call{n}' for n in range(16, 25)]   # the headline's calls (bench/README.md's report command)
+MACHINE = [f'h200-call{n}' for n in range(16, 27)]   # the headline's calls (bench/README.md's report command)
 
 
 def test_report_from_raw_json_alone(tmp_path):
@@ -52,8 +52,9 @@ def test_report_from_raw_json_alone(tmp_path):
     s = bench_report.write_report([json.loads((tmp_path/f'{n}.json').read_text()) for n in order], tmp_path, order, MACHINE)
     kept = json.loads((BENCH/'results.json').read_text())
     assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == MACHINE
-    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (129.94, 4.315, 22.8)
-    assert s['suite_call'] == 'h200-call23' and s['measured_runs_lower_bound']['speedup'] == 12.59   # the lower bound: call 20's own suite
+    assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (175.35, 4.052, 22.8)    # the latest of each
+    assert [r['wall_s'] for r in s['readme_suite_by_call']] == [164.31, 167.39, 146.82, 144.19, 129.94, 175.35]   # every fresh machine's
+    assert s['suite_call'] == 'h200-call26' and s['measured_runs_lower_bound']['speedup'] == 12.59   # the lower bound: call 20's own suite
     assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
     pairs = s['same_work_pairs']            # the capped suite's runs (its own passes), and a ratio only for a run that computed one
     assert [p['scores_from'] or 'own' for p in pairs] == [f'qwen3_vl_4b_autoquant_all_layers_int8_{z}_score128' for z in ('large', 'large')] + ['own'] + \
@@ -94,6 +95,7 @@ def test_bench_smoke_on_cpu(tmp_path):
     assert all(x['vs_first']['spearman'] > 0.999 and x['vs_first']['max_rel_diff'] < 1e-3 for x in doc['variants'])  # speed, not results
     (prof,) = doc['profile']                           # totals from the profiler object, not its printed table
     assert prof['clock'] == 'cpu' and prof['total_ms'] == prof['self_cpu_total_ms'] > 0 and any(t['op'] == 'aten::mm' for t in prof['top'])
+    assert prof['warm_scoring_s'] > 0 and prof['first_scoring_s'] > 0 and prof['gpu_busy'] is None and prof['batch_size'] == 8
     assert doc['scoring_floor']['tflop'] > 0
     fv = doc['floor_variants']                         # the settings change speed, not results
     assert [(x['variant'], x['length_grouped'], x['cudnn_attention']) for x in fv] == [('nested', True, False), ('ungrouped', False, False)]
