@@ -15,7 +15,7 @@ from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
                                          gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
                                          padding_excluded, calibration_snapshot, nested_range_diffs, nested_state,
-                                         running_max_formats, stored_recipe_signature)
+                                         running_max_formats, stored_recipe_signature, device_side_fake_quant)
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions, check_order
 
 # %% auto #0
@@ -153,6 +153,7 @@ def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) 
         if not settings.get('cudnn_attention', False): stack.enter_context(no_cudnn_attention())
         stack.enter_context(no_kv_cache(model))
         stack.enter_context(stored_recipe_signature())     # recipe identity without re-serialising configs (host time per module)
+        stack.enter_context(device_side_fake_quant())      # ModelOpt's PyTorch fallback without host reads of amax (same values)
         stack.enter_context(search_clock(clock, check_scores_finite))
         stack.enter_context(gradient_checkpointing(settings['grad_checkpointing']))
         if settings['score_reduction'] == 'shared': stack.enter_context(shared_score_reduction(recorder))

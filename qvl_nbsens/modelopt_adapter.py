@@ -17,10 +17,10 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_m
            'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules',
            'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
            'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature',
-           'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
-           'NonFiniteActivations', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
-           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
-           'nested_range_diffs', 'nested_state']
+           'device_side_fake_quant', 'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions',
+           'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe', 'restore_search',
+           'rescope_search', 'running_max_formats', 'calibration_snapshot', 'nested_output_diffs',
+           'release_output_diffs', 'nested_range_diffs', 'nested_state']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -184,6 +184,26 @@ def stored_recipe_signature():
     P.checkpoint_signature = property(signature, doc=orig.__doc__)
     try: yield
     finally: P.checkpoint_signature = orig
+
+# %% ../nbs/05a_modelopt.ipynb #8a4d6f20
+def _tensor_quant_on_device(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
+    "ModelOpt 0.47's `_tensor_quant` without host reads of `amax` (the zero-range branch as a mask; no negative-range check)."
+    if unsigned and inputs.min() < 0.0: raise TypeError("Negative values encountered in unsigned quantization.")
+    input_dtype, inputs, amax = inputs.dtype, inputs.float(), amax.float()
+    max_bound = torch.tensor((2.0 ** (num_bits - 1 + int(unsigned))) - 1.0, device=amax.device)
+    min_bound = 0 if unsigned else -max_bound if narrow_range else -max_bound - 1
+    scale, zero = max_bound / amax, amax <= 1.0 / (1 << 24)
+    outputs = torch.clamp((inputs * torch.where(zero, 0.0, scale)).round_(), min_bound, max_bound)
+    return (outputs / torch.where(zero, 1.0, scale)).to(input_dtype)
+
+@contextlib.contextmanager
+def device_side_fake_quant():
+    "While inside, ModelOpt's PyTorch fallback for integer fake quantization runs without host synchronisation (same values)."
+    from modelopt.torch.quantization import tensor_quant as TQ
+    orig = TQ._tensor_quant
+    TQ._tensor_quant = _tensor_quant_on_device
+    try: yield
+    finally: TQ._tensor_quant = orig
 
 # %% ../nbs/05a_modelopt.ipynb #9a4e0d25
 @contextlib.contextmanager
