@@ -494,8 +494,8 @@ def profile_step(b: Bench) -> dict:
 def profile_scoring(b: Bench, variant: str) -> dict:
     """Where a warm scoring phase's time goes: the all-layers pass of --variant-size three times in one process, on one
     load. The first pays any warm-up still due at this size (the process's own, when no step ran a pass before); the
-    second is timed without the profiler (`warm_scoring_s`); the
-    third runs under torch.profiler: self time per op and the totals its table prints ("Self CPU/CUDA time total").
+    second is timed without the profiler (`warm_scoring_s`); the third runs under torch.profiler: self time per op and
+    the totals its table prints ("Self CPU/CUDA time total").
     `gpu_busy` = GPU kernel time of the third / scoring seconds of the second: the share of a warm scoring phase in
     which the GPU computes (the rest is the host launching work, Python, hooks)."""
     import torch

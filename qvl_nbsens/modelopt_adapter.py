@@ -42,6 +42,7 @@ import modelopt.torch.quantization as mtq
 from modelopt.torch.opt import apply_mode
 from modelopt.torch.opt.utils import get_hparam, named_hparams
 from modelopt.torch.quantization import algorithms as A
+from modelopt.torch.quantization import tensor_quant as TQ
 from modelopt.torch.quantization.conversion import set_quantizer_by_cfg
 from modelopt.torch.quantization.mode import QuantizeModeRegistry
 from modelopt.torch.quantization.nn import TensorQuantizer
@@ -199,7 +200,6 @@ def _tensor_quant_on_device(inputs, amax, num_bits=8, unsigned=False, narrow_ran
 @contextlib.contextmanager
 def device_side_fake_quant():
     "While inside, ModelOpt's PyTorch fallback for integer fake quantization runs without host synchronisation (same values)."
-    from modelopt.torch.quantization import tensor_quant as TQ
     orig = TQ._tensor_quant
     TQ._tensor_quant = _tensor_quant_on_device
     try: yield
