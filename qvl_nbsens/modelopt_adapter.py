@@ -18,9 +18,9 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_m
            'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
            'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature',
            'device_side_fake_quant', 'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions',
-           'ready_cuda_extension', 'NonFiniteActivations', 'auto_quantize', 'solve_recipe', 'restore_search',
-           'rescope_search', 'running_max_formats', 'calibration_snapshot', 'nested_output_diffs',
-           'release_output_diffs', 'nested_range_diffs', 'nested_state']
+           'ready_cuda_extension', 'NonFiniteActivations', 'named_formats', 'auto_quantize', 'solve_recipe',
+           'restore_search', 'rescope_search', 'running_max_formats', 'calibration_snapshot', 'nested_output_diffs',
+           'release_output_diffs', 'nested_range_diffs', 'nested_state', 'checkpoint_format']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -264,20 +264,33 @@ def ready_cuda_extension(model) -> tuple[float, str]:
 class NonFiniteActivations(QvlError):
     "ModelOpt met NaN/inf activations during calibration or scoring (its assertion message)."
 
+@contextlib.contextmanager
+def named_formats(formats: list):
+    """While inside, ModelOpt names each `(config, name)` of `formats` by `name`. `mtq.auto_quantize` takes config
+    dicts only and calls a config that is not one of its own `CUSTOM_<i>` (with a warning); the search state would
+    then not say which composed format a handle was scored with."""
+    named, own = [f for f in formats if isinstance(f, tuple)], A.QuantRecipe.__dict__['get_auto_name_for_config']
+    def name_for(quant_cfg):
+        return next((n for c, n in named if quant_cfg == c), None) or own.__func__(quant_cfg)
+    A.QuantRecipe.get_auto_name_for_config = staticmethod(name_for)
+    try: yield
+    finally: A.QuantRecipe.get_auto_name_for_config = own
+
 def auto_quantize(model, batches: list, forward_step, formats: list, constraints: dict, method: str = 'gradient',
                   loss_func=None, disabled_layers=(), num_score_steps: int | None = None, checkpoint=None,
                   verbose: bool = False) -> tuple:
     """(model, search state) of `mtq.auto_quantize` over `batches` with ModelOpt config dicts `formats` and
     `constraints` (`{'effective_bits': ...}`); `forward_step(model, batch)` returns the output (`loss_func(out, batch)`
-    its loss, gradient method) or the logits (`kl_div`); ModelOpt's own prints only when `verbose`. Raises
-    `NonFiniteActivations` on NaN/inf activations."""
+    its loss, gradient method) or the logits (`kl_div`); ModelOpt's own prints only when `verbose`. A format may be
+    `(config, name)` (`quant.modelopt_formats`): ModelOpt then names it so. Raises `NonFiniteActivations` on NaN/inf
+    activations."""
     kw = dict(loss_func=loss_func) if method == 'gradient' else {}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
     try:
-        with resumable_candidate_stats(), quiet, warnings.catch_warnings():
+        with resumable_candidate_stats(), named_formats(formats), quiet, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
             warnings.filterwarnings('ignore', message='Checkpoint .* does not exist')   # ... and no checkpoint yet
-            return mtq.auto_quantize(model, constraints=constraints, quantization_formats=formats, data_loader=batches,
+            return mtq.auto_quantize(model, constraints=constraints, quantization_formats=[f[0] if isinstance(f, tuple) else f for f in formats], data_loader=batches,
                                      forward_step=forward_step, disabled_layers=list(disabled_layers) or None,
                                      num_calib_steps=len(batches), num_score_steps=num_score_steps or len(batches), method=method,
                                      checkpoint=str(checkpoint) if checkpoint else None, verbose=verbose, **kw)
@@ -295,12 +308,14 @@ def solve_recipe(state: dict, effective_bits: float) -> dict:
 
 # %% ../nbs/05a_modelopt.ipynb #8c646530
 def _state_formats(state: dict) -> list:
-    "The searched formats as `auto_quantize` received them: (ModelOpt config dict, name) per calibrated format."
+    """The searched formats as `auto_quantize` received them: (ModelOpt config dict, name) per calibrated format; a
+    name that is not ModelOpt's is a quant pair's (`quant.format_config`)."""
+    from qvl_nbsens.quant import format_config
     out = []
     for recipe in state['quantizer_states']:
         name = str(recipe).split('(')[0]
-        if not hasattr(mtq, name): raise QvlError(f"the state's format {recipe} is not a ModelOpt config name: cannot restore it")
-        out.append((getattr(mtq, name), name))
+        try: out.append((getattr(mtq, name) if hasattr(mtq, name) else format_config(name), name))
+        except QvlError as e: raise QvlError(f"the state's format {recipe} is neither a ModelOpt config nor a quant pair's ({e}): cannot restore it") from None
     return out
 
 def _no_forward(model, batch):
@@ -388,7 +403,7 @@ def rescope_search(model, state: dict, disabled_layers=(), constraints: dict | N
     `QvlError` when `state` holds no finished search or lacks a handle's score."""
     if not state.get('candidate_stats') or not state.get('quantizer_states') or state.get('method') not in ('gradient', 'kl_div'):
         raise QvlError('the AutoQuant state holds no finished search (no scores, no calibration or an unknown method)')
-    formats = [cfg for cfg, _ in _state_formats(state)]
+    formats = _state_formats(state)      # (config, name): composed formats keep their names
     try:
         with _from_saved_search(state):
             model, new = auto_quantize(model, [], _no_forward, formats, constraints or {'effective_bits': 16.0}, state['method'],
@@ -404,14 +419,23 @@ from modelopt.torch.quantization.calib import MaxCalibrator
 
 def _calibration_method(cfg) -> str:
     alg = cfg.get('algorithm', 'max') if isinstance(cfg, dict) else getattr(cfg, 'algorithm', 'max')
-    return str((alg.get('method') if isinstance(alg, dict) else alg) or 'max')
+    return str((alg.get('method') if isinstance(alg, dict) else alg) or 'none')
+
+def _dynamic(cfg) -> bool:
+    "Does a ModelOpt config have a quantizer whose ranges are computed per forward (`type: dynamic`)?"
+    attrs = lambda c: c if isinstance(c, list) else [c]
+    return any(isinstance(a, dict) and (a.get('type') == 'dynamic' or (a.get('block_sizes') or {}).get('type') == 'dynamic')
+               for e in cfg.get('quant_cfg', []) if isinstance(e, dict) and e.get('enable', True) for a in attrs(e.get('cfg') or {}))
 
 def running_max_formats(formats: list, names: list | None = None) -> str | None:
-    """None when every ModelOpt format config in `formats` calibrates with max calibration (a running maximum, so a
-    prefix of the data gives a prefix's ranges); otherwise why not, naming the first other format (by `names`)."""
-    for i, cfg in enumerate(formats):
-        if (m := _calibration_method(cfg)) != 'max':
-            return f"{names[i] if names else f'format {i}'} calibrates with {m}, not a running maximum"
+    """None when every ModelOpt format config in `formats` (a config dict, or `(config, name)` as `auto_quantize`
+    takes them) calibrates static ranges with max calibration (a running maximum, so a prefix of the data gives a
+    prefix's ranges); otherwise why not, naming the first other format (by `names`, else its own name)."""
+    for i, f in enumerate(formats):
+        cfg, own = f if isinstance(f, tuple) else (f, None)
+        name = names[i] if names else own or f'format {i}'
+        if (m := _calibration_method(cfg)) != 'max': return f"{name} calibrates with {m}, not a running maximum"
+        if _dynamic(cfg): return f"{name} computes some ranges per forward (dynamic), which the nested ranges do not cover"
     return None
 
 def calibration_snapshot(model) -> dict:
@@ -500,3 +524,9 @@ def nested_state(state: dict, ranges: list, scores: dict) -> dict:
             new.append(float(scores[(h, str(f))]))
         st['scores'] = new
     return dict(state, quantizer_states=qs, candidate_stats=cs)
+
+# %% ../nbs/05a_modelopt.ipynb #q15a0002
+def checkpoint_format(model) -> str:
+    "The checkpoint format ModelOpt's HF exporter sees in `model`'s quantized layers (`get_quantization_format`; 'None' when none is)."
+    from modelopt.torch.export.quant_utils import get_quantization_format
+    return str(get_quantization_format(model))

@@ -6,52 +6,255 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/quant.html.md"""
 
 # %% ../nbs/05_quant.ipynb #7af702d2
 from __future__ import annotations
-import math, re
-from dataclasses import dataclass
+import copy, math, re
+from dataclasses import dataclass, replace
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['QUANT_PAIRS', 'DEFAULT_PAIR', 'VISION_PATTERNS', 'SCOPES', 'TOWERS', 'QuantPair', 'get_pair', 'modelopt_formats',
-           'Scope', 'get_scope', 'search_constraints', 'recipe_handles', 'strip_handle', 'classify_handle',
-           'format_bits', 'is_unquantized', 'quantized_index', 'achieved_effective_bits']
+__all__ = ['KINDS', 'WEIGHT_SOURCES', 'ACTIVATION_SOURCES', 'NEEDS_CUDA', 'EXPORT_FORMATS', 'QUANT_PAIRS', 'DEFAULT_PAIR',
+           'PAIR_ALIASES', 'ALIAS_SCOPES', 'GRANULARITIES', 'VISION_PATTERNS', 'SCOPES', 'TOWERS', 'QuantPair',
+           'get_pair', 'Granularity', 'get_granularity', 'granularity_problem', 'check_combination', 'pair_config',
+           'modelopt_formats', 'format_names', 'format_config', 'pairs_table', 'granularities_table', 'Scope',
+           'get_scope', 'search_constraints', 'recipe_handles', 'strip_handle', 'classify_handle', 'format_bits',
+           'is_unquantized', 'quantized_index', 'achieved_effective_bits']
 
 # %% ../nbs/05_quant.ipynb #a945f871
+KINDS = {   # weight / activation kinds: what the `w…_a…` names mean
+    'int8': ('int8 per-channel', 'int8 per-tensor static'),
+    'int4': ('int4 in groups of 128', 'int4 per-tensor static'),
+    'fp8': ('fp8 e4m3 per-tensor', 'fp8 e4m3 per-tensor static'),
+    'fp4': ('nvfp4: fp4 e2m1 in groups of 16, fp8 e4m3 scales', 'nvfp4 dynamic, groups of 16'),
+    'mxfp8': ('mxfp8: fp8 e4m3 in groups of 32, e8m0 scales', 'mxfp8 dynamic, groups of 32'),
+    'fp16': (None, 'unquantized (the model dtype, bf16/fp16)'),
+}
+WEIGHT_SOURCES = {'int8': 'INT8_DEFAULT_CFG', 'int4': 'INT4_BLOCKWISE_WEIGHT_ONLY_CFG', 'fp8': 'FP8_DEFAULT_CFG',
+                  'fp4': 'NVFP4_DEFAULT_CFG'}
+ACTIVATION_SOURCES = {'int8': 'INT8_DEFAULT_CFG', 'fp8': 'FP8_DEFAULT_CFG', 'fp4': 'NVFP4_DEFAULT_CFG',
+                      'int4': {'num_bits': 4, 'axis': None}, 'fp16': None}
+NEEDS_CUDA = {   # measured with ModelOpt 0.47 on the CPU (the `#| gpu` cells below run them on a GPU)
+    'fp4': "ModelOpt 0.47 computes NVFP4's dynamic block scales on CUDA tensors only ('amax must be a CUDA tensor')",
+    'mxfp8': "ModelOpt 0.47's MX formats run in its CUDA extension only",
+}
+EXPORT_FORMATS = {   # ModelOpt config → the checkpoint format ModelOpt's HF exporter writes for it (`quantization_config`)
+    'INT8_DEFAULT_CFG': 'int8_sq', 'INT8_SMOOTHQUANT_CFG': 'int8_sq', 'INT8_WEIGHT_ONLY_CFG': 'int8_wo',
+    'INT4_BLOCKWISE_WEIGHT_ONLY_CFG': 'int4_awq', 'INT4_AWQ_CFG': 'int4_awq', 'W4A8_AWQ_BETA_CFG': 'w4a8_awq',
+    'FP8_DEFAULT_CFG': 'fp8', 'FP8_PER_CHANNEL_PER_TOKEN_CFG': 'fp8_pc_pt', 'NVFP4_DEFAULT_CFG': 'nvfp4',
+    'W4A8_NVFP4_FP8_CFG': 'w4a8_nvfp4_fp8', 'W4A16_NVFP4_CFG': 'w4a16_nvfp4', 'MXFP8_DEFAULT_CFG': 'mxfp8',
+}
+
 @dataclass(frozen=True)
 class QuantPair:
     "A weight/activation format pair searched by AutoQuant."
     name: str
-    tag: str
-    formats: tuple
-    weights: str
-    activations: str
-    description: str
+    tag: str  # its part of run folder names
+    weights: str  # weight kind, a key of `KINDS`
+    activations: str  # activation kind, a key of `KINDS` (fp16: unquantized)
+    preset: str | None = None  # the ModelOpt config it is; None: composed from its kinds' quantizers
+    variant: str = ''  # what else sets it apart from its kinds (a calibration algorithm)
+    aliases: tuple = ()  # other names it answers to
+    scope: str | None = None  # the scope an alias implies, if any
+    granularity: str = 'default'  # the granularity overlay applied (`check_combination` sets it)
+
+    @property
+    def formats(self) -> tuple:
+        "The ModelOpt format names AutoQuant searches: the preset's name or the pair's own (`format_names` past the default granularity)."
+        return (self.preset or self.name,) if self.granularity == 'default' else tuple(format_names(self))
+
+    @property
+    def needs_cuda(self) -> str | None:
+        "Why ModelOpt cannot run this pair on a CPU (None: it can)."
+        return NEEDS_CUDA.get(self.weights) or NEEDS_CUDA.get(self.activations)
+
+    @property
+    def deployment(self) -> str | None:
+        "The checkpoint format ModelOpt's exporter writes for this pair; None: simulation only."
+        return EXPORT_FORMATS.get(self.formats[0])
+
+    @property
+    def weight_format(self) -> str:
+        "The weights' format in words, with the granularity's change."
+        g = GRANULARITIES[self.granularity]
+        return KINDS[self.weights][0] if g.weight is None else f"{self.weights} {_words(g.weight)}"
+
+    @property
+    def activation_format(self) -> str:
+        "The activations' format in words, with the granularity's change."
+        g = GRANULARITIES[self.granularity]
+        return KINDS[self.activations][1] if g.activation is None else f"{self.activations} {_words(g.activation)}"
+
+    @property
+    def description(self) -> str:
+        src = f"ModelOpt {self.preset}" if self.preset else 'composed'
+        gran = f", granularity {self.granularity}" if self.granularity != 'default' else ''
+        return (f"{self.weights.upper()} weights ({self.weight_format}), activations {self.activation_format}"
+                f"{', ' + self.variant if self.variant else ''} ({src}{gran}{'' if self.deployment else '; simulation only'})")
 
 # %% ../nbs/05_quant.ipynb #5d1a0c01
+def _pair(w, a, preset=None, tag=None, variant='', suffix='', **kw):
+    name = f"w{w}_a{a}{suffix}"
+    return QuantPair(name, tag or name, w, a, preset, variant, **kw)
+
 QUANT_PAIRS = {p.name: p for p in [
-    QuantPair('wint8_aint8', 'int8', ('INT8_DEFAULT_CFG',), 'int8 per-channel', 'int8 per-tensor static',
-              'W8A8 INT8 (ModelOpt INT8_DEFAULT_CFG, max calibration)'),
-    QuantPair('wint8', 'int8wo', ('INT8_WEIGHT_ONLY_CFG',), 'int8 per-channel', 'bf16/fp32 (unquantized)',
-              'INT8 weight-only (ModelOpt INT8_WEIGHT_ONLY_CFG)'),
-    QuantPair('wint8_aint8_sq', 'int8sq', ('INT8_SMOOTHQUANT_CFG',), 'int8 per-channel', 'int8 per-tensor static',
-              'W8A8 INT8 with SmoothQuant (ModelOpt INT8_SMOOTHQUANT_CFG)'),
-    QuantPair('wfp8_afp8', 'fp8', ('FP8_DEFAULT_CFG',), 'fp8 e4m3 per-tensor', 'fp8 e4m3 per-tensor static',
-              'W8A8 FP8 (ModelOpt FP8_DEFAULT_CFG)'),
+    _pair('int8', 'int8', 'INT8_DEFAULT_CFG', 'int8', aliases=('wint8_aint8_lm_only',)),
+    _pair('int8', 'int4'), _pair('int8', 'fp8'),
+    _pair('int8', 'fp16', 'INT8_WEIGHT_ONLY_CFG', 'int8wo', aliases=('wint8',)),
+    _pair('int8', 'int8', 'INT8_SMOOTHQUANT_CFG', 'int8sq', 'SmoothQuant', '_sq'),
+    _pair('int4', 'int8'), _pair('int4', 'int4'),
+    _pair('int4', 'fp8', 'W4A8_AWQ_BETA_CFG', variant='AWQ-lite, weights also scaled in fp8'),
+    _pair('int4', 'fp16', 'INT4_BLOCKWISE_WEIGHT_ONLY_CFG'),
+    _pair('int4', 'fp16', 'INT4_AWQ_CFG', variant='AWQ-lite', suffix='_awq'),
+    _pair('fp8', 'int8'), _pair('fp8', 'int4'),
+    _pair('fp8', 'fp8', 'FP8_DEFAULT_CFG', 'fp8'),
+    _pair('fp8', 'fp16'),
+    _pair('fp4', 'int8'), _pair('fp4', 'int4'),
+    _pair('fp4', 'fp8', 'W4A8_NVFP4_FP8_CFG', variant='weights in groups of 32'),
+    _pair('fp4', 'fp16', 'W4A16_NVFP4_CFG'),
+    _pair('fp4', 'fp4', 'NVFP4_DEFAULT_CFG'),
+    _pair('mxfp8', 'mxfp8', 'MXFP8_DEFAULT_CFG'),
 ]}
 DEFAULT_PAIR = 'wint8_aint8'
+PAIR_ALIASES = {a: p.name for p in QUANT_PAIRS.values() for a in p.aliases}
+ALIAS_SCOPES = {'wint8_aint8_lm_only': 'lm-only'}
 
 # %% ../nbs/05_quant.ipynb #5d1a0c02
 def get_pair(name: str) -> QuantPair:
-    "The registered `QuantPair` called `name`."
-    if name not in QUANT_PAIRS: raise QvlError(f"unknown quant pair {name!r}: expected one of {', '.join(QUANT_PAIRS)}")
+    "The registered `QuantPair` called `name` (or one of its aliases)."
+    if name in PAIR_ALIASES: return QUANT_PAIRS[PAIR_ALIASES[name]]
+    if name not in QUANT_PAIRS: raise QvlError(f"unknown quant pair {name!r}: expected one of {', '.join(QUANT_PAIRS)} (`qvl-nbsens pairs` describes them)")
     return QUANT_PAIRS[name]
 
+# %% ../nbs/05_quant.ipynb #9c2f41d1
+@dataclass(frozen=True, eq=False)
+class Granularity:
+    "A quantizer granularity overlay: attributes replacing the weight / activation quantizers' axis, block sizes and type."
+    name: str
+    weight: dict | None
+    activation: dict | None
+    description: str
+
+_PER_TOKEN = {'axis': None, 'block_sizes': {-1: None}, 'type': 'dynamic'}
+GRANULARITIES = {g.name: g for g in [
+    Granularity('default', None, None, "the pair's own (ModelOpt's config as it is)"),
+    Granularity('recipe_match_channel_token', {'axis': 0}, _PER_TOKEN, 'weights per output channel, activations dynamic per token'),
+    Granularity('w_per_tensor', {'axis': None}, None, 'weights: one scale per tensor'),
+    Granularity('w_per_out_channel', {'axis': 0}, None, 'weights: one scale per output channel'),
+    Granularity('w_per_in_channel', {'axis': 1}, None, 'weights: one scale per input channel (column)'),
+    Granularity('w_group64', {'block_sizes': {-1: 64, 'type': 'static'}}, None, 'weights: one scale per 64 inputs of a row'),
+    Granularity('w_group128', {'block_sizes': {-1: 128, 'type': 'static'}}, None, 'weights: one scale per 128 inputs of a row'),
+    Granularity('a_per_token_dynamic', None, _PER_TOKEN, 'activations: a scale per token, computed on the fly'),
+    Granularity('a_per_tensor_static', None, {'axis': None}, 'activations: one calibrated scale per tensor'),
+]}
+_FIXED_BLOCKS = ('fp4', 'mxfp8')
+
+def _words(attrs: dict) -> str:
+    "A granularity overlay's quantizer attributes in words."
+    if attrs.get('type') == 'dynamic': return 'dynamic per token'
+    if (b := (attrs.get('block_sizes') or {}).get(-1)): return f"in groups of {b}"
+    return {0: 'per output channel', 1: 'per input channel'}.get(attrs.get('axis'), 'per-tensor')
+
+def get_granularity(name: str) -> Granularity:
+    "The registered `Granularity` called `name`."
+    if name not in GRANULARITIES: raise QvlError(f"unknown granularity {name!r}: expected one of {', '.join(GRANULARITIES)}")
+    return GRANULARITIES[name]
+
+def granularity_problem(pair: QuantPair, granularity: Granularity) -> str | None:
+    "Why `granularity` does not apply to `pair` (None: it does)."
+    g, p = granularity, pair
+    if g.weight is not None:
+        if p.weights in _FIXED_BLOCKS: return f"{p.name}'s {p.weights} weights are a fixed-block format"
+        if 'AWQ' in p.variant: return f"{p.name} is AWQ, whose weight scaling is tied to its groups of 128"
+        if p.weights == 'int4' and 'block_sizes' not in g.weight:
+            return f"ModelOpt 0.47 quantizes {p.name}'s int4 weights in groups only (w_group64, w_group128)"
+    if g.activation is not None:
+        if p.activations == 'fp16': return f"{p.name} leaves activations unquantized"
+        if p.activations in _FIXED_BLOCKS: return f"{p.name}'s {p.activations} activations are a fixed-block format"
+        if p.variant == 'SmoothQuant' and g.activation.get('type') == 'dynamic':
+            return f"ModelOpt 0.47's SmoothQuant needs static activation ranges ({p.name} with dynamic ones fails in its quantizer)"
+    return None
+
+def check_combination(pair: str, granularity: str = 'default', device: str | None = None) -> QuantPair:
+    """The pair called `pair` at `granularity`, after checking that the granularity applies to it and, for a resolved
+    `device`, that ModelOpt can run it there. Raises `QvlError` naming the reason."""
+    p, g = get_pair(pair), get_granularity(granularity)
+    if why := granularity_problem(p, g): raise QvlError(f"granularity {g.name} does not apply to quant pair {p.name}: {why}")
+    if device is not None and not str(device).startswith('cuda') and p.needs_cuda:
+        raise QvlError(f"quant pair {p.name} needs a CUDA GPU: {p.needs_cuda}; run it with --device cuda on a machine with one")
+    return replace(p, granularity=g.name)
+
 # %% ../nbs/05_quant.ipynb #aa0afce6
-def modelopt_formats(pair: QuantPair) -> list:
-    "ModelOpt config dicts for the formats of `pair`."
+def _entry(cfg: dict, quantizer: str) -> dict:
+    return next(e for e in cfg['quant_cfg'] if e.get('quantizer_name') == quantizer and 'parent_class' not in e)
+
+def _mtq_config(name: str) -> dict:
     import modelopt, modelopt.torch.quantization as mtq
-    missing = [f for f in pair.formats if not hasattr(mtq, f)]
-    if missing: raise QvlError(f"ModelOpt {modelopt.__version__} has no {', '.join(missing)}: quant pair {pair.name} needs it")
-    return [getattr(mtq, f) for f in pair.formats]
+    if not hasattr(mtq, name): raise QvlError(f"ModelOpt {modelopt.__version__} has no {name}: a quant pair needs it")
+    return copy.deepcopy(getattr(mtq, name))
+
+def _overlay(entry: dict, attrs: dict) -> None:
+    cfg = {k: v for k, v in entry['cfg'].items() if k not in ('axis', 'block_sizes', 'type')}
+    entry['cfg'] = {**cfg, **copy.deepcopy(attrs)}
+
+def pair_config(pair: QuantPair) -> tuple[dict, str]:
+    """(ModelOpt quantization config dict, format name) of `pair` at its granularity: the preset, or the weight kind's
+    config with the activation kind's input quantizer (composed), then the granularity overlay. The name is the
+    ModelOpt config's when the result equals one of `EXPORT_FORMATS`' configs, else the pair's (`+granularity`)."""
+    g = get_granularity(pair.granularity)
+    if why := granularity_problem(pair, g): raise QvlError(f"granularity {g.name} does not apply to quant pair {pair.name}: {why}")
+    if pair.preset: cfg, name = _mtq_config(pair.preset), pair.preset
+    else:
+        cfg, name = _mtq_config(WEIGHT_SOURCES[pair.weights]), pair.name
+        i = next(k for k, e in enumerate(cfg['quant_cfg']) if e is _entry(cfg, '*input_quantizer'))
+        src = ACTIVATION_SOURCES[pair.activations]
+        cfg['quant_cfg'][i] = ({'quantizer_name': '*input_quantizer', 'enable': False} if src is None else
+                               {'quantizer_name': '*input_quantizer', 'cfg': dict(src)} if isinstance(src, dict) else
+                               _entry(_mtq_config(src), '*input_quantizer'))
+    if g.weight is not None: _overlay(_entry(cfg, '*weight_quantizer'), g.weight)
+    if g.activation is not None: _overlay(_entry(cfg, '*input_quantizer'), g.activation)
+    if g.name != 'default':
+        name = next((n for n in EXPORT_FORMATS if cfg == _mtq_config(n)), f"{name}+{g.name}")
+    return cfg, name
+
+def modelopt_formats(pair: QuantPair) -> list:
+    """What `mtq.auto_quantize` gets as `quantization_formats` for `pair`: `[(ModelOpt config dict, format name)]`
+    (ModelOpt names a config that is one of its own by that name, any other by the name given)."""
+    return [pair_config(pair)]
+
+def format_names(pair: QuantPair) -> list[str]:
+    "The format names AutoQuant reports for `pair` (`formats` in the manifest)."
+    return [pair_config(pair)[1]]
+
+def format_config(name: str) -> dict:
+    """The ModelOpt config dict of a format name this registry gives (`format_names`): a ModelOpt config's name, a
+    pair's, or either followed by `+granularity`. Raises `QvlError` for another name."""
+    base, _, g = name.partition('+')
+    p = QUANT_PAIRS.get(base) or next((q for q in QUANT_PAIRS.values() if q.preset == base), None)
+    if p is None:
+        if g or base not in EXPORT_FORMATS: raise QvlError(f"no quant pair gives the format {name!r}")
+        return _mtq_config(base)
+    return pair_config(replace(p, granularity=g or 'default'))[0]
+
+# %% ../nbs/05_quant.ipynb #9c2f41d4
+def _activation_source(p: QuantPair) -> str:
+    src = ACTIVATION_SOURCES[p.activations]
+    return ('off' if src is None else f"`{src}`" if isinstance(src, str) else
+            ', '.join(f"{k}={v}" for k, v in src.items()))
+
+def pairs_table() -> str:
+    "The quant-pair registry as a Markdown table: names, formats, the ModelOpt config, deployable as what, runs where."
+    rows = ['| Pair | Also | Weights | Activations | ModelOpt config | Deployable as | Runs on |', '|---|---|---|---|---|---|---|']
+    for p in QUANT_PAIRS.values():
+        cfg = f"`{p.preset}`" if p.preset else f"composed: weights of `{WEIGHT_SOURCES[p.weights]}`, inputs {_activation_source(p)}"
+        acts = KINDS[p.activations][1] + (f"; {p.variant}" if p.variant else '')
+        rows.append(f"| `{p.name}` | {', '.join(f'`{a}`' for a in p.aliases)} | {KINDS[p.weights][0]} | {acts} | {cfg} | "
+                    f"{f'ModelOpt `{p.deployment}` checkpoint' if p.deployment else '*simulation only*'} | {'CUDA GPU' if p.needs_cuda else 'CPU or CUDA GPU'} |")
+    return '\n'.join(rows) + '\n'
+
+def granularities_table() -> str:
+    "The granularity overlays as a Markdown table: name, meaning, the weight and activation quantizer attributes set."
+    show = lambda d: '—' if d is None else ', '.join(f"`{k}`={v}" for k, v in d.items())
+    rows = ['| Granularity | Meaning | Weight quantizer | Activation quantizer |', '|---|---|---|---|']
+    rows += [f"| `{g.name}` | {g.description} | {show(g.weight)} | {show(g.activation)} |" for g in GRANULARITIES.values()]
+    return '\n'.join(rows) + '\n'
 
 # %% ../nbs/05_quant.ipynb #2700d81e
 VISION_PATTERNS = ['*visual*']

@@ -115,7 +115,10 @@ def header_table(run: Run) -> list[str]:
     "The two-column header: scheme, model id, dataset, budget, achieved bits, total score, satisfied, handles."
     m = run.manifest; s, d, se = m.scheme, m.dataset, m.search
     sat = '—' if se.is_satisfied is None else 'yes' if se.is_satisfied else 'no'
-    rows = [('Scheme', f"{fmt(s.pair)} ({', '.join(map(str, s.formats)) or '—'}), method {fmt(s.method)}, scope {fmt(s.scope)}"),
+    gran = '' if getattr(s, 'granularity', None) in (None, 'default') else f" at granularity {fmt(s.granularity)}"
+    deploy = ('' if s.simulation_only is None else '; **simulation only** (no deployment kernel)' if s.simulation_only
+              else f"; deploys as a ModelOpt `{s.deployment}` checkpoint")
+    rows = [('Scheme', f"{fmt(s.pair)}{gran} ({', '.join(map(str, s.formats)) or '—'}){deploy}, method {fmt(s.method)}, scope {fmt(s.scope)}"),
             ('Model', fmt(m.model.id)),
             ('Dataset', f"{' '.join(filter(None, (d.name, d.size)))} — {fmt(d.num_samples, 'g')} samples, scored on {fmt(d.score_samples or s.score_size, 'g')}"),
             ('Budget', f"{fmt(s.effective_bits, 'g')} effective bits"), ('Achieved', f"{fmt(se.achieved_effective_bits, '.3f')} effective bits"),

@@ -11,17 +11,18 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Literal
 from .core import QvlError, SIZES
-from .quant import QUANT_PAIRS, SCOPES, DEFAULT_PAIR
+from .quant import QUANT_PAIRS, PAIR_ALIASES, ALIAS_SCOPES, GRANULARITIES, SCOPES, DEFAULT_PAIR, check_combination
 
 # %% auto #0
-__all__ = ['Scope', 'Size', 'Pair', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS', 'POST_SEARCH', 'PATHS',
-           'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec', 'resolved', 'Sweep',
-           'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
+__all__ = ['Scope', 'Size', 'Pair', 'GranularityName', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS',
+           'POST_SEARCH', 'PATHS', 'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec',
+           'resolved', 'Sweep', 'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
 
 # %% ../nbs/05d_spec.ipynb #88c56c39
 Scope = Literal[tuple(SCOPES)]
 Size = Literal[tuple(SIZES)]
-Pair = Literal[tuple(QUANT_PAIRS)]
+Pair = Literal[tuple(QUANT_PAIRS) + tuple(PAIR_ALIASES)]
+GranularityName = Literal[tuple(GRANULARITIES)]
 Method = Literal['gradient', 'kl_div']
 CalibMode = Literal['vlm', 'text']
 ScoreReduction = Literal['shared', 'separate']
@@ -36,7 +37,8 @@ class RunSpec:
     seed: int = 0  # seed of the calibration subsets built from the COCO root
     scope: Scope = 'all-layers'  # all-layers, or lm-only (vision tower unquantized and out of the bit budget)
     size: Size = 'small'  # calibration subset: small (16 samples), medium (128) or large (512)
-    pair: Pair = DEFAULT_PAIR  # quant pair (weights/activations formats)
+    pair: Pair = DEFAULT_PAIR  # quant pair w<weights>_a<activations>; `qvl-nbsens pairs` lists each one's formats, ModelOpt config, whether it deploys or is simulation only, and where it runs
+    granularity: GranularityName = 'default'  # quantizer granularity on top of the pair (default: the pair's own; `qvl-nbsens pairs` lists what each means and which pairs it fits)
     method: Method = 'gradient'  # AutoQuant score: gradient (Taylor) or kl_div (logit KL)
     effective_bits: float = 8.0  # bit budget of the search, in effective bits per weight
     batch_size: int | None = None  # samples per calibration and scoring batch (default: 8 on the CPU; on a GPU the most its free memory holds, up to 32); scores do not depend on it
@@ -131,20 +133,25 @@ def check_spec(spec) -> None:
         raise QvlError(f"unknown device {spec.device!r}: expected auto, cpu, cuda or cuda:N")
     if (dm := getattr(spec, 'device_map', None)) is not None and not re.fullmatch(r'auto|balanced|balanced_low_0|sequential|cpu|cuda(:\d+)?', dm):
         raise QvlError(f"unknown device map {dm!r}: expected auto, balanced, balanced_low_0, sequential, cpu or cuda:N (from_pretrained's strategies)")
-    if getattr(spec, 'calib_mode', 'vlm') == 'text' and getattr(spec, 'scope', 'lm-only') != 'lm-only':
+    if getattr(spec, 'calib_mode', 'vlm') == 'text' and ALIAS_SCOPES.get(getattr(spec, 'pair', None), getattr(spec, 'scope', 'lm-only')) != 'lm-only':
         raise QvlError('text-only calibration (calib_mode text) is for lm-only runs')
+    if isinstance(spec, RunSpec): check_combination(spec.pair, spec.granularity)
 
 # %% ../nbs/05d_spec.ipynb #6240031d
 def resolved(spec: RunSpec) -> RunSpec:
-    "A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete device."
+    """A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete
+    device, the pair's own name for an alias (and the scope an alias names). Refuses, before anything loads, a pair
+    that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
     from qvl_nbsens.fixture import default_fixture_dir
     from qvl_nbsens.coco import calib_dir_for
     from qvl_nbsens.loading import resolve_device
     check_spec(spec)
+    device = resolve_device(spec.device)
+    pair = check_combination(spec.pair, spec.granularity, device)
     absolute = lambda p: None if p is None else str(Path(p).resolve())
     return replace(spec, model_dir=absolute(spec.model_dir or default_fixture_dir()), coco_root=absolute(spec.coco_root),
                    calib_dir=absolute(calib_dir_for(absolute(spec.calib_dir), absolute(spec.coco_root), spec.seed)),
-                   effective_bits=float(spec.effective_bits), device=resolve_device(spec.device))
+                   effective_bits=float(spec.effective_bits), device=device, pair=pair.name, scope=ALIAS_SCOPES.get(spec.pair, spec.scope))
 
 RunSpec.resolved = resolved
 
@@ -170,8 +177,13 @@ class SuiteSpec:
         "One `RunSpec` per combination, with absolute paths (the run notebooks execute in another working directory)."
         base, s = self.run.resolved(), self.sweep
         check_spec(s)
-        return [replace(base, scope=sc, size=sz, pair=p, method=m)
-                for p in s.pairs for m in s.methods for sc in s.scopes for sz in s.sizes]
+        runs = []
+        for p in s.pairs:
+            pair = check_combination(p, base.granularity, base.device)    # every pair checked before any run starts
+            for r in (replace(base, scope=ALIAS_SCOPES.get(p, sc), size=sz, pair=pair.name, method=m)
+                      for m in s.methods for sc in s.scopes for sz in s.sizes):
+                if r not in runs: runs.append(r)     # an alias and its pair, or an alias's scope, name a run once
+        return runs
 
 # %% ../nbs/05d_spec.ipynb #2e6a2223
 def _list_of(typ, choices):

@@ -14,6 +14,7 @@ from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
 from .spec import RunSpec, SuiteSpec, PATHS
+from .quant import get_pair
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
 
@@ -32,9 +33,21 @@ def run_notebook_path() -> Path:
     return repo if repo.is_file() else Path(qvl_nbsens.__file__).parent/'assets'/RUN_NOTEBOOK
 
 # %% ../nbs/08a_suite.ipynb #6a1b2c02
+def _pairs_tables_cell(path: Path) -> str:
+    "The text of notebook `path` with its cell tagged 'pairs-table' set to the quant-pair and granularity tables."
+    from qvl_nbsens.quant import pairs_table, granularities_table
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb['cells'] if 'pairs-table' in c['metadata'].get('tags', [])]
+    if len(cells) != 1: raise QvlError(f"{path.name} needs exactly one cell tagged 'pairs-table', found {len(cells)}")
+    text = ('### The registry\n\n(Generated from the registry by `suite.sync_generated`; `qvl-nbsens pairs` prints the same.)\n\n'
+            + pairs_table() + '\n### Granularities\n\n' + granularities_table())
+    cells[0]['source'] = text.rstrip('\n').splitlines(keepends=True)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + '\n'
+
 def sync_generated(root=None) -> list[str]:
     """Rewrite what derives from the settings in repository `root` (default: this checkout): the run notebook's
-    `parameters` cell (`spec.parameters_cell()`), its copy in the package and `nbs/manifest.schema.json`. Returns
+    `parameters` cell (`spec.parameters_cell()`), its copy in the package, `nbs/manifest.schema.json` and the quant-pair
+    tables in `05_quant.ipynb` (`quant.pairs_table`). Returns
     the files it changed. Raises `QvlError` without a repository checkout or a `parameters` cell."""
     from qvl_nbsens.spec import parameters_cell
     from qvl_nbsens.manifest import manifest_schema
@@ -48,6 +61,7 @@ def sync_generated(root=None) -> list[str]:
     want = {nb_path: json.dumps(nb, indent=1, ensure_ascii=False) + '\n',
             root/'nbs'/'manifest.schema.json': json.dumps(manifest_schema(), indent=2) + '\n'}
     want[root/'qvl_nbsens'/'assets'/RUN_NOTEBOOK] = want[nb_path]
+    want[root/'nbs'/'05_quant.ipynb'] = _pairs_tables_cell(root/'nbs'/'05_quant.ipynb')
     changed = []
     for p, text in want.items():
         if not p.is_file() or p.read_text() != text: atomic_write_text(p, text, force=True); changed.append(str(p.relative_to(root)))
@@ -262,17 +276,19 @@ def execution_order(spec: SuiteSpec, runs: list) -> list:
     its lm-only ones and the largest subset first, so that one pass serves every run it can (`run.shared_pass_source`)."""
     if not spec.run.shared_passes: return list(runs)
     s = spec.sweep
-    return sorted(runs, key=lambda r: (s.pairs.index(r.pair), s.methods.index(r.method), r.scope != 'all-layers', -SIZES[r.size]))
+    pairs = [get_pair(p).name for p in s.pairs]      # the runs carry the pairs' own names, the sweep may give aliases
+    return sorted(runs, key=lambda r: (pairs.index(r.pair), s.methods.index(r.method), r.scope != 'all-layers', -SIZES[r.size]))
 
 def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
     """What run `rs` of suite `spec` is expected to compute, for the progress bar: 'own pass' (calibration and scoring),
     'nested' (a larger subset's pass serves it) or 'scope' (the all-layers pass of its subset). The run itself decides
     (`run.shared_pass_source`), from the finished runs it finds."""
     from qvl_nbsens.autoquant import nested_unsupported
+    from qvl_nbsens.quant import check_combination
     if not spec.run.shared_passes: return 'own pass'
     if rs.scope == 'lm-only' and rs.calib_mode == 'vlm' and 'all-layers' in spec.sweep.scopes: return 'scope'
     larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
-    return 'nested' if larger and nested_unsupported(rs.method, rs.pair) is None else 'own pass'
+    return 'nested' if larger and nested_unsupported(rs.method, check_combination(rs.pair, rs.granularity)) is None else 'own pass'
 
 def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
     """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index. The

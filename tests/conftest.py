@@ -2,15 +2,21 @@ import os, subprocess, sys
 from pathlib import Path
 import pytest
 
+WORKER = os.environ.get('PYTEST_XDIST_WORKER')     # set in each process of `pytest -n N` (pytest-xdist)
+if WORKER:     # N workers share the machine's cores: one thread each, here and in the processes the tests start
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ.setdefault(var, '1')
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope='session', autouse=True)
 def _cache(tmp_path_factory):
-    "Keep the project cache inside the test run unless CI points it somewhere already."
+    "Keep the project cache inside the test run unless CI points it somewhere already; a worker of `pytest -n N` its own part of it."
     if 'QVL_NBSENS_CACHE' not in os.environ:
         os.environ['QVL_NBSENS_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+    elif WORKER:     # two workers writing the same cached fixture at once would race
+        os.environ['QVL_NBSENS_CACHE'] = str(Path(os.environ['QVL_NBSENS_CACHE'])/WORKER)
     yield
 
 

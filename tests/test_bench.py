@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'pairs', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
@@ -42,7 +42,7 @@ def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
     assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
 
 
-MACHINE = [f'h200-call{n}' for n in range(16, 28)]   # the headline's calls (bench/README.md's report command)
+MACHINE = [f'h200-call{n}' for n in range(16, 29)]   # the headline's calls (bench/README.md's report command)
 
 
 def test_report_from_raw_json_alone(tmp_path):
@@ -54,6 +54,7 @@ def test_report_from_raw_json_alone(tmp_path):
     assert {k: v for k, v in s.items() if k != 'calls'} == {k: v for k, v in kept.items() if k != 'calls'} and s['calls'] == MACHINE
     assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (143.9, 3.529, 22.8)    # the latest of each
     assert [r['wall_s'] for r in s['readme_suite_by_call']] == [164.31, 167.39, 146.82, 144.19, 129.94, 175.35, 143.9]   # every fresh machine's
+    assert (s['pairs_run_on_gpu'], s['pairs_call']) == (20, 'h200-call28')          # every registry pair, at the 4B shape
     assert s['suite_call'] == 'h200-call27' and s['measured_runs_lower_bound']['speedup'] == 12.59   # the lower bound: call 20's own suite
     assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
     pairs = s['same_work_pairs']            # the capped suite's runs (its own passes), and a ratio only for a run that computed one
@@ -72,7 +73,7 @@ def test_bench_smoke_on_cpu(tmp_path):
     r = bench_cmd('run', '--shape', 'tiny-shapes', '--steps', ','.join(ALL_STEPS),
                   '--scopes', 'lm-only', '--sizes', 'small', '--ref-sizes', 'small', '--validate-size', 'small', '--top-k', '3',
                   '--readme-sizes', 'small', '--batch-size', '8', '--n-train', '520', '--image-size', '64x48', '--ref-pad-to', '96', '--ref-score-size', '8',
-                  '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--profile-variants', 'shared', '--floor-variants', 'nested,ungrouped',
+                  '--variants', 'stock,shared,shared-nockpt', '--variant-size', 'small', '--pairs-list', 'wint4_aint8,wfp4_afp4', '--profile-variants', 'shared', '--floor-variants', 'nested,ungrouped',
                   '--out', out, '--work', work, timeout=1500)
     doc = json.loads((out/'bench.json').read_text())
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
@@ -107,6 +108,9 @@ def test_bench_smoke_on_cpu(tmp_path):
     assert doc['one_pass_min_spearman'] > 0.9999 and doc['one_pass_max_rel_diff'] < 1e-3 and len(doc['one_pass']['runs']) == 1
     assert doc['batch_invariance_max_rel_diff'] < 1e-3 and [x['batch_size'] for x in doc['batch_invariance']['runs']] == [1, 4, 16]
     assert doc['fit_80gb'] == dict(skipped='needs a CUDA GPU')
+    ok, gpu_only = doc['pairs']                       # a composed pair searched at the shape; a GPU-only one refused, recorded
+    assert (ok['pair'], ok['ok'], ok['finite'], ok['deployment'], ok['handles']) == ('wint4_aint8', True, True, None, 28), ok
+    assert not gpu_only['ok'] and 'needs a CUDA GPU' in gpu_only['error'] and doc['pairs_failed'] == ['wfp4_afp4'], gpu_only
     c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs
     (cr,) = c['runs']
     assert (cr['scope'], cr['size'], cr['samples']) == ('lm-only', 'small', 16) and cr['notebook_s'] >= cr['run_s'] > 0

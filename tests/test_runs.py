@@ -157,11 +157,18 @@ def test_text_only_calibration_and_other_pairs(tmp_path):
     run(tmp_path, '--scope', 'lm-only', '--calib-mode', 'text')
     m = manifest_of(tmp_path/'tiny_shapes_autoquant_int8_lm_small_textcalib')
     assert m.scheme.calib_mode == 'text' and m.dataset.seq_len_max < 40  # captions only, no image tokens
-    for pair, tag in (('wint8', 'int8wo'), ('wint8_aint8_sq', 'int8sq'), ('wfp8_afp8', 'fp8')):
-        run(tmp_path, '--pair', pair, '--score-size', '8')
-        m = manifest_of(tmp_path/f'tiny_shapes_autoquant_all_layers_{tag}_small_score8')
+    # an older name (alias) of a deployable pair, and a composed pair at another granularity (tests/test_pairs.py runs every pair)
+    for args, folder, pair, fmt, deployment in (
+            (('--pair', 'wint8'), 'int8wo_small_score8', 'wint8_afp16', 'INT8_WEIGHT_ONLY_CFG', 'int8_wo'),
+            (('--pair', 'wint4_aint8', '--granularity', 'w_group64'), 'wint4_aint8_small_score8_w_group64', 'wint4_aint8', 'wint4_aint8+w_group64', None)):
+        run(tmp_path, *args, '--score-size', '8')
+        rd = tmp_path/f'tiny_shapes_autoquant_all_layers_{folder}'
+        m = manifest_of(rd)
         assert m.scheme.pair == pair and m.dataset.score_samples == 8 and m.forward_calls['scoring'] == 1
+        assert (m.scheme.formats, m.scheme.deployment, m.scheme.simulation_only) == ([fmt], deployment, deployment is None)
         assert all(math.isfinite(r.sensitivity) for r in m.layer_sensitivity.values())
+        report = (rd/'per-layer-sensitivity.md').read_text()
+        assert ('**simulation only**' in report) == (deployment is None) and (f'ModelOpt `{deployment}` checkpoint' in report) == (deployment is not None), report[:1500]
 
 
 @pytest.mark.parametrize('setup, expect', [
