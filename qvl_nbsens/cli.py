@@ -99,6 +99,14 @@ def _check_early(spec: RunSpec, pairs=None) -> None:
     check_spec(spec)
     for p in pairs or (spec.pair,): check_combination(p, spec.granularity, 'cpu' if spec.device == 'cpu' else None)
 
+def _mark_pairs(parser) -> None:
+    "Add to the help of `parser`'s --pair / --pairs which registry pairs are simulation only and which need a CUDA GPU."
+    from qvl_nbsens.quant import QUANT_PAIRS
+    sim = ', '.join(n for n, p in QUANT_PAIRS.items() if p.deployment is None)
+    gpu = ', '.join(n for n, p in QUANT_PAIRS.items() if p.needs_cuda)
+    for act in parser._actions:
+        if act.dest in ('pair', 'pairs'): act.help += f". Simulation only (no ModelOpt export format): {sim}. CUDA GPU only: {gpu}"
+
 def cmd_run(a):
     spec = spec_from_args(RunSpec, a)
     _check_early(spec)
@@ -108,7 +116,7 @@ def cmd_run(a):
 
 def _run(sub):
     r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
-    add_spec_options(r, RunSpec)
+    add_spec_options(r, RunSpec); _mark_pairs(r)
     r.add_argument('--out', default='results', help='folder that receives the run directory')
     r.add_argument('--force', action='store_true', help='replace an existing run directory')
     r.set_defaults(func=cmd_run)
@@ -127,7 +135,7 @@ def cmd_suite(a):
 def _suite(sub):
     u = sub.add_parser('suite', help='the published set: all-layers and lm-only x small/medium/large, via the run notebook')
     add_spec_options(u, RunSpec, skip=tuple(SWEPT))
-    add_spec_options(u, Sweep)
+    add_spec_options(u, Sweep); _mark_pairs(u)
     u.add_argument('--output-mode', choices=sorted(OUTPUT_MODES), default='publish',
                    help="publish: results/layer-analysis (the repo's results folder); tmp: tmp/layer-analysis")
     u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')

@@ -39,7 +39,7 @@ class _SchemeBase(Record):
     weights: str | None = None
     activations: str | None = None
     deployment: str | None = Field(None, description="checkpoint format ModelOpt's exporter writes for the searched format (e.g. fp8, int8_sq, nvfp4); null: none")
-    simulation_only: bool | None = Field(None, description='true: the format has no deployment kernel (a composed pair), only fake quantization; null: not recorded (older runs)')
+    simulation_only: bool | None = Field(None, description='true: the searched format is not one of the ModelOpt configs that have an export format (a composed pair, or a granularity that makes it another), so it is fake-quantized only; null: not recorded (older runs)')
     scope_description: str | None = None
     disabled_layers: list[str] = []
     cost_excluded: list[str] = []

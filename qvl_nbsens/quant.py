@@ -52,6 +52,7 @@ class QuantPair:
     preset: str | None = None  # the ModelOpt config it is; None: composed from its kinds' quantizers
     variant: str = ''  # what else sets it apart from its kinds (a calibration algorithm)
     aliases: tuple = ()  # other names it answers to
+    weight_text: str | None = None  # the weights' format in words where the preset differs from its kind's
     scope: str | None = None  # the scope an alias implies, if any
     granularity: str = 'default'  # the granularity overlay applied (`check_combination` sets it)
 
@@ -74,13 +75,13 @@ class QuantPair:
     def weight_format(self) -> str:
         "The weights' format in words, with the granularity's change."
         g = GRANULARITIES[self.granularity]
-        return KINDS[self.weights][0] if g.weight is None else f"{self.weights} {_words(g.weight)}"
+        return (self.weight_text or KINDS[self.weights][0]) if g.weight is None else f"{self.weights} {_words(g.weight)}"
 
     @property
     def activation_format(self) -> str:
         "The activations' format in words, with the granularity's change."
         g = GRANULARITIES[self.granularity]
-        return KINDS[self.activations][1] if g.activation is None else f"{self.activations} {_words(g.activation)}"
+        return KINDS[self.activations][1] if g.activation is None else f"{self.activations} {_words(g.activation, static=True)}"
 
     @property
     def description(self) -> str:
@@ -107,7 +108,7 @@ QUANT_PAIRS = {p.name: p for p in [
     _pair('fp8', 'fp8', 'FP8_DEFAULT_CFG', 'fp8'),
     _pair('fp8', 'fp16'),
     _pair('fp4', 'int8'), _pair('fp4', 'int4'),
-    _pair('fp4', 'fp8', 'W4A8_NVFP4_FP8_CFG', variant='weights in groups of 32'),
+    _pair('fp4', 'fp8', 'W4A8_NVFP4_FP8_CFG', weight_text='nvfp4: fp4 e2m1 in groups of 32, fp8 e4m3 scales'),
     _pair('fp4', 'fp16', 'W4A16_NVFP4_CFG'),
     _pair('fp4', 'fp4', 'NVFP4_DEFAULT_CFG'),
     _pair('mxfp8', 'mxfp8', 'MXFP8_DEFAULT_CFG'),
@@ -146,11 +147,11 @@ GRANULARITIES = {g.name: g for g in [
 ]}
 _FIXED_BLOCKS = ('fp4', 'mxfp8')
 
-def _words(attrs: dict) -> str:
-    "A granularity overlay's quantizer attributes in words."
+def _words(attrs: dict, static: bool = False) -> str:
+    "A granularity overlay's quantizer attributes in words (`static`: say so of a calibrated per-tensor range)."
     if attrs.get('type') == 'dynamic': return 'dynamic per token'
     if (b := (attrs.get('block_sizes') or {}).get(-1)): return f"in groups of {b}"
-    return {0: 'per output channel', 1: 'per input channel'}.get(attrs.get('axis'), 'per-tensor')
+    return {0: 'per output channel', 1: 'per input channel'}.get(attrs.get('axis'), 'per-tensor static' if static else 'per-tensor')
 
 def get_granularity(name: str) -> Granularity:
     "The registered `Granularity` called `name`."
@@ -245,7 +246,8 @@ def pairs_table() -> str:
     for p in QUANT_PAIRS.values():
         cfg = f"`{p.preset}`" if p.preset else f"composed: weights of `{WEIGHT_SOURCES[p.weights]}`, inputs {_activation_source(p)}"
         acts = KINDS[p.activations][1] + (f"; {p.variant}" if p.variant else '')
-        rows.append(f"| `{p.name}` | {', '.join(f'`{a}`' for a in p.aliases)} | {KINDS[p.weights][0]} | {acts} | {cfg} | "
+        also = ', '.join(f"`{a}`" + (f" ({ALIAS_SCOPES[a]} scope only)" if a in ALIAS_SCOPES else '') for a in p.aliases)
+        rows.append(f"| `{p.name}` | {also} | {p.weight_format} | {acts} | {cfg} | "
                     f"{f'ModelOpt `{p.deployment}` checkpoint' if p.deployment else '*simulation only*'} | {'CUDA GPU' if p.needs_cuda else 'CPU or CUDA GPU'} |")
     return '\n'.join(rows) + '\n'
 

@@ -116,7 +116,7 @@ def header_table(run: Run) -> list[str]:
     m = run.manifest; s, d, se = m.scheme, m.dataset, m.search
     sat = '—' if se.is_satisfied is None else 'yes' if se.is_satisfied else 'no'
     gran = '' if getattr(s, 'granularity', None) in (None, 'default') else f" at granularity {fmt(s.granularity)}"
-    deploy = ('' if s.simulation_only is None else '; **simulation only** (no deployment kernel)' if s.simulation_only
+    deploy = ('' if s.simulation_only is None else '; **simulation only** (no ModelOpt export format)' if s.simulation_only
               else f"; deploys as a ModelOpt `{s.deployment}` checkpoint")
     rows = [('Scheme', f"{fmt(s.pair)}{gran} ({', '.join(map(str, s.formats)) or '—'}){deploy}, method {fmt(s.method)}, scope {fmt(s.scope)}"),
             ('Model', fmt(m.model.id)),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Literal
 from .core import QvlError, SIZES
-from .quant import QUANT_PAIRS, PAIR_ALIASES, ALIAS_SCOPES, GRANULARITIES, SCOPES, DEFAULT_PAIR, check_combination
+from .quant import QUANT_PAIRS, PAIR_ALIASES, ALIAS_SCOPES, GRANULARITIES, SCOPES, DEFAULT_PAIR, check_combination, get_pair
 
 # %% auto #0
 __all__ = ['Scope', 'Size', 'Pair', 'GranularityName', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS',
@@ -38,7 +38,7 @@ class RunSpec:
     scope: Scope = 'all-layers'  # all-layers, or lm-only (vision tower unquantized and out of the bit budget)
     size: Size = 'small'  # calibration subset: small (16 samples), medium (128) or large (512)
     pair: Pair = DEFAULT_PAIR  # quant pair w<weights>_a<activations>; `qvl-nbsens pairs` lists each one's formats, ModelOpt config, whether it deploys or is simulation only, and where it runs
-    granularity: GranularityName = 'default'  # quantizer granularity on top of the pair (default: the pair's own; `qvl-nbsens pairs` lists what each means and which pairs it fits)
+    granularity: GranularityName = 'default'  # quantizer granularity on top of the pair (default: the pair's own; `qvl-nbsens pairs` lists what each means; one that does not fit the pair is refused with the reason)
     method: Method = 'gradient'  # AutoQuant score: gradient (Taylor) or kl_div (logit KL)
     effective_bits: float = 8.0  # bit budget of the search, in effective bits per weight
     batch_size: int | None = None  # samples per calibration and scoring batch (default: 8 on the CPU; on a GPU the most its free memory holds, up to 32); scores do not depend on it
@@ -57,8 +57,9 @@ class RunSpec:
     shared_passes: bool = True  # take calibration and scores from a finished run's pass in the same folder when it computed them: a subset's run from a larger subset's pass that served it, an lm-only run with image+caption calibration from the all-layers run of the same inputs (equal results, no forward pass); off: every run runs its own pass
 
     def key(self) -> dict:
-        "The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and `POST_SEARCH`."
-        return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH}
+        """The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and
+        `POST_SEARCH`; the default granularity is left out, so runs made before the setting existed keep their key."""
+        return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH and not (k == 'granularity' and v == 'default')}
 
 HOW = ('batch_size', 'device', 'device_map', 'grad_checkpointing', 'score_reduction', 'cudnn_attention', 'length_grouped', 'shared_passes')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
@@ -133,14 +134,23 @@ def check_spec(spec) -> None:
         raise QvlError(f"unknown device {spec.device!r}: expected auto, cpu, cuda or cuda:N")
     if (dm := getattr(spec, 'device_map', None)) is not None and not re.fullmatch(r'auto|balanced|balanced_low_0|sequential|cpu|cuda(:\d+)?', dm):
         raise QvlError(f"unknown device map {dm!r}: expected auto, balanced, balanced_low_0, sequential, cpu or cuda:N (from_pretrained's strategies)")
-    if getattr(spec, 'calib_mode', 'vlm') == 'text' and ALIAS_SCOPES.get(getattr(spec, 'pair', None), getattr(spec, 'scope', 'lm-only')) != 'lm-only':
+    if getattr(spec, 'calib_mode', 'vlm') == 'text' and getattr(spec, 'scope', 'lm-only') != 'lm-only':
         raise QvlError('text-only calibration (calib_mode text) is for lm-only runs')
-    if isinstance(spec, RunSpec): check_combination(spec.pair, spec.granularity)
+    if isinstance(spec, RunSpec):
+        check_combination(spec.pair, spec.granularity)
+        _check_alias_scopes([spec.pair], [spec.scope])
+
+def _check_alias_scopes(pairs, scopes) -> None:
+    "Refuse a pair alias that names a scope (`wint8_aint8_lm_only`) together with another scope: never overridden silently."
+    for p in pairs:
+        if (want := ALIAS_SCOPES.get(p)) and any(s != want for s in scopes):
+            flag = '--scope' if len(scopes) == 1 else '--scopes'
+            raise QvlError(f"quant pair {p} is {get_pair(p).name} in the {want} scope: give {flag} {want}, or --pair {get_pair(p).name} for other scopes")
 
 # %% ../nbs/05d_spec.ipynb #6240031d
 def resolved(spec: RunSpec) -> RunSpec:
     """A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete
-    device, the pair's own name for an alias (and the scope an alias names). Refuses, before anything loads, a pair
+    device, the pair's own name for an alias. Refuses, before anything loads, a pair
     that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
     from qvl_nbsens.fixture import default_fixture_dir
     from qvl_nbsens.coco import calib_dir_for
@@ -151,7 +161,7 @@ def resolved(spec: RunSpec) -> RunSpec:
     absolute = lambda p: None if p is None else str(Path(p).resolve())
     return replace(spec, model_dir=absolute(spec.model_dir or default_fixture_dir()), coco_root=absolute(spec.coco_root),
                    calib_dir=absolute(calib_dir_for(absolute(spec.calib_dir), absolute(spec.coco_root), spec.seed)),
-                   effective_bits=float(spec.effective_bits), device=device, pair=pair.name, scope=ALIAS_SCOPES.get(spec.pair, spec.scope))
+                   effective_bits=float(spec.effective_bits), device=device, pair=pair.name)
 
 RunSpec.resolved = resolved
 
@@ -176,13 +186,12 @@ class SuiteSpec:
     def runs(self) -> list[RunSpec]:
         "One `RunSpec` per combination, with absolute paths (the run notebooks execute in another working directory)."
         base, s = self.run.resolved(), self.sweep
-        check_spec(s)
+        check_spec(s); _check_alias_scopes(s.pairs, s.scopes)
         runs = []
         for p in s.pairs:
             pair = check_combination(p, base.granularity, base.device)    # every pair checked before any run starts
-            for r in (replace(base, scope=ALIAS_SCOPES.get(p, sc), size=sz, pair=pair.name, method=m)
-                      for m in s.methods for sc in s.scopes for sz in s.sizes):
-                if r not in runs: runs.append(r)     # an alias and its pair, or an alias's scope, name a run once
+            for r in (replace(base, scope=sc, size=sz, pair=pair.name, method=m) for m in s.methods for sc in s.scopes for sz in s.sizes):
+                if r not in runs: runs.append(r)     # an alias and its pair name a run once
         return runs
 
 # %% ../nbs/05d_spec.ipynb #2e6a2223

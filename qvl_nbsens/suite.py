@@ -14,7 +14,7 @@ from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
 from .spec import RunSpec, SuiteSpec, PATHS
-from .quant import get_pair
+from .quant import get_pair, PAIR_ALIASES
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
 
@@ -255,6 +255,7 @@ def run_complete(run_dir: Path, spec: RunSpec) -> bool:
     if not ((run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))): return False
     sc, default = load_run(run_dir).manifest.scheme, RunSpec()
     made = {k: getattr(default, k) if getattr(sc, k) is None and getattr(default, k) is not None else getattr(sc, k) for k in SCHEME_SETTINGS}
+    if made.get('pair') in PAIR_ALIASES: made['pair'] = PAIR_ALIASES[made['pair']]     # made under an older name of the pair
     if diff := [f"{k} {made[k]!r}, not {getattr(spec, k)!r}" for k in SCHEME_SETTINGS if made[k] != getattr(spec, k)]:
         raise QvlError(f"{run_dir.name} in {run_dir.parent} was made with other settings ({'; '.join(diff)}): pass --force to replace it, or another --out")
     return True
