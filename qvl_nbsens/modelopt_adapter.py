@@ -314,8 +314,13 @@ def _state_formats(state: dict) -> list:
     out = []
     for recipe in state['quantizer_states']:
         name = str(recipe).split('(')[0]
-        try: out.append((getattr(mtq, name) if hasattr(mtq, name) else format_config(name), name))
+        try: cfg = getattr(mtq, name) if hasattr(mtq, name) else format_config(name)
         except QvlError as e: raise QvlError(f"the state's format {recipe} is neither a ModelOpt config nor a quant pair's ({e}): cannot restore it") from None
+        stored = getattr(recipe, '_config_signature', None)       # the config the search ran with, as ModelOpt serialised it
+        if stored is not None and A.QuantRecipe(cfg, name)._config_signature != stored:
+            raise QvlError(f"the state's format {name} is not what this version defines under that name (the quant-pair registry or "
+                           "ModelOpt changed since the search): run the search again (--force)")
+        out.append((cfg, name))
     return out
 
 def _no_forward(model, batch):
