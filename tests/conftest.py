@@ -3,8 +3,16 @@ from pathlib import Path
 import pytest
 
 WORKER = os.environ.get('PYTEST_XDIST_WORKER')     # set in each process of `pytest -n N` (pytest-xdist)
-if WORKER:     # N workers share the machine's cores: one thread each, here and in the processes the tests start
-    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ.setdefault(var, '1')
+
+# The longest test files first (seconds on two cores, serial run): with `--dist loadfile` each file goes to one worker in
+# this order, so the long ones start at once and the short ones fill in around them (longest-first scheduling).
+LONGEST_FIRST = ('test_runs.py', 'test_fixture_training.py', 'test_suite_site.py', 'test_bench.py', 'test_hostile.py', 'test_pairs.py',
+                 'test_nbdev.py', 'test_memory.py', 'test_fixture.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).name, len(rank)))     # stable: order within a file kept
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
