@@ -11,6 +11,7 @@ LONGEST_FIRST = ('test_runs.py', 'test_fixture_training.py', 'test_suite_site.py
 
 
 def pytest_collection_modifyitems(config, items):
+    if not WORKER: return          # a serial run keeps pytest's order
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda it: rank.get(Path(str(it.fspath)).name, len(rank)))     # stable: order within a file kept
 
