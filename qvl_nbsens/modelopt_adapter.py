@@ -20,7 +20,7 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_m
            'device_side_fake_quant', 'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions',
            'ready_cuda_extension', 'NonFiniteActivations', 'named_formats', 'auto_quantize', 'solve_recipe',
            'restore_search', 'rescope_search', 'running_max_formats', 'calibration_snapshot', 'nested_output_diffs',
-           'release_output_diffs', 'nested_range_diffs', 'nested_state', 'checkpoint_format']
+           'release_output_diffs', 'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -535,3 +535,15 @@ def checkpoint_format(model) -> str:
     "The checkpoint format ModelOpt's HF exporter sees in `model`'s quantized layers (`get_quantization_format`; 'None' when none is)."
     from modelopt.torch.export.quant_utils import get_quantization_format
     return str(get_quantization_format(model))
+
+def probe_format(cfg: dict, device='cpu') -> tuple[bool, str]:
+    """(finite output, `checkpoint_format`) of ModelOpt config `cfg` applied with `mtq.quantize` to a two-layer model
+    (256→256→64, seeded, input (2, 5, 256)) on `device`: what ModelOpt makes of a format, without a checkpoint.
+    ModelOpt's own errors (e.g. a GPU-only format on the CPU) propagate."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(device)
+    x = torch.randn(2, 5, 256, device=device)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m = mtq.quantize(m, cfg, lambda mm: mm(x))
+        return bool(torch.isfinite(m(x)).all()), checkpoint_format(m)
