@@ -21,7 +21,8 @@ from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contribut
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
            'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'batch_samples',
-           'phase_timings', 'resumed_from', 'NestedSubsets', 'nested_unsupported', 'nested_plan', 'run_autoquant']
+           'search_formats', 'as_pairs', 'phase_timings', 'resumed_from', 'NestedSubsets', 'nested_unsupported',
+           'nested_plan', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -167,12 +168,21 @@ def batch_samples(batches: list, order, k: int) -> str:
     contiguous = pos == list(range(pos[0], pos[0] + len(pos)))
     return f" (samples {pos[0]}–{pos[-1]})" if contiguous and len(pos) > 1 else f" (sample{'s' if len(pos) > 1 else ''} {', '.join(map(str, pos))})"
 
+def search_formats(pairs) -> list:
+    """What one search scores: `[(ModelOpt config dict, format name)]` of every quant pair in `pairs` (a pair or its
+    name, or a list of them: the candidates of a mixed-precision search), in order."""
+    return [f for p in as_pairs(pairs) for f in modelopt_formats(p)]
+
+def as_pairs(pairs) -> list:
+    "`pairs` (a `QuantPair` or its name, or a list of them) as a list of `QuantPair`s."
+    return [get_pair(p) if isinstance(p, str) else p for p in (pairs if isinstance(pairs, (list, tuple)) else [pairs])]
+
 def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, nested=None) -> tuple:
     "(model, state) of the search; the recorder's hooks are off afterwards."
     fwd, loss = make_steps(model, method, clock, recorder, nested)
     try:
         with _patches(model, clock, recorder, settings):
-            return auto_quantize(model, batches, fwd, modelopt_formats(pair), search_constraints(scope, effective_bits), method,
+            return auto_quantize(model, batches, fwd, search_formats(pair), search_constraints(scope, effective_bits), method,
                                  loss, scope.disabled, n_score, checkpoint, verbose)
     except NonFiniteActivations as e:
         phase = 'scoring' if clock.calls['scoring'] else 'calibration'
@@ -247,10 +257,11 @@ class NestedSubsets:
         return out, '; '.join(why) or None
 
 def nested_unsupported(method: str, pair) -> str | None:
-    "Why a pass of `method` over quant `pair` cannot serve nested subsets (`kl_div`, calibration that is not a running maximum), else None."
-    pair = get_pair(pair) if isinstance(pair, str) else pair
+    """Why a pass of `method` over quant `pair` (or a list of candidate pairs) cannot serve nested subsets (`kl_div`,
+    calibration that is not a running maximum), else None."""
+    pairs = as_pairs(pair)
     if method != 'gradient': return f"{method} scores each handle with forwards of the quantized model: each subset runs its own pass"
-    if why := running_max_formats(modelopt_formats(pair), list(pair.formats)): return f"{why}: each subset runs its own pass"
+    if why := running_max_formats(search_formats(pairs), [f for p in pairs for f in p.formats]): return f"{why}: each subset runs its own pass"
     return None
 
 def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> tuple:
@@ -282,13 +293,13 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
                   verbose: bool = False, contributions=None, grad_checkpointing: bool = True,
                   score_reduction: str = 'shared', nested: dict | None = None, cudnn_attention: bool = False) -> AutoQuantResult:
-    """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` and `scope`
-    at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
+    """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` (or a list
+    of candidate pairs: one mixed-precision search) and `scope` at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
     `contributions`: the per-sample parts' `.npz`; `nested`: {subset: (calibration samples, scored samples)} of nested
     prefixes this pass also serves (`NestedSubsets`). `batches` may carry `order` (`run.Batches`: the subset position
     of each sample in batch order): the per-sample parts are put back in subset order. Raises `QvlError` on bad
     arguments or non-finite weights/activations/scores."""
-    pair, scope = get_pair(pair) if isinstance(pair, str) else pair, get_scope(scope) if isinstance(scope, str) else scope
+    pair, scope = as_pairs(pair), get_scope(scope) if isinstance(scope, str) else scope
     settings = search_settings(method, grad_checkpointing, score_reduction, cudnn_attention)
     order, batches = getattr(batches, 'order', None), list(batches)
     if not batches: raise QvlError('no calibration batches')

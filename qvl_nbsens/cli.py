@@ -97,7 +97,7 @@ def _check_early(spec: RunSpec, pairs=None) -> None:
     """Refuse settings that need no model to judge before importing torch and ModelOpt (seconds, not half a minute):
     types and ranges, a granularity that does not fit a pair, a pair that needs a GPU on an explicit `--device cpu`."""
     check_spec(spec)
-    for p in pairs or (spec.pair,): check_combination(p, spec.granularity, 'cpu' if spec.device == 'cpu' else None)
+    for p in (*(pairs or (spec.pair,)), *spec.candidates): check_combination(p, spec.granularity, 'cpu' if spec.device == 'cpu' else None)
 
 def _mark_pairs(parser) -> None:
     "Add to the help of `parser`'s --pair / --pairs which registry pairs are simulation only and which need a CUDA GPU."
@@ -105,7 +105,7 @@ def _mark_pairs(parser) -> None:
     sim = ', '.join(n for n, p in QUANT_PAIRS.items() if p.deployment is None)
     gpu = ', '.join(n for n, p in QUANT_PAIRS.items() if p.needs_cuda)
     for act in parser._actions:
-        if act.dest in ('pair', 'pairs'): act.help += f". Simulation only (no ModelOpt export format): {sim}. CUDA GPU only: {gpu}"
+        if act.dest in ('pair', 'pairs', 'candidates'): act.help += f". Simulation only (no ModelOpt export format): {sim}. CUDA GPU only: {gpu}"
 
 def cmd_run(a):
     spec = spec_from_args(RunSpec, a)

@@ -45,7 +45,8 @@ class _SchemeBase(Record):
     cost_excluded: list[str] = []
 
 Scheme = create_model('Scheme', __base__=_SchemeBase, __doc__='What a run measured: its `RunSpec` settings and their descriptions.',
-                      **{k: (o['type'] | None, Field(None, description=o['help'])) for k, o in spec_options().items() if k in SCHEME_SETTINGS})
+                      **{k: ((list[str] if o['type'] is tuple else o['type']) | None, Field(None, description=o['help']))   # a list setting: a JSON array
+                         for k, o in spec_options().items() if k in SCHEME_SETTINGS})
 
 # %% ../nbs/07_manifest.ipynb #478c7d4c
 class ModelInfo(Record):

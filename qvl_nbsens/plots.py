@@ -17,7 +17,7 @@ from .confidence import agreement
 from .core import atomic_write_text
 from .quant import TOWERS
 from .reports import corr_cell, fmt, tower_summary
-from .tables import Run
+from .tables import Run, searched_pair
 
 # %% auto #0
 __all__ = ['TOWER_COLORS', 'TOWER_STYLE', 'HOVER', 'drawable', 'hover_text', 'with_hover', 'fig_sensitivity', 'heat_panel',
@@ -150,7 +150,7 @@ def _figures_div(figs) -> str:
 def report_html(run: Run, path, force: bool = False, extra: list | None = None) -> Path:
     "Write a self-contained HTML page (plotly.js inline) of a run's figures, then `extra` figures."
     s, m = run.manifest.scheme, run.manifest.model
-    sub = ' · '.join(html.escape(str(x)) for x in (m.id, s.pair, s.method, s.scope) if x)
+    sub = ' · '.join(html.escape(str(x)) for x in (m.id, searched_pair(s), s.method, s.scope) if x)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(s.name)}</title></head><body>"
             f"<h1>Per-layer sensitivity: {html.escape(s.name)}</h1><p>{sub}</p>" + _figures_div(run_figures(run) + list(extra or [])) + '</body></html>')
     return atomic_write_text(path, page, force)

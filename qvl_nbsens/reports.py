@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from .core import QvlError, atomic_write_text, refuse_overwrite, split_non_finite
 from .manifest import Correlation, HandleRow
-from .quant import TOWERS, strip_handle
+from .quant import TOWERS, strip_handle, is_unquantized
 from .tables import Run, load_run
 
 # %% auto #0
@@ -116,9 +116,12 @@ def header_table(run: Run) -> list[str]:
     m = run.manifest; s, d, se = m.scheme, m.dataset, m.search
     sat = '—' if se.is_satisfied is None else 'yes' if se.is_satisfied else 'no'
     gran = '' if getattr(s, 'granularity', None) in (None, 'default') else f" at granularity {fmt(s.granularity)}"
+    mixed = bool(getattr(s, 'candidates', None))
     deploy = ('' if s.simulation_only is None else '; **simulation only** (no ModelOpt export format)' if s.simulation_only
+              else f"; deploys as a ModelOpt mixed-precision checkpoint (`{s.deployment}`, per layer)" if mixed
               else f"; deploys as a ModelOpt `{s.deployment}` checkpoint")
-    rows = [('Scheme', f"{fmt(s.pair)}{gran} ({', '.join(map(str, s.formats)) or '—'}){deploy}, method {fmt(s.method)}, scope {fmt(s.scope)}"),
+    what = f"mixed-precision search over {', '.join(map(fmt, s.candidates))}" if mixed else fmt(s.pair)
+    rows = [('Scheme', f"{what}{gran} ({', '.join(map(str, s.formats)) or '—'}){deploy}, method {fmt(s.method)}, scope {fmt(s.scope)}"),
             ('Model', fmt(m.model.id)),
             ('Dataset', f"{' '.join(filter(None, (d.name, d.size)))} — {fmt(d.num_samples, 'g')} samples, scored on {fmt(d.score_samples or s.score_size, 'g')}"),
             ('Budget', f"{fmt(s.effective_bits, 'g')} effective bits"), ('Achieved', f"{fmt(se.achieved_effective_bits, '.3f')} effective bits"),
@@ -191,15 +194,30 @@ def _measured_columns(f: pd.DataFrame) -> dict:
             'Δloss': f.measured_delta_loss.map(lambda x: fmt(x, '+.2e')).where(has, '—')}
 
 # %% ../nbs/07b_reports.ipynb #90283d5b
+def _format_name(f) -> str: return str(f).split('(')[0].strip()
+
+def _candidate_columns(f: pd.DataFrame) -> dict:
+    "A mixed-precision search's columns: each quantized candidate's score ({name: Series}) and the format the solver chose."
+    names = list(dict.fromkeys(_format_name(x) for fs in f.formats for x in fs if not is_unquantized(x)))
+    if len(names) < 2: return {}
+    score = lambda fs, sc, n: next((fmt(s) for x, s in zip(fs, sc) if _format_name(x) == n), '—')
+    cols = {f'Score {n}': pd.Series([score(fs, sc, n) for fs, sc in zip(f.formats, f.scores)], index=f.index) for n in names}
+    cols['Chosen'] = f.chosen_format.map(lambda c: '—' if c is None or pd.isna(c) else 'unquantized' if is_unquantized(c) else _format_name(c))
+    return cols
+
 def layers_table(frame: pd.DataFrame) -> list[str]:
-    "Every handle as a pipe-table row: layer, tower, bits, sensitivity, size cost (+ intervals, + measured damage)."
+    """Every handle as a pipe-table row: layer, tower, bits, sensitivity, size cost (+ each candidate's score and the
+    chosen format in a mixed-precision search, + intervals, + measured damage). Sensitivity, bits and size cost are
+    the lowest-bit candidate's (`quant.quantized_index`)."""
     f = frame
     t = pd.DataFrame({'Layer': '`' + f.layer + '`', 'Tower': f.tower, 'Num Bits': f.num_bits.map(lambda x: fmt_opt(x, 'g')),
                       'Sensitivity': f.sensitivity.map(fmt), 'Size Cost': f.size_cost.map(lambda x: fmt(x, '.4g'))})
+    cand = _candidate_columns(f)
     ci, gt = bool(f.rank_ci_lo.notna().any()), bool(f.measured_kl.notna().any())
+    if cand: t = t.assign(**cand)
     if ci: t = t.assign(**_ci_columns(f))
     if gt: t = t.assign(**_measured_columns(f))
-    return pipe_table(t, 'llrrr' + 'rrr'*ci + 'rr'*gt)
+    return pipe_table(t, 'llrrr' + 'r'*(len(cand) - 1) + 'l'*bool(cand) + 'rrr'*ci + 'rr'*gt)
 
 def nonfinite_warning(frame: pd.DataFrame) -> list[str]:
     "A warning paragraph naming the handles with non-finite scores (ranked last), or nothing."

@@ -15,8 +15,8 @@ from .core import QvlError, SIZES, read_json, sha256_file, sha256_json, atomic_w
 from .coco import find_calib_db, load_calib_db, load_heldout, check_images, IMAGE_ORIENTATION
 from PIL import Image
 from .loaders import VlmCalibLoader, TextCalibLoader
-from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits, check_combination
-from .spec import RunSpec, VALIDATE_SETTINGS, PATHS
+from .quant import get_pair, get_scope, search_constraints, achieved_effective_bits
+from .spec import RunSpec, VALIDATE_SETTINGS, PATHS, search_pairs
 from .loading import load_model, reusable_model, check_model_dir
 from .scoring import load_contributions, save_contributions
 from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens
@@ -61,10 +61,13 @@ def model_id(model_dir, config: dict | None = None) -> str:
     return _fixture_name(model_dir) or str((config or {}).get('_name_or_path') or '') or Path(model_dir).resolve().name
 
 def run_name(tag: str, scope: str, pair: str, size: str, method: str = 'gradient', effective_bits: float = 8.0,
-             calib_mode: str = 'vlm', score_size: int | None = None, granularity: str = 'default') -> str:
-    "The folder (and scheme) name of a run: the published names, with a suffix per setting that differs from the published runs'."
-    sc, p = get_scope(scope), get_pair(pair)
-    base = f"{tag}_autoquant_all_layers_{p.tag}_{size}" if sc.name == 'all-layers' else f"{tag}_autoquant_{p.tag}_lm_{size}"
+             calib_mode: str = 'vlm', score_size: int | None = None, granularity: str = 'default', candidates=()) -> str:
+    """The folder (and scheme) name of a run: the published names, with a suffix per setting that differs from the
+    published runs'. A mixed-precision search over `candidates` is named by all of them: `mix_<tag>_<tag>…` in the
+    pair's place."""
+    sc = get_scope(scope)
+    pt = 'mix_' + '_'.join(get_pair(c).tag for c in candidates) if candidates else get_pair(pair).tag
+    base = f"{tag}_autoquant_all_layers_{pt}_{size}" if sc.name == 'all-layers' else f"{tag}_autoquant_{pt}_lm_{size}"
     if method != 'gradient': base += f"_{method}"
     if float(effective_bits) != 8.0: base += f"_eb{float(effective_bits):.12g}".replace('.', 'p')   # 8.0000001 is not 8
     if calib_mode != 'vlm': base += '_textcalib'
@@ -255,11 +258,15 @@ def trust_blocks(rows: dict, contributions, trust: dict | None) -> dict:
 # %% ../nbs/08_run.ipynb #73ddde24
 def run_scheme(spec: RunSpec, name: str, n_score: int) -> Scheme:
     """The scheme block: the spec's result settings, the pair's and scope's descriptions, and whether the searched
-    format deploys (the checkpoint format ModelOpt exports it as) or is simulation only."""
-    pair, scope = check_combination(spec.pair, spec.granularity), get_scope(spec.scope)
-    return Scheme(name=name, **{k: getattr(spec, k) for k in SCHEME_SETTINGS}, pair_description=pair.description,
-                  formats=list(pair.formats), weights=pair.weight_format, activations=pair.activation_format,
-                  deployment=pair.deployment, simulation_only=pair.deployment is None,
+    format deploys (the checkpoint format ModelOpt exports it as) or is simulation only. A mixed-precision search lists
+    each candidate's (joined by ' / '); it deploys only when every candidate does."""
+    pairs, scope = search_pairs(spec), get_scope(spec.scope)
+    join = lambda xs: ' / '.join(dict.fromkeys(map(str, xs)))
+    deploy = [p.deployment for p in pairs]
+    return Scheme(name=name, **{k: list(v) if isinstance(v, tuple) else v for k in SCHEME_SETTINGS for v in [getattr(spec, k)]},
+                  pair_description=join(p.description for p in pairs), formats=[f for p in pairs for f in p.formats],
+                  weights=join(p.weight_format for p in pairs), activations=join(p.activation_format for p in pairs),
+                  deployment=None if None in deploy else join(deploy), simulation_only=None in deploy,
                   scope_description=scope.description, disabled_layers=list(scope.disabled), cost_excluded=list(scope.disabled))
 
 def model_info(spec: RunSpec, cfg: dict, model, load: str) -> ModelInfo:
@@ -376,7 +383,7 @@ def planned_run_name(spec: RunSpec) -> str:
     "The folder name a run of `spec` will get (checks the model directory)."
     spec = spec.resolved()
     return run_name(model_tag(spec.model_dir, check_model_dir(spec.model_dir)), spec.scope, spec.pair, spec.size, spec.method,
-                    spec.effective_bits, spec.calib_mode, spec.score_size, spec.granularity)
+                    spec.effective_bits, spec.calib_mode, spec.score_size, spec.granularity, spec.candidates)
 
 # %% ../nbs/08_run.ipynb #5de5c96b
 def obtain_model(spec: RunSpec, keep_model: bool = False) -> tuple:
@@ -391,7 +398,7 @@ def search(spec: RunSpec, model, batches, n: int, partial: Path, nested: dict | 
     """ModelOpt's AutoQuant search of a run, checkpointed into the partial folder, also serving the `nested` subsets
     ({size: (calibration samples, scored samples)}); the number of scoring batches and the result."""
     score_batches = batches.score_batches
-    res = run_autoquant(model, batches, check_combination(spec.pair, spec.granularity), spec.scope, spec.method, spec.effective_bits, score_batches,
+    res = run_autoquant(model, batches, search_pairs(spec), spec.scope, spec.method, spec.effective_bits, score_batches,
                         checkpoint=partial/'autoquant_checkpoint.pt', contributions=partial/PARTS_FILE,
                         grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction, nested=nested or None,
                         cudnn_attention=spec.cudnn_attention)

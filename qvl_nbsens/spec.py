@@ -16,7 +16,7 @@ from .quant import QUANT_PAIRS, PAIR_ALIASES, ALIAS_SCOPES, GRANULARITIES, SCOPE
 # %% auto #0
 __all__ = ['Scope', 'Size', 'Pair', 'GranularityName', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS',
            'POST_SEARCH', 'PATHS', 'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec',
-           'resolved', 'Sweep', 'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
+           'search_pairs', 'resolved', 'Sweep', 'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
 
 # %% ../nbs/05d_spec.ipynb #88c56c39
 Scope = Literal[tuple(SCOPES)]
@@ -38,6 +38,7 @@ class RunSpec:
     scope: Scope = 'all-layers'  # all-layers, or lm-only (vision tower unquantized and out of the bit budget)
     size: Size = 'small'  # calibration subset: small (16 samples), medium (128) or large (512)
     pair: Pair = DEFAULT_PAIR  # quant pair w<weights>_a<activations>; `qvl-nbsens pairs` lists each one's formats, ModelOpt config, whether it deploys or is simulation only, and where it runs
+    candidates: tuple[Pair, ...] = ()  # candidate formats of one mixed-precision search, comma-separated (e.g. wfp4_afp4,wfp8_afp8): AutoQuant picks one of them per recipe handle, or leaves it unquantized, under --effective-bits; replaces --pair
     granularity: GranularityName = 'default'  # quantizer granularity on top of the pair (default: the pair's own; `qvl-nbsens pairs` lists what each means; one that does not fit the pair is refused with the reason)
     method: Method = 'gradient'  # AutoQuant score: gradient (Taylor) or kl_div (logit KL)
     effective_bits: float = 8.0  # bit budget of the search, in effective bits per weight
@@ -58,8 +59,10 @@ class RunSpec:
 
     def key(self) -> dict:
         """The settings a search's result depends on (a partial run resumes only under the same ones): all but `HOW` and
-        `POST_SEARCH`; the default granularity is left out, so runs made before the setting existed keep their key."""
-        return {k: v for k, v in asdict(self).items() if k not in HOW + POST_SEARCH and not (k == 'granularity' and v == 'default')}
+        `POST_SEARCH`; the default granularity and an empty candidate list are left out, so runs made before those
+        settings existed keep their key."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if k not in HOW + POST_SEARCH and not (k == 'granularity' and v == 'default') and not (k == 'candidates' and not v)}
 
 HOW = ('batch_size', 'device', 'device_map', 'grad_checkpointing', 'score_reduction', 'cudnn_attention', 'length_grouped', 'shared_passes')
 VALIDATE_SETTINGS = ('heldout_size', 'validate_top_k', 'device', 'device_map')  # what `validate` may change on a finished run
@@ -137,8 +140,24 @@ def check_spec(spec) -> None:
     if getattr(spec, 'calib_mode', 'vlm') == 'text' and getattr(spec, 'scope', 'lm-only') != 'lm-only':
         raise QvlError('text-only calibration (calib_mode text) is for lm-only runs')
     if isinstance(spec, RunSpec):
-        check_combination(spec.pair, spec.granularity)
-        _check_alias_scopes([spec.pair], [spec.scope])
+        for p in (spec.pair, *spec.candidates): check_combination(p, spec.granularity)
+        _check_alias_scopes([spec.pair, *spec.candidates], [spec.scope])
+        _check_candidates(spec.pair, spec.candidates)
+
+def _check_candidates(pair: str, candidates) -> None:
+    """Refuse a candidate list of one format (that is `--pair`), one that names a pair twice (an alias and its pair
+    too), and a `--pair` other than the default that is not among the candidates (never dropped silently)."""
+    if not candidates: return
+    names = [get_pair(c).name for c in candidates]
+    if len(names) == 1: raise QvlError(f"--candidates {candidates[0]} names one format: give --pair {names[0]} for a single-format search")
+    if dup := sorted({c for c, n in zip(candidates, names) if names.count(n) > 1}):
+        raise QvlError(f"candidates {', '.join(dup)} are one quant pair ({get_pair(dup[0]).name}): list it once")
+    if pair != DEFAULT_PAIR and get_pair(pair).name not in names:
+        raise QvlError(f"--pair {pair} is not among --candidates {','.join(candidates)}: give one of the two")
+
+def search_pairs(spec: RunSpec) -> list:
+    "The `QuantPair`s (at the spec's granularity) whose formats one search of `spec` scores: the candidates, else the pair."
+    return [check_combination(p, spec.granularity) for p in (spec.candidates or (spec.pair,))]
 
 def _check_alias_scopes(pairs, scopes) -> None:
     "Refuse a pair alias that names a scope (`wint8_aint8_lm_only`) together with another scope: never overridden silently."
@@ -150,18 +169,19 @@ def _check_alias_scopes(pairs, scopes) -> None:
 # %% ../nbs/05d_spec.ipynb #6240031d
 def resolved(spec: RunSpec) -> RunSpec:
     """A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete
-    device, the pair's own name for an alias. Refuses, before anything loads, a pair
-    that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
+    device, the pair's own name for an alias (the candidates' too; `pair` becomes the first candidate). Refuses, before
+    anything loads, a pair that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
     from qvl_nbsens.fixture import default_fixture_dir
     from qvl_nbsens.coco import calib_dir_for
     from qvl_nbsens.loading import resolve_device
     check_spec(spec)
     device = resolve_device(spec.device)
-    pair = check_combination(spec.pair, spec.granularity, device)
+    pairs = [check_combination(p, spec.granularity, device) for p in (spec.candidates or (spec.pair,))]
     absolute = lambda p: None if p is None else str(Path(p).resolve())
     return replace(spec, model_dir=absolute(spec.model_dir or default_fixture_dir()), coco_root=absolute(spec.coco_root),
                    calib_dir=absolute(calib_dir_for(absolute(spec.calib_dir), absolute(spec.coco_root), spec.seed)),
-                   effective_bits=float(spec.effective_bits), device=device, pair=pair.name)
+                   effective_bits=float(spec.effective_bits), device=device, pair=pairs[0].name,
+                   candidates=tuple(p.name for p in pairs) if spec.candidates else ())
 
 RunSpec.resolved = resolved
 
@@ -187,8 +207,10 @@ class SuiteSpec:
         "One `RunSpec` per combination, with absolute paths (the run notebooks execute in another working directory)."
         base, s = self.run.resolved(), self.sweep
         check_spec(s); _check_alias_scopes(s.pairs, s.scopes)
+        if base.candidates and tuple(s.pairs) != (DEFAULT_PAIR,):
+            raise QvlError('give --pairs (one run per pair) or --candidates (one search over several formats per run), not both')
         runs = []
-        for p in s.pairs:
+        for p in ((base.pair,) if base.candidates else s.pairs):
             pair = check_combination(p, base.granularity, base.device)    # every pair checked before any run starts
             for r in (replace(base, scope=sc, size=sz, pair=pair.name, method=m) for m in s.methods for sc in s.scopes for sz in s.sizes):
                 if r not in runs: runs.append(r)     # an alias and its pair name a run once

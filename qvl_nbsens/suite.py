@@ -13,8 +13,8 @@ from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish
 from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
-from .spec import RunSpec, SuiteSpec, PATHS
-from .quant import get_pair, PAIR_ALIASES
+from .spec import RunSpec, SuiteSpec, PATHS, search_pairs
+from .quant import PAIR_ALIASES
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
 
@@ -255,6 +255,7 @@ def run_complete(run_dir: Path, spec: RunSpec) -> bool:
     if not ((run_dir/'run.ipynb').is_file() and any(run_dir.glob('*_quant_manifest.json'))): return False
     sc, default = load_run(run_dir).manifest.scheme, RunSpec()
     made = {k: getattr(default, k) if getattr(sc, k) is None and getattr(default, k) is not None else getattr(sc, k) for k in SCHEME_SETTINGS}
+    made = {k: tuple(v) if isinstance(v, list) else v for k, v in made.items()}      # a list setting is a JSON array there
     if made.get('pair') in PAIR_ALIASES: made['pair'] = PAIR_ALIASES[made['pair']]     # made under an older name of the pair
     if diff := [f"{k} {made[k]!r}, not {getattr(spec, k)!r}" for k in SCHEME_SETTINGS if made[k] != getattr(spec, k)]:
         raise QvlError(f"{run_dir.name} in {run_dir.parent} was made with other settings ({'; '.join(diff)}): pass --force to replace it, or another --out")
@@ -277,7 +278,7 @@ def execution_order(spec: SuiteSpec, runs: list) -> list:
     its lm-only ones and the largest subset first, so that one pass serves every run it can (`run.shared_pass_source`)."""
     if not spec.run.shared_passes: return list(runs)
     s = spec.sweep
-    pairs = [get_pair(p).name for p in s.pairs]      # the runs carry the pairs' own names, the sweep may give aliases
+    pairs = list(dict.fromkeys(r.pair for r in runs))     # the sweep's order (`SuiteSpec.runs`), in the pairs' own names
     return sorted(runs, key=lambda r: (pairs.index(r.pair), s.methods.index(r.method), r.scope != 'all-layers', -SIZES[r.size]))
 
 def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
@@ -285,11 +286,10 @@ def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
     'nested' (a larger subset's pass serves it) or 'scope' (the all-layers pass of its subset). The run itself decides
     (`run.shared_pass_source`), from the finished runs it finds."""
     from qvl_nbsens.autoquant import nested_unsupported
-    from qvl_nbsens.quant import check_combination
     if not spec.run.shared_passes: return 'own pass'
     if rs.scope == 'lm-only' and rs.calib_mode == 'vlm' and 'all-layers' in spec.sweep.scopes: return 'scope'
     larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
-    return 'nested' if larger and nested_unsupported(rs.method, check_combination(rs.pair, rs.granularity)) is None else 'own pass'
+    return 'nested' if larger and nested_unsupported(rs.method, search_pairs(rs)) is None else 'own pass'
 
 def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
     """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index. The

@@ -14,16 +14,21 @@ from .core import QvlError, read_json, resolve_inside
 from .manifest import Manifest, read_manifest
 
 # %% auto #0
-__all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'handle_frame', 'Run', 'manifest_file', 'load_run', 'run_summary', 'Suite',
-           'suite_index', 'load_suite']
+__all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'searched_pair', 'handle_frame', 'Run', 'manifest_file', 'load_run', 'run_summary',
+           'Suite', 'suite_index', 'load_suite']
 
 # %% ../nbs/07a_tables.ipynb #a5086da5
 HANDLE_COLUMNS = ['handle', 'layer', 'tower', 'block', 'kind', 'rank', 'sensitivity', 'sensitivity_per_sample',
                   'score_ci_lo', 'score_ci_hi', 'rank_ci_lo', 'rank_ci_hi', 'rank_ci_wide', 'size_cost', 'num_bits',
-                  'quantized_format', 'chosen_format', 'quantized', 'formats', 'members', 'measured_kl', 'measured_delta_loss']
+                  'quantized_format', 'chosen_format', 'quantized', 'formats', 'scores', 'members', 'measured_kl',
+                  'measured_delta_loss']
 
 # %% ../nbs/07a_tables.ipynb #7b1c0a01
 def _pair(v, i): return None if v is None else v[i]
+
+def searched_pair(scheme) -> str | None:
+    "What a run searched, for tables: its quant pair, or its candidates joined by '+' (a mixed-precision search)."
+    return '+'.join(c) if (c := getattr(scheme, 'candidates', None)) else scheme.pair
 
 def handle_frame(man: Manifest) -> pd.DataFrame:
     "One row per recipe handle of `man`, most sensitive first (columns `HANDLE_COLUMNS`)."
@@ -33,7 +38,7 @@ def handle_frame(man: Manifest) -> pd.DataFrame:
                  rank_ci_lo=_pair(r.rank_ci95, 0), rank_ci_hi=_pair(r.rank_ci95, 1), rank_ci_wide=r.rank_ci_wide,
                  size_cost=r.size_cost, num_bits=r.num_bits, quantized_format=r.quantized_format, chosen_format=r.chosen_format,
                  quantized=None if r.chosen_format is None else not is_unquantized(r.chosen_format), formats=r.formats,
-                 members=r.members, measured_kl=r.measured.kl if r.measured else None,
+                 scores=r.scores, members=r.members, measured_kl=r.measured.kl if r.measured else None,
                  measured_delta_loss=r.measured.delta_loss if r.measured else None)
             for h, r in man.layer_sensitivity.items()]
     df = pd.DataFrame(rows, columns=HANDLE_COLUMNS).sort_values('rank', ignore_index=True)
@@ -80,7 +85,7 @@ def run_summary(run: Run) -> dict:
     "The headline numbers of one run (a row of `Suite.runs_frame`)."
     m = run.manifest
     kl = m.validation.correlations.kl if m.validation else None
-    return dict(run=run.dir.name, scope=m.scheme.scope, size=m.scheme.size, pair=m.scheme.pair, method=m.scheme.method,
+    return dict(run=run.dir.name, scope=m.scheme.scope, size=m.scheme.size, pair=searched_pair(m.scheme), method=m.scheme.method,
                 effective_bits=m.scheme.effective_bits, samples=m.dataset.num_samples, score_samples=m.dataset.score_samples,
                 handles=len(m.layer_sensitivity), achieved_effective_bits=m.search.achieved_effective_bits,
                 total_score=m.search.total_score, is_satisfied=m.search.is_satisfied, top=m.rows[0].layer if m.rows else None,
@@ -102,7 +107,7 @@ class Suite:
     def frame(self) -> pd.DataFrame:
         "One row per (run, handle): run, scope, size, pair, method, then the handle columns."
         parts = [r.frame().assign(run=r.dir.name, scope=r.manifest.scheme.scope, size=r.manifest.scheme.size,
-                                  pair=r.manifest.scheme.pair, method=r.manifest.scheme.method) for r in self.runs]
+                                  pair=searched_pair(r.manifest.scheme), method=r.manifest.scheme.method) for r in self.runs]
         front = ['run', 'scope', 'size', 'pair', 'method']
         return pd.concat(parts, ignore_index=True)[front + HANDLE_COLUMNS] if parts else pd.DataFrame(columns=front + HANDLE_COLUMNS)
 
