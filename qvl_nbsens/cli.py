@@ -15,8 +15,8 @@ from .quant import check_combination
 
 # %% auto #0
 __all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
-           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_prepare',
-           'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
+           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_export',
+           'cmd_prepare', 'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
 
 # %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
@@ -167,6 +167,28 @@ def _report(sub):
     g.add_argument('--force', action='store_true', help='replace existing reports')
     g.set_defaults(func=cmd_report)
 
+# %% ../nbs/09_cli.ipynb #exp09001
+def cmd_export(a):
+    from qvl_nbsens.tables import manifest_file
+    if a.effective_bits is not None and a.keep_bf16 is not None: raise QvlError('give --effective-bits or --keep-bf16 (one of them)')
+    if Path(a.out).exists() and not a.force: raise QvlError(f"{a.out} exists: pass --force to replace it, or choose another --out")
+    manifest_file(a.run_dir)                  # refused in a second, before torch and ModelOpt load
+    from qvl_nbsens.export import export_run
+    ck = export_run(a.run_dir, a.out, effective_bits=a.effective_bits, keep_bf16=a.keep_bf16, device=a.device,
+                    heldout_size=a.heldout_size, force=a.force)
+    print(f"exported checkpoint: {ck} (see {ck/'README.md'})")
+
+def _export(sub):
+    e = sub.add_parser('export', help="write a run's chosen mixed precision as a quantized Hugging Face checkpoint (ModelOpt's exporter) and check it")
+    e.add_argument('run_dir', help='a run directory (with its AutoQuant state)')
+    e.add_argument('--out', required=True, help='checkpoint folder to create')
+    e.add_argument('--effective-bits', type=float, default=None, help="bit budget the stored scores are re-solved for (default: the run's own)")
+    e.add_argument('--keep-bf16', type=int, default=None, help='instead of a budget: keep the K highest-scored handles in BF16, the rest in their lowest-bit candidate format')
+    e.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    e.add_argument('--heldout-size', type=int, default=None, help="held-out samples for the KL check (default: the run's)")
+    e.add_argument('--force', action='store_true', help='replace an existing checkpoint folder')
+    e.set_defaults(func=cmd_export)
+
 # %% ../nbs/09_cli.ipynb #7624cd95
 def cmd_prepare(a):
     from qvl_nbsens.modelopt_adapter import build_cuda_extensions
@@ -218,7 +240,7 @@ def _docs(sub):
     o.set_defaults(func=cmd_docs)
 
 # %% ../nbs/09_cli.ipynb #d4927861
-SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _pairs, _docs, _validate, _report, _prepare)
+SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _pairs, _docs, _validate, _report, _export, _prepare)
 
 class Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2)."

@@ -185,11 +185,13 @@ class Validation(Record):
 
 # %% ../nbs/07_manifest.ipynb #c923f9a5
 class ParetoPoint(Record):
-    "One budget re-solved from the stored scores: achieved bits, predicted total score, handles left unquantized."
+    """One budget re-solved from the stored scores: achieved bits, predicted total score, handles left unquantized and
+    {format: handles} chosen among the candidates (null: older runs)."""
     budget_bits: float
     achieved_bits: float
     predicted_score: float
     unquantized: list[str]
+    formats: dict[str, int] | None = None
 
 class MeasuredPoint(Record):
     "A Pareto point applied to the model and measured on held-out samples."

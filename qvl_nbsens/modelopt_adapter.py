@@ -13,14 +13,16 @@ import modelopt
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'check_modelopt_version', 'quant_grouping_rules',
-           'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules',
-           'output_diffs', 'modelopt_score', 'resumable_candidate_stats', 'search_clock', 'around_scoring',
-           'padding_excluded', 'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature',
-           'device_side_fake_quant', 'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions',
-           'ready_cuda_extension', 'NonFiniteActivations', 'named_formats', 'auto_quantize', 'solve_recipe',
-           'restore_search', 'rescope_search', 'running_max_formats', 'calibration_snapshot', 'nested_output_diffs',
-           'release_output_diffs', 'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format']
+__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDING_STEP', 'ALGO_TYPES', 'check_modelopt_version',
+           'quant_grouping_rules', 'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers',
+           'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score', 'resumable_candidate_stats',
+           'unclamped_scores', 'search_clock', 'around_scoring', 'padding_excluded', 'no_kv_cache',
+           'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant', 'shared_score_reduction',
+           'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
+           'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
+           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
+           'checkpoint_format', 'probe_format', 'export_hf', 'recipe_quant_cfg', 'dequantize_weight',
+           'fake_quant_input']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -99,6 +101,26 @@ def resumable_candidate_stats():
     def init(self):
         if not isinstance(self.candidate_stats, defaultdict): self.candidate_stats = defaultdict(dict, self.candidate_stats)
         return orig(self)
+    S.initialize_candidate_stats = init
+    try: yield
+    finally: S.initialize_candidate_stats = orig
+
+@contextlib.contextmanager
+def unclamped_scores():
+    """While inside, each handle's `candidate_stats` scores are ModelOpt's own per-format scores as measured. ModelOpt
+    0.47 clamps them to be non-increasing along the candidates sorted by compression, then by config signature
+    (`score = min(score, prev_score)` in `initialize_candidate_stats`): of two formats with equal bits (INT8 and FP8)
+    the one sorted second gets the lower of the two scores, so a mixed-precision search would see FP8 as harmless
+    wherever INT8 is (measured on the fixture: `lm_head` FP8 1.3e-1 reported as INT8's 7.1e-3). A single-format search
+    is unaffected (its no-quantization score, 0, is the lowest)."""
+    S = A._AutoQuantizeBaseSearcher
+    orig = S.initialize_candidate_stats
+    def init(self):
+        out = orig(self)
+        for name, hp in recipe_hparams(self.model).items():
+            if name in self.candidate_stats and 'formats' in self.candidate_stats[name]:
+                self.candidate_stats[name]['scores'] = [hp.get_score(r) for r in self.candidate_stats[name]['formats']]
+        return out
     S.initialize_candidate_stats = init
     try: yield
     finally: S.initialize_candidate_stats = orig
@@ -287,7 +309,7 @@ def auto_quantize(model, batches: list, forward_step, formats: list, constraints
     kw = dict(loss_func=loss_func) if method == 'gradient' else {}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
     try:
-        with resumable_candidate_stats(), named_formats(formats), quiet, warnings.catch_warnings():
+        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), quiet, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
             warnings.filterwarnings('ignore', message='Checkpoint .* does not exist')   # ... and no checkpoint yet
             return mtq.auto_quantize(model, constraints=constraints, quantization_formats=[f[0] if isinstance(f, tuple) else f for f in formats], data_loader=batches,
@@ -547,3 +569,79 @@ def probe_format(cfg: dict, device='cpu') -> tuple[bool, str]:
         warnings.simplefilter('ignore')
         m = mtq.quantize(m, cfg, lambda mm: mm(x))
         return bool(torch.isfinite(m(x)).all()), checkpoint_format(m)
+
+# %% ../nbs/05a_modelopt.ipynb #exp5a002
+def export_hf(model, out_dir) -> None:
+    """Write `model` (quantized, its recipe active) to `out_dir` with ModelOpt's `export_hf_checkpoint`. Raises
+    `QvlError` with ModelOpt's reason when a chosen format cannot be packed for this model's shapes."""
+    from modelopt.torch.export import export_hf_checkpoint
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            export_hf_checkpoint(model, export_dir=str(out_dir))
+    except (NotImplementedError, ValueError, AssertionError) as e:
+        raise QvlError(f"ModelOpt's exporter cannot write this recipe: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+def recipe_quant_cfg(state: dict, recipe: dict) -> tuple[dict, list]:
+    """(ModelOpt `QuantizeConfig` dict, notes) applying `recipe` ({handle: format}) module by module: every quantizer
+    off, then for each module of a quantized handle the weight and input quantizer entries of its format's config,
+    named `<module>.weight_quantizer` / `<module>.input_quantizer`. `algorithm` is the formats' calibration algorithm
+    (`max` with a note when the chosen formats use different ones)."""
+    cfgs = {name: cfg for cfg, name in _state_formats(state)}
+    entries, algos = [{'quantizer_name': '*', 'enable': False}], {}
+    for h, fmt in recipe.items():
+        name = str(fmt).split('(')[0].strip()
+        if name.upper() in ('NONE', 'NO_QUANT', 'NONE_CFG') or h not in state['candidate_stats']: continue
+        cfg = cfgs[name]
+        algos[name] = cfg.get('algorithm', 'max')
+        for m in state['candidate_stats'][h]['module_names']:
+            for e in cfg['quant_cfg']:
+                if e.get('quantizer_name') in ('*weight_quantizer', '*input_quantizer') and 'parent_class' not in e:
+                    entries.append({**copy.deepcopy(e), 'quantizer_name': f"{m}.{e['quantizer_name'][1:]}"})
+    kinds = {str(a) for a in algos.values()}
+    notes = [] if len(kinds) <= 1 else [f"the chosen formats calibrate differently ({', '.join(f'{n}: {a}' for n, a in algos.items())}); the recipe uses max"]
+    return dict(quant_cfg=entries, algorithm=next(iter(algos.values())) if len(kinds) == 1 else 'max'), notes
+
+# %% ../nbs/05a_modelopt.ipynb #exp5a004
+ROUNDING_STEP = {'int8': 1.0, 'int4': 1.0, 'fp8': 32.0, 'fp4': 2.0}   # e4m3: 256→288…448; e2m1: 4→6
+ALGO_TYPES = {'W8A8_SQ_PER_CHANNEL': ('int8', 'int8'), 'W8A16': ('int8', None), 'FP8': ('fp8', 'fp8'),
+              'W4A16_AWQ': ('int4', None), 'W4A8_AWQ': ('int4', 'fp8'), 'NVFP4': ('fp4', 'fp4'),
+              'W4A16_NVFP4': ('fp4', None), 'W4A8_NVFP4_FP8': ('fp4', 'fp8')}
+
+def _unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    "(out/2, in) uint8 → (out, in) int8: byte = row 2i (low nibble) | row 2i+1 (high nibble), signed."
+    p = packed.view(torch.uint8).to(torch.int16)
+    lo, hi = p & 0x0F, (p >> 4) & 0x0F
+    lo, hi = torch.where(lo > 7, lo - 16, lo), torch.where(hi > 7, hi - 16, hi)
+    return torch.stack([lo, hi], 1).reshape(-1, p.shape[-1]).to(torch.int8)
+
+def dequantize_weight(algo: str, t: dict, group_size: int | None = None) -> tuple[torch.Tensor, float]:
+    """(float32 weight, largest rounding step in it) from one exported module's tensors `t` (`weight`, `weight_scale`,
+    maybe `weight_scale_2`) under `quant_algo` `algo`. Raises `QvlError` for a format this function does not unpack."""
+    if algo not in ALGO_TYPES: raise QvlError(f"no dequantization for exported format {algo} (known: {', '.join(ALGO_TYPES)})")
+    kind, w, s = ALGO_TYPES[algo][0], t['weight'], t['weight_scale'].float()
+    if kind == 'int8': out = w.float()*(s[:, None] if s.ndim == 1 else s)
+    elif kind == 'fp8': out = w.float()*(s[:, None] if s.ndim == 1 else s)
+    elif kind == 'int4':
+        q = _unpack_int4(w).float()
+        out = q*s.repeat_interleave(q.shape[-1]//s.shape[-1], -1)
+    else:
+        from modelopt.torch.quantization.qtensor import NVFP4QTensor
+        shape = (w.shape[0], w.shape[1]*2)
+        out = NVFP4QTensor(torch.Size(shape), torch.float32, w).dequantize(scale=t['weight_scale'], double_scale=t['weight_scale_2'].float(),
+                                                                           block_sizes={-1: group_size or 16})
+        s = t['weight_scale'].float()*t['weight_scale_2'].float()
+    return out, float(ROUNDING_STEP[kind]*s.abs().max())
+
+def fake_quant_input(algo: str, x: torch.Tensor, input_scale: torch.Tensor | None) -> torch.Tensor:
+    """`x` quantized and dequantized as a serving kernel of `quant_algo` `algo` quantizes a layer's input with the
+    exported `input_scale`: INT8 round-to-nearest in [-128, 127]·scale, FP8 E4M3 per tensor, NVFP4 per 16-element block
+    (ModelOpt's `NVFP4QTensor`); unchanged for weight-only formats."""
+    act = ALGO_TYPES.get(algo, (None, None))[1]
+    if act is None: return x
+    s = input_scale.to(x.device, torch.float32)
+    if act == 'int8': return ((x.float()/s).round().clamp(-128, 127)*s).to(x.dtype)
+    if act == 'fp8': return ((x.float()/s).clamp(-448, 448).to(torch.float8_e4m3fn).float()*s).to(x.dtype)
+    from modelopt.torch.quantization.qtensor import NVFP4QTensor
+    q, bs, gs = NVFP4QTensor.quantize(x.float(), 16, weights_scaling_factor_2=s)
+    return q.dequantize(scale=bs, double_scale=gs, block_sizes={-1: 16}, dtype=torch.float32).to(x.dtype)

@@ -168,8 +168,12 @@ def pareto_section(pf, frame: pd.DataFrame) -> list[str]:
                       for p in pf.points for m in [val.get(round(p.budget_bits, 4))]])
     head = ['Budget (bits)', 'Achieved bits', 'Predicted score', 'Unquantized handles', 'Measured KL', 'Measured Δloss',
             'Keep unquantized (most sensitive first)']
+    mixed = len({f for p in pf.points for f in (p.formats or {})}) > 1      # a mixed-precision search: say which formats
+    if mixed:
+        t['formats'] = [', '.join(f"{n} ×{k}" for n, k in (p.formats or {}).items()) or '—' for p in pf.points]
+        head.append('Formats chosen (handles)')
     return ['## Mixed-precision advice', '', 'Re-solved from the stored scores (no re-scoring) at each budget; measured = '
-            'applied to the model and run on the held-out samples.', '', *pipe_table(t, 'rrrrrrl', header=head), '']
+            'applied to the model and run on the held-out samples.', '', *pipe_table(t, 'rrrrrrl' + 'l'*mixed, header=head), '']
 
 # %% ../nbs/07b_reports.ipynb #294cf165
 def trust_sections(run: Run) -> list[str]:

@@ -7,6 +7,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/validate.html.md"""
 # %% ../nbs/06b_validate.ipynb #4c5e6d81
 from __future__ import annotations
 import math, random, time
+from collections import Counter
 import numpy as np
 import torch
 from .core import QvlError
@@ -127,7 +128,8 @@ def predicted_score(state: dict, recipe: dict) -> float:
 
 # %% ../nbs/06b_validate.ipynb #a71b3c0e
 def pareto_front(state: dict, points: int = 9) -> list[dict]:
-    "Predicted score, achieved bits and unquantized handles over `points` budgets from all-quantized to 16 bits."
+    """Predicted score, achieved bits, unquantized handles and {format: handles} chosen over `points` budgets from
+    every handle in its lowest-bit format to 16 bits (the whole candidate set of a mixed-precision search)."""
     stats = state['candidate_stats']
     lo = achieved_effective_bits(stats, {h: quantized_recipe(st) for h, st in stats.items() if quantized_index([str(f) for f in st['formats']]) is not None})
     searched = {h for h, st in stats.items() if quantized_index([str(f) for f in st['formats']]) is not None}
@@ -136,7 +138,8 @@ def pareto_front(state: dict, points: int = 9) -> list[dict]:
         rec = resolve_recipe(state, b)
         keep = sorted(h for h, f in rec.items() if is_unquantized(f) and h in searched)   # not the out-of-scope tower
         front.append(dict(budget_bits=round(float(b), 4), achieved_bits=achieved_effective_bits(stats, rec),
-                          predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec))
+                          predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec,
+                          formats=dict(Counter(str(f).split('(')[0].strip() for h, f in rec.items() if h in searched and not is_unquantized(f)))))
     return front
 
 # %% ../nbs/06b_validate.ipynb #a71b3c10
@@ -144,7 +147,7 @@ def validate_front(model, state: dict, front: list, batches, n: int = 3, referen
     "Measure held-out loss and KL at `n` distinct points of the front (always the all-quantized end)."
     distinct, seen = [], set()
     for p in front:
-        k = tuple(p['unquantized'])
+        k = tuple(sorted((h, str(f)) for h, f in p['recipe'].items()))    # candidates: equal unquantized sets, other formats
         if k not in seen and p['predicted_score'] > 0: seen.add(k); distinct.append(p)    # the all-unquantized end needs no check
     idx = sorted({round(i*(len(distinct) - 1)/max(1, n - 1)) for i in range(n)}) if distinct else []
     ref, base = reference or unquantized_reference(model, batches)
