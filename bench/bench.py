@@ -589,6 +589,71 @@ def formats_step(b: Bench) -> dict:
     return dict(formats=rows, formats_ran=len(ran), formats_combinations=len(rows),
                 formats_mismatch=[(r['pair'], r['granularity']) for r in rows if r.get('format_as_registered') is False])
 
+@step('multi-format', 'multi_format', "one mixed-precision search over --candidates (NVFP4 or FP8 per handle, or BF16) at --multi-bits: all-layers --pairs-size, its own pass")
+def multi_format_step(b: Bench) -> dict:
+    """One run with several candidate formats (`RunSpec.candidates`): its wall time, phases, peak GPU memory, the
+    bits it reached and the formats ModelOpt's solver chose (handles per format)."""
+    from collections import Counter
+    from qvl_nbsens.tables import load_run
+    cands = tuple(b.a.candidates.split(','))
+    with kept_model(b):
+        r = one_run(b, b.work/'multi', label='+'.join(cands), scope='all-layers', size=b.a.pairs_size, candidates=cands,
+                    effective_bits=b.a.multi_bits, shared_passes=False)
+    scores = r.pop('scores')
+    run = load_run(b.work/'multi'/r['dir'])
+    chosen = Counter(str(c).split('(')[0] for c in run.frame().chosen_format)
+    res = dict(r, candidates=list(cands), effective_bits=b.a.multi_bits, achieved_effective_bits=run.manifest.search.achieved_effective_bits,
+               chosen=dict(chosen), handles=len(scores), finite=all(math.isfinite(x) for x in scores.values()),
+               run_dir=str(b.work/'multi'/r['dir']))
+    log('multi-format', res)
+    return dict(multi_format=res, multi_format_run_s=r['wall_s'])
+
+@step('export', 'export', "the multi-format run's recipe exported with ModelOpt's exporter (`qvl-nbsens export`): seconds, size on disk, peak memory, the checks")
+def export_step(b: Bench) -> dict:
+    """`export.export_run` on the multi-format step's run at its budget: ModelOpt's export seconds, the whole command's,
+    the checkpoint's size on disk, peak GPU memory, and the weight and held-out KL checks."""
+    import torch
+    from qvl_nbsens.export import export_run
+    rd = (b.doc.get('multi_format') or {}).get('run_dir')
+    if not rd: raise RuntimeError('the export step needs the multi-format step in the same call')
+    if b.cuda: torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    ck = export_run(rd, b.work/'export-ckpt', effective_bits=b.a.multi_bits, device=b.device, heldout_size=16, force=True)
+    wall = time.perf_counter() - t
+    s = json.loads((ck/'qvl_export.json').read_text())
+    res = dict(export_s=s['export_s'], command_s=round(wall, 2), size_bytes=s['size_bytes'], size_gib=round(s['size_bytes']/2**30, 3),
+               files=sorted(f.name for f in ck.iterdir()), peak_gib=round(torch.cuda.max_memory_allocated()/2**30, 2) if b.cuda else None,
+               achieved_effective_bits=s['achieved_effective_bits'], formats=s['formats'], adjusted=s['adjusted'], checks=s['checks'],
+               kept_bf16=len(s['kept_bf16']), quant_algos=sorted({v['quant_algo'] for v in json.loads((ck/'hf_quant_config.json').read_text())['quantization'].get('quantized_layers', {}).values()}))
+    log('export', res)
+    return dict(export=res, export_s=s['export_s'])
+
+@step('export-accuracy', 'export_accuracy', "the trained tiny-shapes fixture: a --candidates search, exported at each of --accuracy-bits, greedy caption slot accuracy of each reloaded checkpoint against BF16")
+def export_accuracy_step(b: Bench) -> dict:
+    """On the embedded trained fixture (its own data): one all-layers small search over --candidates, exported at each
+    budget of --accuracy-bits (`export.export_run`), each checkpoint reloaded (`export.load_exported`) and captioning
+    the fixture's held-out shapes greedily (`fixture.evaluate_captioner`): slot accuracy (colour / shape / background)
+    against the BF16 model's."""
+    from transformers import AutoProcessor
+    from qvl_nbsens.spec import RunSpec
+    from qvl_nbsens.run import run_sensitivity
+    from qvl_nbsens.export import export_run, load_exported
+    from qvl_nbsens.fixture import evaluate_captioner, TrainRecipe, default_fixture_dir
+    from qvl_nbsens.loading import load_model
+    cands = tuple(b.a.candidates.split(','))
+    rd = run_sensitivity(RunSpec(candidates=cands, effective_bits=b.a.multi_bits, validate=False, device=b.device),
+                         b.work/'acc-runs', force=True, verbose=False)
+    rows = [dict(checkpoint='bf16', slot_accuracy=evaluate_captioner(*load_model(default_fixture_dir(), b.device), TrainRecipe())['slot_accuracy'])]
+    for bits in map(float, b.a.accuracy_bits.split(',')):
+        ck = export_run(rd, b.work/f'acc-ckpt-{bits:g}', effective_bits=bits, device=b.device, heldout_size=16, force=True, verbose=False)
+        s = json.loads((ck/'qvl_export.json').read_text())
+        acc = evaluate_captioner(load_exported(ck, b.device)[0], AutoProcessor.from_pretrained(ck), TrainRecipe())['slot_accuracy']
+        rows.append(dict(checkpoint=f'{bits:g} bits', achieved_effective_bits=s['achieved_effective_bits'], formats=s['formats'],
+                         kl_fake_quant=s['checks']['kl_fake_quant'], kl_exported=s['checks']['kl_exported'], size_bytes=s['size_bytes'],
+                         adjusted=list(s['adjusted']), slot_accuracy=acc))
+        log('export-accuracy', rows[-1])
+    return dict(export_accuracy=rows)
+
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
     t = time.perf_counter()   # the whole suite, so that the capped largest pass serves the smaller subsets as it would
@@ -718,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--floor-variants', type=variant_list(FLOOR_VARIANTS), default='nested,ungrouped,cudnn', help=f"floor step's passes in order ({', '.join(FLOOR_VARIANTS)}); a name twice runs twice")
     r.add_argument('--pairs-size', default='small', help='pairs step: the subset each quant pair searches')
     r.add_argument('--pairs-list', default=None, help='pairs step: these quant pairs only (comma-separated; default: every registry pair)')
+    r.add_argument('--candidates', default='wfp4_afp4,wfp8_afp8', help='multi-format and export-accuracy steps: the candidate formats of the search')
+    r.add_argument('--multi-bits', type=float, default=6.0, help='multi-format and export steps: the bit budget')
+    r.add_argument('--accuracy-bits', default='5,6,8', help='export-accuracy step: the budgets exported')
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', type=variant_list(VARIANTS), default='shared')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')
