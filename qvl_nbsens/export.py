@@ -128,16 +128,23 @@ def fake_quant_weights(model, state: dict, recipe: dict) -> dict:
 
 def weight_check(fq: dict, deq: dict) -> dict:
     """Compare fake-quantized weights `fq` with the checkpoint's dequantized ones `deq` ({module: (weight, step)}):
-    the largest |difference| over all layers, the layer where it is, and whether every layer is within half its
-    rounding step. Layers on one side only are listed (`missing`); layers listed as quantized but written unpacked
-    (`not_packed`) are not compared: the checkpoint holds them in BF16."""
+    the largest |difference| and the layer where it is, the largest difference in units of its layer's coarsest
+    rounding step (`max_steps`), the share of elements that differ at all, the largest relative (Frobenius)
+    difference of a layer, and `within_rounding`: no element differs by more than one rounding step (the exporter
+    recomputes scales, e.g. NVFP4's FP8 block scales, and may round a value to the neighbouring grid point). Layers
+    on one side only are listed (`missing`); layers listed as quantized but written unpacked (`not_packed`) are not
+    compared: the checkpoint holds them in BF16."""
     packed = {m: v for m, v in deq.items() if v is not None}
-    worst, ok, missing = (0.0, None), True, sorted(set(fq) ^ set(deq))
+    worst, steps, rel, differ, total, missing = (0.0, None), 0.0, 0.0, 0, 0, sorted(set(fq) ^ set(deq))
     for m in sorted(set(fq) & set(packed)):
-        d = float((fq[m] - deq[m][0].cpu()).abs().max())
-        ok &= d <= 0.5*deq[m][1]
+        diff = (fq[m] - packed[m][0].cpu()).abs()
+        d = float(diff.max())
+        steps = max(steps, d/packed[m][1] if packed[m][1] > 0 else (0.0 if d == 0 else math.inf))
+        rel = max(rel, float(diff.norm()/fq[m].norm()) if float(fq[m].norm()) > 0 else 0.0)
+        differ += int((diff > 1e-6*float(fq[m].abs().max())).sum()); total += diff.numel()
         if d >= worst[0]: worst = (d, m)
-    return dict(layers=len(set(fq) & set(packed)), max_abs_diff=worst[0], worst_layer=worst[1], within_rounding=ok and not missing,
+    return dict(layers=len(set(fq) & set(packed)), max_abs_diff=worst[0], worst_layer=worst[1], max_steps=steps,
+                differing_fraction=differ/total if total else 0.0, max_rel_fro=rel, within_rounding=steps <= 1 + 1e-6 and not missing,
                 missing=missing, not_packed=sorted(m for m, v in deq.items() if v is None))
 
 # %% ../nbs/08c_export.ipynb #e8c00011
