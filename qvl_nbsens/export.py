@@ -128,20 +128,21 @@ def fake_quant_weights(model, state: dict, recipe: dict) -> dict:
 
 def weight_check(fq: dict, deq: dict) -> dict:
     """Compare fake-quantized weights `fq` with the checkpoint's dequantized ones `deq` ({module: (weight, step)}):
-    the largest |difference| and the layer where it is, the largest difference in units of its layer's coarsest
-    rounding step (`max_steps`), the share of elements that differ at all, the largest relative (Frobenius)
-    difference of a layer, and `within_rounding`: no element differs by more than one rounding step (the exporter
-    recomputes scales, e.g. NVFP4's FP8 block scales, and may round a value to the neighbouring grid point). Layers
+    the largest |difference| and the layer where it is, the largest difference beyond dtype rounding in units of its
+    layer's coarsest rounding step (`max_steps`), the share of elements that differ beyond dtype rounding, the largest relative (Frobenius)
+    difference of a layer, and `within_rounding`: no element differs by more than one rounding step plus the rounding
+    of the fake-quantized value to the model's dtype (2⁻⁸ of it: BF16 keeps 8 significant bits). The exporter
+    recomputes scales (NVFP4's FP8 block scales) and may round a value to the neighbouring grid point. Layers
     on one side only are listed (`missing`); layers listed as quantized but written unpacked (`not_packed`) are not
     compared: the checkpoint holds them in BF16."""
     packed = {m: v for m, v in deq.items() if v is not None}
     worst, steps, rel, differ, total, missing = (0.0, None), 0.0, 0.0, 0, 0, sorted(set(fq) ^ set(deq))
     for m in sorted(set(fq) & set(packed)):
-        diff = (fq[m] - packed[m][0].cpu()).abs()
-        d = float(diff.max())
-        steps = max(steps, d/packed[m][1] if packed[m][1] > 0 else (0.0 if d == 0 else math.inf))
+        diff, dtype_tol = (fq[m] - packed[m][0].cpu()).abs(), 2**-8*fq[m].abs()
+        d, step = float(diff.max()), packed[m][1]
+        steps = max(steps, float((diff - dtype_tol).clamp(min=0).max())/step if step > 0 else (0.0 if d == 0 else math.inf))
         rel = max(rel, float(diff.norm()/fq[m].norm()) if float(fq[m].norm()) > 0 else 0.0)
-        differ += int((diff > 1e-6*float(fq[m].abs().max())).sum()); total += diff.numel()
+        differ += int((diff > dtype_tol + 1e-12).sum()); total += diff.numel()
         if d >= worst[0]: worst = (d, m)
     return dict(layers=len(set(fq) & set(packed)), max_abs_diff=worst[0], worst_layer=worst[1], max_steps=steps,
                 differing_fraction=differ/total if total else 0.0, max_rel_fro=rel, within_rounding=steps <= 1 + 1e-6 and not missing,
@@ -271,7 +272,7 @@ def export_run(run_dir, out, effective_bits: float | None = None, keep_bf16: int
         (tmp/EXPORT_FILE).write_text(json.dumps(summary, indent=2, default=float) + '\n')
         if not checks['weights']['within_rounding']:
             raise QvlError(f"exported weights differ from the fake-quantized ones beyond rounding ({checks['weights']['max_abs_diff']:.3e} at "
-                           f"{checks['weights']['worst_layer']}; missing {checks['weights']['missing'][:3]}): nothing written")
+                           f"{checks['weights']['worst_layer']}, {checks['weights']['max_steps']:.2f} rounding steps at most; missing {checks['weights']['missing'][:3]}): nothing written")
         if rel > KL_TOLERANCE:
             raise QvlError(f"the exported checkpoint's held-out KL {ex_damage['kl']:.3e} is {rel:.0%} off the fake-quantized model's "
                            f"{fq_damage['kl']:.3e} (more than {KL_TOLERANCE:.0%}): nothing written")
