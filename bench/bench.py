@@ -645,14 +645,16 @@ def export_accuracy_step(b: Bench) -> dict:
                          b.work/'acc-runs', force=True, verbose=False)
     rows = [dict(checkpoint='bf16', slot_accuracy=evaluate_captioner(*load_model(default_fixture_dir(), b.device), TrainRecipe())['slot_accuracy'])]
     for bits in map(float, b.a.accuracy_bits.split(',')):
-        ck = export_run(rd, b.work/f'acc-ckpt-{bits:g}', effective_bits=bits, device=b.device, heldout_size=16, force=True, verbose=False)
+        try: ck = export_run(rd, b.work/f'acc-ckpt-{bits:g}', effective_bits=bits, device=b.device, heldout_size=16, force=True, verbose=False)
+        except Exception as e:      # a budget whose export fails its checks is a result: the others still run
+            rows.append(dict(checkpoint=f'{bits:g} bits', error=f"{type(e).__name__}: {str(e)[:400]}")); log('export-accuracy', rows[-1]); continue
         s = json.loads((ck/'qvl_export.json').read_text())
         acc = evaluate_captioner(load_exported(ck, b.device)[0], AutoProcessor.from_pretrained(ck), TrainRecipe())['slot_accuracy']
         rows.append(dict(checkpoint=f'{bits:g} bits', achieved_effective_bits=s['achieved_effective_bits'], formats=s['formats'],
                          kl_fake_quant=s['checks']['kl_fake_quant'], kl_exported=s['checks']['kl_exported'], size_bytes=s['size_bytes'],
                          adjusted=list(s['adjusted']), slot_accuracy=acc))
         log('export-accuracy', rows[-1])
-    return dict(export_accuracy=rows)
+    return dict(export_accuracy=rows, export_accuracy_failed=[r['checkpoint'] for r in rows if 'error' in r])
 
 @step('same-work', 'project_same_work', "the suite again with the reference's scoring cap (--ref-score-size): the reference's work")
 def same_work_step(b: Bench) -> dict:
