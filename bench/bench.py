@@ -651,7 +651,8 @@ def export_accuracy_step(b: Bench) -> dict:
         s = json.loads((ck/'qvl_export.json').read_text())
         acc = evaluate_captioner(load_exported(ck, b.device)[0], AutoProcessor.from_pretrained(ck), TrainRecipe())['slot_accuracy']
         rows.append(dict(checkpoint=f'{bits:g} bits', achieved_effective_bits=s['achieved_effective_bits'], formats=s['formats'],
-                         kl_fake_quant=s['checks']['kl_fake_quant'], kl_exported=s['checks']['kl_exported'], size_bytes=s['size_bytes'],
+                         kl_fake_quant=s['checks']['kl_fake_quant'], kl_fake_quant_as_exported=s['checks']['kl_fake_quant_as_exported'],
+                         kl_exported=s['checks']['kl_exported'], kl_rel_diff=s['checks']['kl_rel_diff'], weights=s['checks']['weights'], size_bytes=s['size_bytes'],
                          adjusted=list(s['adjusted']), slot_accuracy=acc))
         log('export-accuracy', rows[-1])
     return dict(export_accuracy=rows, export_accuracy_failed=[r['checkpoint'] for r in rows if 'error' in r])

@@ -21,7 +21,7 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDIN
            'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
            'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
            'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
-           'checkpoint_format', 'probe_format', 'export_hf', 'recipe_quant_cfg', 'dequantize_weight',
+           'checkpoint_format', 'probe_format', 'export_hf', 'as_exported', 'recipe_quant_cfg', 'dequantize_weight',
            'fake_quant_input']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
@@ -581,6 +581,15 @@ def export_hf(model, out_dir) -> None:
             export_hf_checkpoint(model, export_dir=str(out_dir))
     except (NotImplementedError, ValueError, AssertionError) as e:
         raise QvlError(f"ModelOpt's exporter cannot write this recipe: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+def as_exported(model) -> None:
+    """Give `model`'s quantizers what ModelOpt's exporter gives them before it packs the weights
+    (`requantize_resmooth_fused_llm_layers`): layers that share an input (q/k/v, gate/up) get one input range and, for
+    NVFP4, one global weight scale. The fake-quantized model then computes what the checkpoint holds."""
+    from modelopt.torch.export.unified_export_hf import requantize_resmooth_fused_llm_layers
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        requantize_resmooth_fused_llm_layers(model)
 
 def recipe_quant_cfg(state: dict, recipe: dict) -> tuple[dict, list]:
     """(ModelOpt `QuantizeConfig` dict, notes) applying `recipe` ({handle: format}) module by module: every quantizer
