@@ -117,6 +117,10 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                 pairs_run_on_gpu=latest('pairs_run_on_gpu'), pairs_call=next((d['name'] for d in reversed(head) if d.get('pairs_run_on_gpu') is not None), None),
                 formats_ran=latest('formats_ran'), formats_combinations=latest('formats_combinations'),
                 formats_call=next((d['name'] for d in reversed(head) if d.get('formats_ran') is not None), None),
+                multi_format_run_s=latest('multi_format_run_s'), multi_format_call=next((d['name'] for d in reversed(head) if d.get('multi_format_run_s') is not None), None),
+                export_s=latest('export_s'), export_call=next((d['name'] for d in reversed(head) if d.get('export_s') is not None), None),
+                export_size_gib=next((d['export']['size_gib'] for d in reversed(head) if d.get('export')), None),
+                export_peak_gib=next((d['export']['peak_gib'] for d in reversed(head) if d.get('export')), None),
                 one_pass_min_spearman=latest('one_pass_min_spearman'), one_pass_max_rel_diff=latest('one_pass_max_rel_diff'),
                 fit_80gb=next(({k: v for k, v in d['fit_80gb'].items() if k != 'run'} for d in reversed(head) if (d.get('fit_80gb') or {}).get('run')), None),
                 readme_suite=next(({k: v for k, v in d['readme_suite'].items() if k not in ('stdout_tail',)} | dict(call=d['name'])
@@ -210,6 +214,33 @@ def _call_section(d: dict) -> list:
         L += [f"| `{r['pair']}` | {', '.join(r['formats'])} | {r['deployment'] or 'simulation only'} | {r.get('checkpoint_format', NOT_RECORDED)} | "
               f"{r.get('wall_s', NOT_RECORDED)} | {r.get('calibration_s', NOT_RECORDED)} | {r.get('scoring_s', NOT_RECORDED)} | {r.get('peak_gib', NOT_RECORDED)} | "
               f"{'ok' if r['ok'] and r.get('finite') else r.get('error', 'non-finite scores')} |" for r in d['pairs']]
+        L.append('')
+    if d.get('multi_format'):
+        m = d['multi_format']
+        L += [f"### Mixed-precision search over {', '.join(f'`{c}`' for c in m['candidates'])} at {m['effective_bits']:g} effective bits", '',
+              f"All-layers {m['size']}, its own pass: **{m['wall_s']} s** (calibration {m['calibration_s']} s, scoring {m['scoring_s']} s), "
+              f"peak {m['peak_gib']} GiB, {m['handles']} handles, {_fmt(m['achieved_effective_bits'], '.3f')} effective bits reached. Chosen: "
+              + ', '.join(f"{k} ×{v}" for k, v in m['chosen'].items()) + '.', '']
+    if d.get('export'):
+        e, c = d['export'], d['export']['checks']
+        L += ['### Export of that recipe (`qvl-nbsens export`)', '',
+              f"ModelOpt's `export_hf_checkpoint`: **{e['export_s']} s**; the whole command (load, restore, held-out KL, export, reload, checks) "
+              f"{e['command_s']} s. Checkpoint **{e['size_gib']} GiB** on disk ({', '.join(e['quant_algos'])}), peak GPU memory "
+              f"{e['peak_gib']} GiB. Held-out KL per caption token: {c['kl_fake_quant']:.4e} (the run's recipe, fake-quantized), "
+              f"{c.get('kl_fake_quant_as_exported', float('nan')):.4e} (as the exporter re-scales it), {c['kl_exported']:.4e} (the checkpoint, "
+              f"reloaded): {c['kl_rel_diff']:.1%} apart. Weights: {c['weights']['layers']} layers, at most {c['weights'].get('max_steps', float('nan')):.2f} "
+              f"rounding steps apart, {c['weights'].get('differing_fraction', float('nan')):.1%} of elements re-rounded. Kept in BF16 by the exporter's limits: "
+              + (', '.join(f'`{h}`' for h in e['adjusted']) or 'none') + '.', '']
+    if d.get('export_accuracy'):
+        L += ['### Exported checkpoints of the trained fixture: greedy caption slot accuracy', '',
+              '| Checkpoint | Bits reached | Formats | KL (run) | KL (as exported) | KL (checkpoint) | Colour | Shape | Background |',
+              '|---|---:|---|---:|---:|---:|---:|---:|---:|']
+        for r in d['export_accuracy']:
+            if r.get('error'): L.append(f"| {r['checkpoint']} | {r['error']} | | | | | | | |"); continue
+            a = r['slot_accuracy']
+            L.append(f"| {r['checkpoint']} | {_fmt(r.get('achieved_effective_bits'), '.2f')} | {', '.join(f'{k} ×{v}' for k, v in (r.get('formats') or {}).items()) or '—'} | "
+                     f"{_fmt(r.get('kl_fake_quant'), '.2e')} | {_fmt(r.get('kl_fake_quant_as_exported'), '.2e')} | {_fmt(r.get('kl_exported'), '.2e')} | "
+                     f"{a['color']:.3f} | {a['shape']:.3f} | {a['background']:.3f} |")
         L.append('')
     if d.get('formats'):
         bad = [f"`{r['pair']}` at `{r['granularity']}`: {r.get('error') or 'non-finite output'}" for r in d['formats'] if not (r['ok'] and r.get('finite'))]
