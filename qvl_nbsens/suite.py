@@ -97,8 +97,8 @@ def published_notebook(nb: dict, out: Path, stage: Path, name: str) -> dict:
 
 # %% ../nbs/08a_suite.ipynb #96528065
 def _params(spec: RunSpec, out_dir: Path, force: bool, keep_model: bool, reuse_dir: Path | None = None, nested_sizes=()) -> dict:
-    "Notebook parameters: every `RunSpec` field under its own name, and `spec.NOTEBOOK_PARAMS`."
-    return dict(asdict(spec), out_dir=str(out_dir), force=force, keep_model=keep_model, reuse_dir=None if reuse_dir is None else str(reuse_dir),
+    "Notebook parameters: every `RunSpec` field under its own name (a tuple as a list: papermill writes lists only), and `spec.NOTEBOOK_PARAMS`."
+    return dict({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}, out_dir=str(out_dir), force=force, keep_model=keep_model, reuse_dir=None if reuse_dir is None else str(reuse_dir),
                 nested_sizes=list(nested_sizes))
 
 def check_run_notebook(path=None) -> dict:
