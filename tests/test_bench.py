@@ -7,7 +7,7 @@ BENCH = ROOT/'bench'
 sys.path.insert(0, str(BENCH))
 import bench, bench_report  # noqa: E402
 
-ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'pairs', 'formats', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
+ALL_STEPS = ['setup', 'readme-suite', 'prepare', 'batch-invariance', 'one-pass', 'fit-80gb', 'handles', 'variants', 'suite', 'floor', 'profile', 'pairs', 'formats', 'multi-format', 'export', 'export-accuracy', 'same-work', 'validate', 'reference', 'cli-suite', 'two-gpu']
 
 
 def bench_cmd(*args, timeout=120):
