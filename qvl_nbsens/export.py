@@ -13,14 +13,15 @@ from pathlib import Path
 import torch
 from .core import QvlError, atomic_dir, resolve_inside, sha256_file
 from .manifest import read_manifest
-from .quant import is_unquantized, quantized_index
+from .quant import is_unquantized, quantized_index, format_name, format_bits
 from .tables import manifest_file
-from .modelopt_adapter import (export_hf, as_exported, recipe_quant_cfg, restore_search, dequantize_weight, fake_quant_input,
+from .modelopt_adapter import (export_hf, as_exported, recipe_quant_cfg, fake_quantized_weight, QFORMAT_ALGO, ALGO_TYPES, restore_search, dequantize_weight, fake_quant_input,
                                          ready_cuda_extension)
 
 # %% auto #0
-__all__ = ['EXPORT_FILE', 'RECIPE_FILE', 'KL_TOLERANCE', 'choose_recipe', 'unpacked_layers', 'exported_layers', 'load_exported',
-           'fake_quant_weights', 'weight_check', 'checkpoint_readme', 'export_run']
+__all__ = ['EXPORT_FILE', 'RECIPE_FILE', 'KL_TOLERANCE', 'searched_handles', 'cheapest_candidate', 'choose_recipe',
+           'unpacked_layers', 'exported_layers', 'load_exported', 'fake_quant_weights', 'weight_check',
+           'checkpoint_readme', 'export_run']
 
 # %% ../nbs/08c_export.ipynb #e8c00006
 EXPORT_FILE, RECIPE_FILE, KL_TOLERANCE = 'qvl_export.json', 'modelopt_recipe.yaml', 0.10
@@ -35,24 +36,41 @@ def _state(run_dir) -> tuple:
     try: state = torch.load(sf, weights_only=False)     # Python objects: run directories are trusted paths
     except Exception as e: raise QvlError(f"{sf.name} is not a readable AutoQuant state ({type(e).__name__})") from None
     if not isinstance(state, dict) or not state.get('candidate_stats'): raise QvlError(f"{sf.name} holds no finished AutoQuant search")
+    for what, v in (('dataset.db_path', m.dataset.db_path), ('model.path', m.model.path), ('scheme.effective_bits', m.scheme.effective_bits)):
+        if v is None: raise QvlError(f"{mf.name} records no {what}: export needs the run's calibration folder, model folder and budget")
     return mf, m, state
+
+def _none(formats) -> str:
+    "A handle's no-quantization candidate (its BF16 choice)."
+    return next((str(f) for f in formats if is_unquantized(f)), 'NONE')
+
+def searched_handles(state: dict) -> dict:
+    "{handle: its candidate formats} of the handles the search quantized (an lm-only run's vision tower is not among them)."
+    return {h: [str(f) for f in st['formats']] for h, st in state['candidate_stats'].items() if quantized_index([str(f) for f in st['formats']]) is not None}
+
+def cheapest_candidate(st: dict) -> str:
+    "A handle's lowest-bit candidate; among several with those bits, the one with the lowest score."
+    fm = [str(f) for f in st['formats']]
+    bits = format_bits(fm[quantized_index(fm)])
+    return min((s, f) for f, s in zip(fm, st['scores']) if not is_unquantized(f) and format_bits(f) == bits)[1]
 
 def choose_recipe(state: dict, effective_bits: float | None = None, keep_bf16: int | None = None) -> dict:
     """{handle: format} to export: ModelOpt's solver re-run on the stored scores for `effective_bits`, or — with
     `keep_bf16` K — the K highest-scored handles (their lowest-bit candidate's score) unquantized and every other
-    searched handle in its lowest-bit candidate format. Raises `QvlError` unless exactly one of the two is given."""
+    searched handle in its lowest-bit candidate format (`cheapest_candidate`). Raises `QvlError` unless exactly one of
+    the two is given."""
     from qvl_nbsens.validate import resolve_recipe
     if (effective_bits is None) == (keep_bf16 is None): raise QvlError('give --effective-bits or --keep-bf16 (one of them)')
     if effective_bits is not None:
         if not (math.isfinite(effective_bits) and 0 < effective_bits <= 32): raise QvlError(f"effective bits must be in (0, 32], got {effective_bits!r}")
         return {h: str(f) for h, f in resolve_recipe(state, effective_bits).items()}
-    searched = {h: [str(f) for f in st['formats']] for h, st in state['candidate_stats'].items()}
-    searched = {h: (fm, quantized_index(fm)) for h, fm in searched.items() if quantized_index(fm) is not None}
-    if keep_bf16 < 0 or keep_bf16 > len(searched): raise QvlError(f"--keep-bf16 must be in 0..{len(searched)} (the searched handles), got {keep_bf16}")
-    score = lambda h: state['candidate_stats'][h]['scores'][searched[h][1]]
+    searched, stats = searched_handles(state), state['candidate_stats']
+    if keep_bf16 < 0 or keep_bf16 >= len(searched):
+        raise QvlError(f"--keep-bf16 must be in 0..{len(searched) - 1} (fewer than the {len(searched)} searched handles: one must be quantized), got {keep_bf16}")
+    score = lambda h: stats[h]['scores'][quantized_index(searched[h])]
     order = sorted(searched, key=lambda h: -score(h) if math.isfinite(score(h)) else -math.inf)
-    none = lambda fm: next((f for f in fm if is_unquantized(f)), 'NONE')
-    return {h: none(searched[h][0]) if i < keep_bf16 else searched[h][0][searched[h][1]] for i, h in enumerate(order)}
+    out = {h: _none(st['formats']) for h, st in stats.items()}
+    return out | {h: _none(searched[h]) if i < keep_bf16 else cheapest_candidate(stats[h]) for i, h in enumerate(order)}
 
 # %% ../nbs/08c_export.ipynb #e8c00008
 def _tensors(export_dir) -> dict:
@@ -63,10 +81,14 @@ def _tensors(export_dir) -> dict:
     for f in files: out.update(load_file(str(f)))
     return out
 
-def unpacked_layers(export_dir) -> dict:
-    "{module: quant_algo} of the layers `hf_quant_config.json` lists as quantized whose weight has no `weight_scale` (written unpacked)."
-    t = _tensors(export_dir)
-    return {k: v['quant_algo'] for k, v in exported_layers(export_dir).items() if f'{k}.weight_scale' not in t}
+def unpacked_layers(export_dir, modules) -> list:
+    """The `modules` (those the recipe quantizes) whose weight the checkpoint in `export_dir` holds unpacked (no
+    `weight_scale`): ModelOpt 0.47 does so for a Conv3d patch embedding, and lists it as quantized all the same."""
+    from safetensors import safe_open
+    keys = set()
+    for f in sorted(Path(export_dir).glob('*.safetensors')):
+        with safe_open(str(f), 'pt') as h: keys |= set(h.keys())
+    return sorted(m for m in modules if f'{m}.weight_scale' not in keys)
 
 def exported_layers(export_dir) -> dict:
     "{module: {'quant_algo', 'group_size'}} of every quantized layer an exported checkpoint's `hf_quant_config.json` lists."
@@ -117,14 +139,9 @@ def load_exported(export_dir, device: str = 'cpu', dtype=None):
 # %% ../nbs/08c_export.ipynb #e8c00009
 def fake_quant_weights(model, state: dict, recipe: dict) -> dict:
     "{module: float32 weight as the active recipe's weight quantizer gives it} for every module of a quantized handle (on the CPU)."
-    mods, out = dict(model.named_modules()), {}
-    with torch.no_grad():
-        for h, f in recipe.items():
-            if is_unquantized(f): continue
-            for m in state['candidate_stats'][h]['module_names']:
-                mod = mods[m]
-                out[m] = mod.weight_quantizer(mod.weight).float().cpu()
-    return out
+    mods = dict(model.named_modules())
+    return {m: fake_quantized_weight(mods[m]).float().cpu() for h, f in recipe.items() if not is_unquantized(f)
+            for m in state['candidate_stats'][h]['module_names']}
 
 def weight_check(fq: dict, deq: dict) -> dict:
     """Compare fake-quantized weights `fq` with the checkpoint's dequantized ones `deq` ({module: (weight, step)}):
@@ -149,8 +166,6 @@ def weight_check(fq: dict, deq: dict) -> dict:
                 missing=missing, not_packed=sorted(m for m, v in deq.items() if v is None))
 
 # %% ../nbs/08c_export.ipynb #e8c00011
-def _short(f) -> str: return str(f).split('(')[0].strip()
-
 def checkpoint_readme(summary: dict) -> str:
     "The checkpoint's README.md from the export summary (`export_run`)."
     s, ch = summary, summary['checks']
@@ -160,8 +175,10 @@ def checkpoint_readme(summary: dict) -> str:
              f"AutoQuant search of run `{s['run']}` ({s['method']} scores, scope {s['scope']}, {s['samples']} calibration samples).", '',
              f"Recipe: {s['how']}. Formats (handles): " + ', '.join(f"{k} ×{v}" for k, v in s['formats'].items()) + '.', '',
              '## Kept in BF16', '',
-             (f"{len(kept)} of {s['searched_handles']} searched handles stay unquantized: quantizing them costs the most "
-              "(the run's score of their lowest-bit candidate, most damaging first):" if kept else 'None: every searched handle is quantized.'), '']
+             (f"{len(kept)} of {s['searched_handles']} searched handles stay unquantized, most damaging first (the run's score of "
+              "their lowest-bit candidate)" + (": the highest scores." if s['keep_bf16'] is not None else
+              ": ModelOpt's solver found their scores too high for the bits they would save within the budget.")
+              if kept else 'None: every searched handle is quantized.'), '']
     lines += [f"- `{k['layer']}` — score {k['score']:.3e}, rank {k['rank']}" + ('' if k.get('why', 'its score') == 'its score' else f"; {k['why']}")
               for k in kept[:40]]
     if len(kept) > 40: lines.append(f"- … and {len(kept) - 40} more (`{EXPORT_FILE}`)")
@@ -208,13 +225,21 @@ def export_run(run_dir, out, effective_bits: float | None = None, keep_bf16: int
     t0 = time.perf_counter()
     mf, m, state = _state(run_dir)
     out = Path(out)
+    if out.resolve() == mf.parent.resolve() or out.resolve() in mf.parent.resolve().parents:
+        raise QvlError(f"--out {out} would replace the run directory {mf.parent.name} (or a folder holding it): choose another folder")
     if out.exists() and not force: raise QvlError(f"{out} exists: pass --force to replace it, or choose another --out")
+    if heldout_size is not None and heldout_size < 1: raise QvlError(f"--heldout-size must be >= 1, got {heldout_size}")
     if effective_bits is None and keep_bf16 is None: effective_bits = m.scheme.effective_bits
     recipe = choose_recipe(state, effective_bits, keep_bf16)
-    if sim := sorted({_short(f) for f in recipe.values() if not is_unquantized(f) and _short(f) not in EXPORT_FORMATS}):
+    chosen = sorted({format_name(f) for f in recipe.values() if not is_unquantized(f)})
+    if not chosen: raise QvlError(f"nothing to export: at {effective_bits:g} effective bits every handle stays in BF16; give a lower --effective-bits")
+    if sim := [f for f in chosen if f not in EXPORT_FORMATS]:
         raise QvlError(f"format {sim[0]} is simulation only (no ModelOpt export format): export a run of deployable pairs (`qvl-nbsens pairs`), "
                        "or a budget that leaves its handles unquantized")
-    spec = spec_of(m, device=device, heldout_size=heldout_size or (m.validation.heldout_samples if m.validation else None) or 32).resolved()
+    if odd := [f for f in chosen if QFORMAT_ALGO.get(EXPORT_FORMATS[f]) not in ALGO_TYPES]:
+        raise QvlError(f"format {odd[0]} exports as {QFORMAT_ALGO.get(EXPORT_FORMATS[odd[0]], EXPORT_FORMATS[odd[0]])}, which this export cannot read "
+                       f"back to check yet (it checks {', '.join(ALGO_TYPES)}): choose a budget or run without it")
+    spec = spec_of(m, device=device, heldout_size=heldout_size if heldout_size is not None else (m.validation.heldout_samples if m.validation else None) or 32).resolved()
     spec = replace(spec, batch_size=spec.batch_size or m.dataset.batch_size or 8)
     def searched_model():
         model, processor = load_model(spec.model_dir, spec.device)
@@ -237,13 +262,13 @@ def export_run(run_dir, out, effective_bits: float | None = None, keep_bf16: int
             export_hf(model, tmp)
             export_s = time.perf_counter() - t1
             say(f"[export] {m.scheme.name}: ModelOpt wrote the checkpoint in {export_s:.1f}s")
-            unpacked = unpacked_layers(tmp)
+            unpacked = unpacked_layers(tmp, fq)
             if not unpacked or attempt == 2: break
             mods = dict(model.named_modules())
-            for mm, algo in unpacked.items():
-                adjusted[owner[mm]] = (f"ModelOpt {environment()['modelopt']}'s exporter lists `{mm}` ({type(mods[mm]).__name__}) as {algo} "
-                                       "but writes its weight unpacked")
-            recipe = {**recipe, **{h: next((str(f) for f in stats[h]['formats'] if is_unquantized(f)), 'NONE') for h in adjusted}}
+            for mm in unpacked:
+                adjusted[owner[mm]] = (f"ModelOpt {environment()['modelopt']}'s exporter does not pack `{mm}` ({type(mods[mm]).__name__}) "
+                                       f"in {format_name(recipe[owner[mm]])}: it writes its weight unpacked")
+            recipe = {**recipe, **{h: _none(stats[h]['formats']) for h in adjusted}}
             say(f"[export] kept in BF16 (the exporter does not pack them): {', '.join(unpacked)}; exporting again")
             for f in tmp.iterdir(): shutil.rmtree(f) if f.is_dir() else f.unlink()
             del model; model, _ = searched_model()
@@ -259,17 +284,17 @@ def export_run(run_dir, out, effective_bits: float | None = None, keep_bf16: int
                       loss_bf16=base['loss'], loss_fake_quant=fq_damage['loss'], loss_exported=ex_damage['loss'],
                       heldout_samples=len(held), tokens=fq_damage['tokens'])
         rank = {h: r.rank for h, r in m.layer_sensitivity.items()}
-        kept = sorted((h for h, f in recipe.items() if is_unquantized(f)), key=lambda h: rank.get(h, 10**9))
+        kept = sorted((h for h, f in recipe.items() if is_unquantized(f) and h in searched_handles(state)), key=lambda h: rank.get(h, 10**9))
         summary = dict(run=m.scheme.name, run_dir=str(mf.parent), model_id=m.model.id, method=m.scheme.method, scope=m.scheme.scope,
                        samples=m.dataset.num_samples, how=f"ModelOpt's solver at {effective_bits:g} effective bits" if keep_bf16 is None
                        else f"the {keep_bf16} highest-scored handles kept in BF16, the others in their lowest-bit candidate format",
                        effective_bits=effective_bits, keep_bf16=keep_bf16, achieved_effective_bits=achieved_effective_bits(stats, recipe),
-                       predicted_score=predicted_score(state, recipe), searched_handles=sum(quantized_index([str(f) for f in st['formats']]) is not None for st in stats.values()),
-                       formats=dict(Counter(_short(f) for f in recipe.values() if not is_unquantized(f))),
+                       predicted_score=predicted_score(state, recipe), searched_handles=len(searched_handles(state)),
+                       formats=dict(Counter(format_name(f) for f in recipe.values() if not is_unquantized(f))),
                        kept_bf16=[dict(handle=h, layer=m.layer_sensitivity[h].layer if h in m.layer_sensitivity else h, rank=rank.get(h),
                                        score=m.layer_sensitivity[h].sensitivity if h in m.layer_sensitivity else float('nan'),
                                        why=adjusted.get(h, 'its score')) for h in kept],
-                       excluded=list(m.scheme.disabled_layers), recipe={h: _short(f) for h, f in recipe.items()}, recipe_notes=notes,
+                       excluded=list(m.scheme.disabled_layers), recipe={h: format_name(f) for h, f in recipe.items()}, recipe_notes=notes,
                        adjusted=adjusted,
                        checks=checks, export_s=round(export_s, 3), modelopt=environment()['modelopt'], qvl_nbsens=environment()['qvl_nbsens'],
                        state_sha256=sha256_file(resolve_inside(mf.parent, m.autoquant_state.file, 'AutoQuant state file')))

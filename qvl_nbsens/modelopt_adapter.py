@@ -13,16 +13,16 @@ import modelopt
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDING_STEP', 'ALGO_TYPES', 'check_modelopt_version',
-           'quant_grouping_rules', 'recipe_hparams', 'is_no_quant', 'activate_recipe', 'model_quantizers',
-           'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score', 'resumable_candidate_stats',
-           'unclamped_scores', 'search_clock', 'around_scoring', 'padding_excluded', 'no_kv_cache',
-           'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant', 'shared_score_reduction',
-           'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension', 'NonFiniteActivations',
-           'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
-           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
-           'checkpoint_format', 'probe_format', 'export_hf', 'as_exported', 'recipe_quant_cfg', 'dequantize_weight',
-           'fake_quant_input']
+__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDING_STEP', 'QFORMAT_ALGO', 'ALGO_TYPES',
+           'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant', 'activate_recipe',
+           'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
+           'resumable_candidate_stats', 'unclamped_scores', 'search_clock', 'around_scoring', 'padding_excluded',
+           'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant',
+           'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
+           'NonFiniteActivations', 'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
+           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
+           'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format', 'export_hf', 'as_exported',
+           'recipe_quant_cfg', 'dequantize_weight', 'fake_quantized_weight', 'fake_quant_input']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -599,8 +599,9 @@ def recipe_quant_cfg(state: dict, recipe: dict) -> tuple[dict, list]:
     cfgs = {name: cfg for cfg, name in _state_formats(state)}
     entries, algos = [{'quantizer_name': '*', 'enable': False}], {}
     for h, fmt in recipe.items():
-        name = str(fmt).split('(')[0].strip()
-        if name.upper() in ('NONE', 'NO_QUANT', 'NONE_CFG') or h not in state['candidate_stats']: continue
+        from qvl_nbsens.quant import format_name, is_unquantized
+        name = format_name(fmt)
+        if is_unquantized(fmt) or h not in state['candidate_stats']: continue
         cfg = cfgs[name]
         algos[name] = cfg.get('algorithm', 'max')
         for m in state['candidate_stats'][h]['module_names']:
@@ -613,6 +614,9 @@ def recipe_quant_cfg(state: dict, recipe: dict) -> tuple[dict, list]:
 
 # %% ../nbs/05a_modelopt.ipynb #exp5a004
 ROUNDING_STEP = {'int8': 1.0, 'int4': 1.0, 'fp8': 32.0, 'fp4': 2.0}   # e4m3: 256→288…448; e2m1: 4→6
+QFORMAT_ALGO = {'fp8': 'FP8', 'fp8_pc_pt': 'FP8_PER_CHANNEL_PER_TOKEN', 'int4_awq': 'W4A16_AWQ', 'w4a8_awq': 'W4A8_AWQ', 'int8_wo': 'W8A16',
+                'int8_sq': 'W8A8_SQ_PER_CHANNEL', 'nvfp4': 'NVFP4', 'w4a16_nvfp4': 'W4A16_NVFP4', 'w4a8_nvfp4_fp8': 'W4A8_NVFP4_FP8', 'mxfp8': 'MXFP8'}
+# the `quant_algo` of `hf_quant_config.json` for each checkpoint format (ModelOpt 0.47's `process_layer_quant_config`)
 ALGO_TYPES = {'W8A8_SQ_PER_CHANNEL': ('int8', 'int8'), 'W8A16': ('int8', None), 'FP8': ('fp8', 'fp8'),
               'W4A16_AWQ': ('int4', None), 'W4A8_AWQ': ('int4', 'fp8'), 'NVFP4': ('fp4', 'fp4'),
               'W4A16_NVFP4': ('fp4', None), 'W4A8_NVFP4_FP8': ('fp4', 'fp8')}
@@ -641,6 +645,11 @@ def dequantize_weight(algo: str, t: dict, group_size: int | None = None) -> tupl
                                                                            block_sizes={-1: group_size or 16})
         s = t['weight_scale'].float()*t['weight_scale_2'].float()
     return out, float(ROUNDING_STEP[kind]*s.abs().max())
+
+@torch.no_grad()
+def fake_quantized_weight(module) -> torch.Tensor:
+    "The weight of a quantized linear `module` as its active weight quantizer gives it (the fake-quantized weight)."
+    return module.weight_quantizer(module.weight)
 
 def fake_quant_input(algo: str, x: torch.Tensor, input_scale: torch.Tensor | None) -> torch.Tensor:
     """`x` quantized and dequantized as a serving kernel of `quant_algo` `algo` quantizes a layer's input with the

@@ -22,7 +22,8 @@ from .tables import Run, searched_pair
 # %% auto #0
 __all__ = ['TOWER_COLORS', 'TOWER_STYLE', 'HOVER', 'drawable', 'hover_text', 'with_hover', 'fig_sensitivity', 'heat_panel',
            'fig_heatmap', 'cumulative_share', 'fig_cumulative', 'fig_towers', 'fig_validation', 'fig_pareto',
-           'run_figures', 'report_html', 'figures_html', 'rank_panels', 'fig_rank_scatter', 'sample_grid']
+           'run_figures', 'report_html', 'figures_html', 'rank_panels', 'fig_rank_scatter', 'fig_format_heatmap',
+           'sample_grid']
 
 # %% ../nbs/07c_plots.ipynb #29122798
 TOWER_COLORS = {'vision': '#1f77b4', 'text': '#d62728'}
@@ -188,6 +189,26 @@ def fig_rank_scatter(frame: pd.DataFrame) -> go.Figure:
     fig.for_each_annotation(lambda a: a.update(text=a.text.split('=', 1)[1]))
     for j, (_, r) in enumerate(p.drop_duplicates('panel').iterrows(), 1):
         fig.update_xaxes(title_text=f'rank ({r.a})', col=j); fig.update_yaxes(title_text=f'rank ({r.b})', col=j)
+    return fig
+
+# %% ../nbs/07c_plots.ipynb #fmth0002
+def fig_format_heatmap(ff: pd.DataFrame, top: int = 40) -> go.Figure:
+    """Handles × formats heatmap of log₁₀ score (per sample where recorded) from the rows of one (scope, size, method) of
+    `tables.format_frame`; the `top` handles by their highest per-format rank, most sensitive first."""
+    ff = ff.dropna(subset=['score'])
+    if ff.empty or ff.format.nunique() < 2: return go.Figure().update_layout(title='Sensitivity under each format (needs two formats)', height=300)
+    ff = ff.assign(rank=ff.groupby('format').score.rank(ascending=False))
+    order = ff.groupby('layer')['rank'].min().sort_values().index[:top]
+    fmts = list(dict.fromkeys(ff.format))
+    z = ff.pivot_table(index='layer', columns='format', values='score', aggfunc='first').reindex(index=order, columns=fmts)
+    ci = ff.assign(ci=[f"{a:.2e} – {b:.2e}" if pd.notna(a) and pd.notna(b) else 'not recorded' for a, b in zip(ff.ci_lo, ff.ci_hi)],
+                   wide=ff.rank_ci_wide.map(lambda w: ' ⚠ wide rank interval' if w is True else ''))
+    hover = ci.pivot_table(index='layer', columns='format', values='ci', aggfunc='first').reindex(index=order, columns=fmts)
+    wide = ci.pivot_table(index='layer', columns='format', values='wide', aggfunc='first').reindex(index=order, columns=fmts)
+    fig = px.imshow(np.log10(z.clip(lower=1e-30)), aspect='auto', color_continuous_scale='Viridis', labels=dict(color='log₁₀ score' + (' / sample' if ff.per_sample.all() else '')),
+                    title='Sensitivity under each format', height=max(320, 18*len(order) + 140))
+    fig.update_traces(customdata=np.dstack([hover.fillna('—').values, wide.fillna('').values]),
+                      hovertemplate='%{y}<br>%{x}: 10^%{z:.2f}<br>95% CI %{customdata[0]}%{customdata[1]}<extra></extra>')
     return fig
 
 # %% ../nbs/07c_plots.ipynb #701c2681

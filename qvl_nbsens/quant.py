@@ -16,7 +16,7 @@ __all__ = ['KINDS', 'WEIGHT_SOURCES', 'ACTIVATION_SOURCES', 'NEEDS_CUDA', 'EXPOR
            'get_pair', 'Granularity', 'get_granularity', 'granularity_problem', 'check_combination', 'pair_config',
            'modelopt_formats', 'format_names', 'format_config', 'pairs_table', 'granularities_table', 'Scope',
            'get_scope', 'search_constraints', 'recipe_handles', 'strip_handle', 'classify_handle', 'format_bits',
-           'is_unquantized', 'quantized_index', 'achieved_effective_bits']
+           'format_name', 'is_unquantized', 'quantized_index', 'achieved_effective_bits']
 
 # %% ../nbs/05_quant.ipynb #a945f871
 KINDS = {   # weight / activation kinds: what the `w…_a…` names mean
@@ -364,9 +364,13 @@ def format_bits(fmt: str) -> float | None:
     return float(m.group(1)) if m else None
 
 # %% ../nbs/05_quant.ipynb #5d1a0c0a
+def format_name(fmt) -> str:
+    "The name of a ModelOpt format string without its bits, e.g. 'INT8_DEFAULT_CFG' for 'INT8_DEFAULT_CFG(effective-bits: 8.0)'."
+    return str(fmt).split('(')[0].strip()
+
 def is_unquantized(fmt: str) -> bool:
     "True for ModelOpt's no-quantization candidate."
-    return str(fmt).split('(')[0].strip().upper() in ('NONE', 'NO_QUANT', 'NONE_CFG')
+    return format_name(fmt).upper() in ('NONE', 'NO_QUANT', 'NONE_CFG')
 
 def quantized_index(formats) -> int | None:
     "Index of the lowest-bit quantized candidate in `formats` (None if the handle was not searched)."

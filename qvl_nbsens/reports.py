@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from .core import QvlError, atomic_write_text, refuse_overwrite, split_non_finite
 from .manifest import Correlation, HandleRow
-from .quant import TOWERS, strip_handle, is_unquantized
+from .quant import TOWERS, strip_handle, is_unquantized, format_name
 from .tables import Run, load_run
 
 # %% auto #0
@@ -198,15 +198,13 @@ def _measured_columns(f: pd.DataFrame) -> dict:
             'Δloss': f.measured_delta_loss.map(lambda x: fmt(x, '+.2e')).where(has, '—')}
 
 # %% ../nbs/07b_reports.ipynb #90283d5b
-def _format_name(f) -> str: return str(f).split('(')[0].strip()
-
 def _candidate_columns(f: pd.DataFrame) -> dict:
     "A mixed-precision search's columns: each quantized candidate's score ({name: Series}) and the format the solver chose."
-    names = list(dict.fromkeys(_format_name(x) for fs in f.formats for x in fs if not is_unquantized(x)))
+    names = list(dict.fromkeys(format_name(x) for fs in f.formats for x in fs if not is_unquantized(x)))
     if len(names) < 2: return {}
-    score = lambda fs, sc, n: next((fmt(s) for x, s in zip(fs, sc) if _format_name(x) == n), '—')
+    score = lambda fs, sc, n: next((fmt(s) for x, s in zip(fs, sc) if format_name(x) == n), '—')
     cols = {f'Score {n}': pd.Series([score(fs, sc, n) for fs, sc in zip(f.formats, f.scores)], index=f.index) for n in names}
-    cols['Chosen'] = f.chosen_format.map(lambda c: '—' if c is None or pd.isna(c) else 'unquantized' if is_unquantized(c) else _format_name(c))
+    cols['Chosen'] = f.chosen_format.map(lambda c: '—' if c is None or pd.isna(c) else 'unquantized' if is_unquantized(c) else format_name(c))
     return cols
 
 def layers_table(frame: pd.DataFrame) -> list[str]:

@@ -14,7 +14,7 @@ from .tables import Suite, load_run, suite_index
 
 # %% auto #0
 __all__ = ['RESULTS_DIR', 'default_nbs', 'module_notebooks', 'suite_runs', 'site_pages', 'build_site', 'rank_agreement_html',
-           'sidebar_yaml', 'write_quarto_results']
+           'format_heatmaps_html', 'sidebar_yaml', 'write_quarto_results']
 
 # %% ../nbs/08b_site.ipynb #08a7d751
 _CSS = """
@@ -154,8 +154,22 @@ def _suite_md(suite: Path, runs: list, link) -> str:
     for r in runs: md = md.replace(f"]({r['dir']}/per-layer-sensitivity.md)", f"]({link(r)})")
     return md
 
+def format_heatmaps_html(suite: Path, runs: list, first: bool = True) -> str:
+    """Handles × formats heatmaps (`plots.fig_format_heatmap`), one per (scope, size, method) the suite measured under two
+    or more formats, as HTML; plotly.js inline only when `first` (no figure before it on the page)."""
+    from qvl_nbsens.tables import format_frame
+    from qvl_nbsens.plots import fig_format_heatmap
+    if not runs: return ''
+    ff, parts = format_frame(Suite(suite, [load_run(suite/r['dir']) for r in runs]).frame()), []
+    for (scope, size, method), g in ff.groupby(['scope', 'size', 'method'], sort=False):
+        if g.format.nunique() < 2: continue
+        fig = fig_format_heatmap(g).update_layout(title=f'Sensitivity under each format — {scope} · {size} · {method}')
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first and not parts))
+    return ''.join(parts)
+
 def _suite_body(suite: Path, runs: list) -> str:
-    return _md_to_html(_suite_md(suite, runs, lambda r: f"run_{r['run']}.html")) + rank_agreement_html(suite, runs)
+    ranks = rank_agreement_html(suite, runs)
+    return _md_to_html(_suite_md(suite, runs, lambda r: f"run_{r['run']}.html")) + ranks + format_heatmaps_html(suite, runs, first=not ranks)
 
 # %% ../nbs/08b_site.ipynb #9321a61d
 RESULTS_DIR = 'results'

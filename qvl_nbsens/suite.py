@@ -20,8 +20,9 @@ from .coco import find_calib_db, load_calib_db
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
-           'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'runs_table', 'stability_table',
-           'write_suite_index', 'suite_kernel', 'run_complete', 'run_suite', 'execution_order', 'expected_pass']
+           'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'format_comparison',
+           'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete',
+           'run_suite', 'execution_order', 'expected_pass']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -190,6 +191,39 @@ def stability(suite: Suite) -> dict:
         res[f'{scope}/{pair}/{method}'] = pairs
     return res
 
+# %% ../nbs/08a_suite.ipynb #fmts0002
+def format_comparison(suite: Suite, top: int = 10) -> dict:
+    """{'scope/size/method': {'formats', 'agreement': {'a_vs_b': `confidence.agreement` of the handle scores},
+    'most_sensitive': {format: the `top` layers, most sensitive first}, 'only_here': {format: layers in its top
+    `top` and in no other format's}}} for each (scope, size, method) measured under two or more formats."""
+    from qvl_nbsens.tables import format_frame
+    ff, out = format_frame(suite.frame()), {}
+    for (scope, size, method), g in ff.groupby(['scope', 'size', 'method'], sort=False):
+        fmts = list(dict.fromkeys(g.format))
+        if len(fmts) < 2: continue
+        by = {f: g[g.format == f].set_index('layer')['score'].dropna() for f in fmts}
+        topk = {f: list(v.sort_values(ascending=False).index[:top]) for f, v in by.items()}
+        out[f'{scope}/{size}/{method}'] = dict(
+            formats=fmts, agreement={f'{a}_vs_{b}': agreement(by[a].to_dict(), by[b].to_dict()) for i, a in enumerate(fmts) for b in fmts[i+1:]},
+            most_sensitive=topk, only_here={f: [l for l in t if not any(l in topk[o] for o in fmts if o != f)] for f, t in topk.items()})
+    return out
+
+def formats_section(cmp: dict) -> list[str]:
+    "Markdown lines of the format comparison (`format_comparison`), nothing when the suite measured one format per setting."
+    if not cmp: return []
+    lines = ['## Formats compared', '', "The same handles scored under each format: rank agreement of every two formats (Spearman ρ, Kendall τ, "
+             "shared top-10 share) and the layers most sensitive under each (`formats.json` has the lists; the site has the heatmap).", '',
+             '| Scope / size / method | Formats | Spearman ρ | Kendall τ | Top-10 overlap |', '|---|---|---:|---:|---:|']
+    for k, v in cmp.items():
+        lines += [f"| {k} | {p.replace('_vs_', ' vs ')} | {_num(a['spearman'], '.2f')} | {_num(a['kendall'], '.2f')} | {_num(a['top10'], '.2f')} |"
+                  for p, a in v['agreement'].items()]
+    lines.append('')
+    for k, v in cmp.items():
+        lines += [f"**{k}** — most sensitive under each format (in its top 10 and no other's: *italic*):", '']
+        lines += [f"- {f}: " + ', '.join(f"*`{l}`*" if l in v['only_here'][f] else f"`{l}`" for l in ls[:5]) for f, ls in v['most_sensitive'].items()]
+        lines.append('')
+    return lines
+
 # %% ../nbs/08a_suite.ipynb #9c0705d7
 def _num(x, spec):
     return '—' if x is None or (isinstance(x, float) and x != x) else format(x, spec)
@@ -222,8 +256,10 @@ def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
     "Write `suite.json`, `stability.json` and `README.md` for the runs in `out` (in the order of `spec.runs()`); returns the suite."
     names = [planned_run_name(r) for r in spec.runs()]
     suite = Suite(out, [load_run(out/n) for n in names])
-    runs, stab = suite.runs_frame(), stability(suite)
+    runs, stab, cmp = suite.runs_frame(), stability(suite), format_comparison(suite)
     atomic_write_json(out/'stability.json', stab, force=True)
+    if cmp: atomic_write_json(out/'formats.json', cmp, force=True)
+    elif (out/'formats.json').exists(): (out/'formats.json').unlink()     # from an earlier suite in this folder: no longer true
     settings = dict({k: v for k, v in asdict(spec.run).items() if k not in PATHS},
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.sweep).items()})
     doc = dict(generator='qvl_nbsens', created=now_utc(), settings=settings, invocation_seconds=round(wall, 1),
@@ -235,6 +271,7 @@ def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
              f"budget {spec.run.effective_bits:g} effective bits · runs' total time {runs.seconds.sum():.0f} s", '']
     lines += runs_table(runs) + ['', '## Rank agreement across sizes', '', 'Spearman ρ / Kendall τ of the handle scores, and the share of the top-10 and '
               'top-20 handles that two sizes agree on (`stability.json` has p-values and per-tower figures).', ''] + stability_table(stab)
+    if cmp: lines += [''] + formats_section(cmp)
     atomic_write_text(out/'README.md', '\n'.join(lines) + '\n', force=True)
     return suite
 

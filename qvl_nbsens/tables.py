@@ -14,8 +14,8 @@ from .core import QvlError, read_json, resolve_inside
 from .manifest import Manifest, read_manifest
 
 # %% auto #0
-__all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'searched_pair', 'handle_frame', 'Run', 'manifest_file', 'load_run', 'run_summary',
-           'Suite', 'suite_index', 'load_suite']
+__all__ = ['HANDLE_COLUMNS', 'RUN_COLUMNS', 'FORMAT_COLUMNS', 'searched_pair', 'handle_frame', 'Run', 'manifest_file', 'load_run',
+           'run_summary', 'Suite', 'suite_index', 'load_suite', 'format_frame']
 
 # %% ../nbs/07a_tables.ipynb #a5086da5
 HANDLE_COLUMNS = ['handle', 'layer', 'tower', 'block', 'kind', 'rank', 'sensitivity', 'sensitivity_per_sample',
@@ -135,3 +135,31 @@ def load_suite(suite_dir) -> Suite:
     if idx.is_file():
         for n in names: resolve_inside(d, n, 'run folder')    # a file names them: no symlink out of the folder either
     return Suite(d, [load_run(d/n) for n in names])
+
+# %% ../nbs/07a_tables.ipynb #fmtc0002
+FORMAT_COLUMNS = ['scope', 'size', 'method', 'handle', 'layer', 'tower', 'format', 'run', 'score', 'per_sample', 'ci_lo', 'ci_hi', 'rank_ci_wide']
+
+def format_frame(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scope, size, method, handle, format) of a suite's long frame (`Suite.frame()`): `format` is the
+    run's pair, or each quantized candidate's ModelOpt format name in a mixed-precision run; `score` the AutoQuant
+    score per scored sample (`per_sample`; `sensitivity_per_sample` / `sensitivity` gives the run's sample count), or
+    the run's total where it recorded no per-sample figure, with its 95% interval `ci_lo`..`ci_hi` where recorded (columns `FORMAT_COLUMNS`)."""
+    from qvl_nbsens.quant import is_unquantized, format_name
+    rows = []
+    for r in long.itertuples():
+        per = (r.sensitivity_per_sample/r.sensitivity) if pd.notna(r.sensitivity_per_sample) and r.sensitivity else None
+        k = 1.0 if per is None else per
+        base = dict(scope=r.scope, size=r.size, method=r.method, handle=r.handle, layer=r.layer, tower=r.tower, run=r.run)
+        if '+' not in str(r.pair):
+            rows.append(dict(base, format=r.pair, score=r.sensitivity*k, per_sample=per is not None,
+                             ci_lo=r.score_ci_lo*k if pd.notna(r.score_ci_lo) else None,
+                             ci_hi=r.score_ci_hi*k if pd.notna(r.score_ci_hi) else None, rank_ci_wide=r.rank_ci_wide))
+            continue
+        for f, s in zip(r.formats, r.scores):
+            if is_unquantized(f): continue
+            name, lowest = format_name(f), str(f) == str(r.quantized_format)
+            rows.append(dict(base, format=name, score=s*k, per_sample=per is not None,
+                             ci_lo=r.score_ci_lo*k if lowest and pd.notna(r.score_ci_lo) else None,
+                             ci_hi=r.score_ci_hi*k if lowest and pd.notna(r.score_ci_hi) else None,
+                             rank_ci_wide=r.rank_ci_wide if lowest else None))
+    return pd.DataFrame(rows, columns=FORMAT_COLUMNS).astype({'score': float, 'ci_lo': float, 'ci_hi': float})

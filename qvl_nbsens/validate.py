@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import torch
 from .core import QvlError
-from .quant import is_unquantized, quantized_index, achieved_effective_bits
+from .quant import is_unquantized, quantized_index, achieved_effective_bits, format_name
 from .modelopt_adapter import recipe_hparams, activate_recipe, solve_recipe
 from .confidence import spearman
 
@@ -139,7 +139,7 @@ def pareto_front(state: dict, points: int = 9) -> list[dict]:
         keep = sorted(h for h, f in rec.items() if is_unquantized(f) and h in searched)   # not the out-of-scope tower
         front.append(dict(budget_bits=round(float(b), 4), achieved_bits=achieved_effective_bits(stats, rec),
                           predicted_score=predicted_score(state, rec), unquantized=keep, recipe=rec,
-                          formats=dict(Counter(str(f).split('(')[0].strip() for h, f in rec.items() if h in searched and not is_unquantized(f)))))
+                          formats=dict(Counter(format_name(f) for h, f in rec.items() if h in searched and not is_unquantized(f)))))
     return front
 
 # %% ../nbs/06b_validate.ipynb #a71b3c10

@@ -76,7 +76,7 @@ def test_export_refuses_bad_input_in_one_line(mixed_run, tmp_path):
     refused(mixed_run, '--out', tmp_path/'taken', says='exists: pass --force')
     assert (tmp_path/'taken'/'keep.txt').read_text() == 'mine'
     refused(mixed_run, '--out', tmp_path/'a', '--effective-bits', '8', '--keep-bf16', '2', says='give --effective-bits or --keep-bf16')
-    refused(mixed_run, '--out', tmp_path/'a', '--keep-bf16', '999', says='--keep-bf16 must be in 0..28')
+    refused(mixed_run, '--out', tmp_path/'a', '--keep-bf16', '999', says='--keep-bf16 must be in 0..27')
     refused(tmp_path, '--out', tmp_path/'a', says='is not a run directory')
     assert not (tmp_path/'a').exists()
 
@@ -106,3 +106,41 @@ def test_each_candidate_keeps_its_own_score_in_a_multi_format_search():
         for f, st in alone.items():
             assert abs(score(both, h, f) - score(st, h, f)) <= 1e-6*max(abs(score(st, h, f)), 1e-30), (h, f)
     assert score(both, 'lm_head.quant_recipe', 'FP8_DEFAULT_CFG') > 5*score(both, 'lm_head.quant_recipe', 'INT8_DEFAULT_CFG')
+
+
+def test_formats_are_compared_on_the_same_handles(mixed_run, tmp_path):
+    "A mixed-precision run's candidates, compared: rank agreement, most sensitive layers per format, the heatmap, the suite page."
+    from qvl_nbsens.tables import Suite, load_run, format_frame
+    from qvl_nbsens.suite import format_comparison, formats_section
+    from qvl_nbsens.plots import fig_format_heatmap
+    from qvl_nbsens.site import format_heatmaps_html
+    s = Suite(mixed_run.parent, [load_run(mixed_run)])
+    ff = format_frame(s.frame())
+    assert len(ff) == 2*28 and set(ff.format) == {'INT8_DEFAULT_CFG', 'FP8_DEFAULT_CFG'} and ff.per_sample.all()
+    (key, v), = format_comparison(s).items()
+    assert key == 'all-layers/small/gradient' and set(v['formats']) == {'INT8_DEFAULT_CFG', 'FP8_DEFAULT_CFG'}
+    (a,) = v['agreement'].values()
+    assert a['handles'] == 28 and -1 <= a['spearman'] <= 1 and all(len(x) == 10 for x in v['most_sensitive'].values())
+    fp8, int8 = ff[ff.format == 'FP8_DEFAULT_CFG'].set_index('layer').score, ff[ff.format == 'INT8_DEFAULT_CFG'].set_index('layer').score
+    assert fp8['lm_head'] > 5*int8['lm_head']                   # each candidate's own score (not clamped to the other's)
+    md = formats_section(format_comparison(s))
+    assert md[0] == '## Formats compared' and any(l.startswith('| all-layers/small/gradient |') for l in md)
+    assert set(fig_format_heatmap(ff).data[0].x) == {'INT8_DEFAULT_CFG', 'FP8_DEFAULT_CFG'}
+    html = format_heatmaps_html(mixed_run.parent, [dict(dir=mixed_run.name, run=mixed_run.name)])
+    assert html.count('Plotly.newPlot') == 1 and 'Sensitivity under each format' in html and '<script src="https://cdn' not in html
+
+
+def test_a_single_format_export_with_keep_bf16(tmp_path):
+    "One format (FP8) everywhere but the 2 highest-scored handles: ModelOpt writes no per-layer list, the unpacked Conv3d is still found and kept in BF16."
+    from fnmatch import fnmatch
+    cli('run', '--pair', 'wfp8_afp8', '--no-validate', '--device', 'cpu', '--out', tmp_path/'runs', check=0)
+    (rd,) = (tmp_path/'runs').iterdir()
+    ck = tmp_path/'ck'
+    cli('export', rd, '--out', ck, '--keep-bf16', '2', '--heldout-size', '8', check=0)
+    s = json.loads((ck/'qvl_export.json').read_text())
+    assert s['keep_bf16'] == 2 and s['formats'] == {'FP8_DEFAULT_CFG': 25} and len(s['kept_bf16']) == 3, s['formats']
+    assert list(s['adjusted']) == ['model.visual.patch_embed.proj.quant_recipe'] and s['checks']['weights']['within_rounding']
+    assert s['checks']['kl_rel_diff'] <= 0.10
+    hq = json.loads((ck/'hf_quant_config.json').read_text())['quantization']
+    assert hq['quant_algo'] == 'FP8' and 'quantized_layers' not in hq
+    assert any(fnmatch('model.visual.patch_embed.proj', p) for p in hq['exclude_modules']), hq['exclude_modules']
