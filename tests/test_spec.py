@@ -31,7 +31,7 @@ def test_cli_options_are_the_spec():
         for cmd, opts in (('run', run), ('suite', suite), ('validate', validate)):
             if name not in opts: continue
             assert opts[name].default == o['default'] and opts[name].help.startswith(o['help']), (cmd, name)   # --pair adds the registry's marks
-            if o['choices']: assert tuple(opts[name].choices) == o['choices'], (cmd, name)
+            if o['choices'] and o['type'] is not tuple: assert tuple(opts[name].choices) == o['choices'], (cmd, name)   # a list option checks its values in its type
 
 
 def test_manifest_scheme_holds_the_result_settings():
