@@ -13,16 +13,17 @@ import modelopt
 from .core import QvlError
 
 # %% auto #0
-__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDING_STEP', 'QFORMAT_ALGO', 'ALGO_TYPES',
-           'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant', 'activate_recipe',
-           'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
+__all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'ON_DEMAND_EXTENSIONS', 'FALLBACK_KERNELS', 'ROUNDING_STEP', 'QFORMAT_ALGO',
+           'ALGO_TYPES', 'check_modelopt_version', 'quant_grouping_rules', 'recipe_hparams', 'is_no_quant',
+           'activate_recipe', 'model_quantizers', 'calibrating', 'scored_modules', 'output_diffs', 'modelopt_score',
            'resumable_candidate_stats', 'unclamped_scores', 'search_clock', 'around_scoring', 'padding_excluded',
            'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant',
            'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
-           'NonFiniteActivations', 'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
-           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
-           'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format', 'export_hf', 'as_exported',
-           'recipe_quant_cfg', 'dequantize_weight', 'fake_quantized_weight', 'fake_quant_input']
+           'shared_input_groups', 'share_input_ranges', 'shared_ranges_after_calibration', 'NonFiniteActivations',
+           'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
+           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
+           'checkpoint_format', 'probe_format', 'export_hf', 'as_exported', 'recipe_quant_cfg', 'dequantize_weight',
+           'fake_quantized_weight', 'fake_quant_input']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -243,6 +244,8 @@ def shared_score_reduction(recorder):
 
 # %% ../nbs/05a_modelopt.ipynb #5c53c4bd
 CUDA_EXTENSIONS = {'modelopt_cuda_ext': 'get_cuda_ext', 'modelopt_cuda_ext_fp8': 'get_cuda_ext_fp8'}   # INT fake quant; FP8
+ON_DEMAND_EXTENSIONS = {'modelopt_cuda_ext_mx': 'modelopt.torch.quantization.extensions:get_cuda_ext_mx',          # MXFP8 / MXFP4
+                        'conv3d_implicit_gemm_cuda_v20_wmma': 'modelopt.torch.kernels.quantization.conv.implicit_gemm_cuda:_get_cuda_module'}   # NVFP4 Conv3d
 FALLBACK_KERNELS = "PyTorch ops (ModelOpt's CUDA extension is not built here: `qvl-nbsens prepare` builds it once)"
 
 def cuda_extension_built(name: str) -> bool:
@@ -252,7 +255,8 @@ def cuda_extension_built(name: str) -> bool:
     except Exception: return False
 
 def build_cuda_extensions() -> dict:
-    """Build (or load) ModelOpt's CUDA extensions for fake quantization into PyTorch's extension cache: {name: seconds}.
+    """Build (or load) ModelOpt's CUDA extensions for fake quantization (`CUDA_EXTENSIONS`, `ON_DEMAND_EXTENSIONS`) into
+    PyTorch's extension cache: {name: seconds}.
     Raises `QvlError` without a CUDA GPU, or naming the extension that failed to build."""
     if not torch.cuda.is_available(): raise QvlError("no CUDA GPU here: ModelOpt's CUDA extensions are built on a GPU machine (CPU runs need none)")
     from modelopt.torch.quantization import extensions as E
@@ -263,6 +267,15 @@ def build_cuda_extensions() -> dict:
         try:
             with contextlib.redirect_stdout(io.StringIO()): f(raise_if_failed=True)
         except RuntimeError as e: raise QvlError(f"ModelOpt's CUDA extension {name} did not build: {str(e).strip().splitlines()[-1]}") from None
+        out[name] = round(time.perf_counter() - t, 3)
+    import importlib
+    for name, where in ON_DEMAND_EXTENSIONS.items():      # loaded by ModelOpt where used; built here so no search compiles them
+        mod, fn = where.split(':')
+        t = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()): getattr(importlib.import_module(mod), fn)()
+        except (RuntimeError, ImportError, OSError) as e:
+            raise QvlError(f"ModelOpt's CUDA extension {name} did not build: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}") from None
         out[name] = round(time.perf_counter() - t, 3)
     return out
 
@@ -281,6 +294,70 @@ def ready_cuda_extension(model) -> tuple[float, str]:
         if f.extension is not None: loaded.append(name)
     kernels = 'ModelOpt CUDA extension' if 'modelopt_cuda_ext' in loaded else FALLBACK_KERNELS
     return round(time.perf_counter() - t, 3), kernels
+
+# %% ../nbs/05a_modelopt.ipynb #shr5a002
+from modelopt.torch.quantization import model_calib as _MC, model_quant as _MQ
+from modelopt.torch.quantization.nn import NVFP4StaticQuantizer, SequentialQuantizer
+
+def shared_input_groups(model) -> list:
+    "[[module, ...]] per recipe handle of `model` with several quantized linears (q/k/v, gate/up), in ModelOpt's order."
+    return [[model.get_submodule(n) for n in hp.quant_module_names] for hp in recipe_hparams(model).values() if len(hp.quant_module_names) > 1]
+
+def _exporter_shares(module) -> bool:
+    "Does ModelOpt's exporter give `module`'s group shared scales (`_fuse_shared_input_modules`: all but FP8 and unquantized)?"
+    from modelopt.torch.export.quant_utils import get_quantization_format
+    from modelopt.torch.export.model_config import QUANTIZATION_FP8, QUANTIZATION_FP8_PB_REAL, QUANTIZATION_NONE
+    try: fmt = get_quantization_format(module)
+    except (NotImplementedError, ValueError, AssertionError): return False   # no checkpoint format: nothing the exporter does
+    return fmt not in (QUANTIZATION_FP8, QUANTIZATION_NONE, QUANTIZATION_FP8_PB_REAL)
+
+def _shared_max(quantizers, attr='amax') -> None:
+    mx = torch.max(torch.stack([getattr(q, attr).float() for q in quantizers]))
+    for q in quantizers: setattr(q, attr, mx.to(getattr(q, attr).dtype))
+
+@torch.no_grad()
+def share_input_ranges(modules) -> bool:
+    """Give the calibrated quantizers of `modules` (quantized linears fed one input, one format active) the scales
+    ModelOpt 0.47's HF exporter gives them (`quant_utils.preprocess_linear_fusion`): one pre-quant scale (the mean; each
+    weight's own pre-quant scale multiplied by old/new, as the exporter multiplies the weight, and its range collected
+    again), one input range (the maximum of scalar ranges), one per-tensor weight range (the maximum). Within a search
+    only: the weights stay as they are (ModelOpt's search keeps pre-quant scales out of them). Returns whether the
+    exporter shares this group's scales. Raises `QvlError` outside a search, where a weight would be changed."""
+    if len(modules) < 2 or not _exporter_shares(modules[0]): return False
+    iqs, wqs = [m.input_quantizer for m in modules], [m.weight_quantizer for m in modules]
+    if iqs[0].pre_quant_scale is not None:
+        if _MC._ENABLE_FOLDING_PQS_TO_WEIGHTS: raise QvlError("shared pre-quant scales outside a search would change the weights")
+        avg = torch.stack([q.pre_quant_scale for q in iqs]).mean(0)
+        for m, q in zip(modules, iqs):
+            old = q.pre_quant_scale
+            if torch.equal(old, avg): continue
+            ratio = old.float().squeeze()/avg.float().squeeze()
+            with SequentialQuantizer.convert_to_single_quantizer(m):     # as ModelOpt's AWQ sets INT4-weight/FP8 pre-quant scales
+                wp = m.weight_quantizer.pre_quant_scale
+                q.pre_quant_scale = avg
+                _MC._apply_weight_pre_quant_scale(m, ratio if wp is None else wp.float().squeeze()*ratio)
+            if isinstance(m.weight_quantizer, SequentialQuantizer):       # ... and then collects both stages' ranges
+                _MC.max_calibrate(m, lambda lin: lin.weight_quantizer(lin.weight))
+    if iqs[0].is_enabled and iqs[0].amax is not None and iqs[0].amax.numel() == 1: _shared_max(iqs)
+    if isinstance(wqs[0], SequentialQuantizer):
+        if wqs[0][-1].is_enabled: _shared_max([w[-1] for w in wqs])
+    elif isinstance(wqs[0], NVFP4StaticQuantizer):
+        if all(w.global_amax is not None for w in wqs): _shared_max(wqs, 'global_amax')
+    elif wqs[0].is_enabled and wqs[0].amax is not None and wqs[0].amax.numel() == 1: _shared_max(wqs)
+    return True
+
+@contextlib.contextmanager
+def shared_ranges_after_calibration():
+    """While inside, each calibration ModelOpt's search runs (one per format) ends with `share_input_ranges` on every
+    multi-layer handle, so the calibration it saves and scores with is the one the exporter writes."""
+    own = _MQ.calibrate
+    def calibrate(model, *args, **kwargs):
+        out = own(model, *args, **kwargs)
+        for mods in shared_input_groups(model): share_input_ranges(mods)
+        return out
+    _MQ.calibrate = calibrate
+    try: yield
+    finally: _MQ.calibrate = own
 
 # %% ../nbs/05a_modelopt.ipynb #43e4e755
 class NonFiniteActivations(QvlError):
@@ -309,7 +386,7 @@ def auto_quantize(model, batches: list, forward_step, formats: list, constraints
     kw = dict(loss_func=loss_func) if method == 'gradient' else {}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
     try:
-        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), quiet, warnings.catch_warnings():
+        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), shared_ranges_after_calibration(), quiet, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
             warnings.filterwarnings('ignore', message='Checkpoint .* does not exist')   # ... and no checkpoint yet
             return mtq.auto_quantize(model, constraints=constraints, quantization_formats=[f[0] if isinstance(f, tuple) else f for f in formats], data_loader=batches,
@@ -467,7 +544,8 @@ def running_max_formats(formats: list, names: list | None = None) -> str | None:
 
 def calibration_snapshot(model) -> dict:
     """{quantizer name: (TensorQuantizer, amax so far)} of every quantizer collecting calibration statistics now: a copy
-    of the range each would get if calibration ended here (per-tensor: shape (); per-channel: the calibrator's shape).
+    of the range each would get if calibration ended here (per-tensor: shape (); per-channel: the calibrator's shape),
+    scalar ranges shared by layers fed one input as `share_input_ranges` shares them.
     Raises `QvlError` for a quantizer whose calibrator is not ModelOpt's `MaxCalibrator`."""
     out = {}
     for n, q in model.named_modules():
@@ -475,6 +553,14 @@ def calibration_snapshot(model) -> dict:
         if not isinstance(q._calibrator, MaxCalibrator): raise QvlError(f"quantizer {n} calibrates with {type(q._calibrator).__name__}, not a running maximum")
         a = q._calibrator.compute_amax()
         if a is not None: out[n] = (q, a.detach().clone())
+    ids = {id(q): n for n, (q, _) in out.items()}
+    for mods in shared_input_groups(model):          # the ranges the exporter would share (`share_input_ranges`)
+        if not _exporter_shares(mods[0]): continue
+        for attr in ('input_quantizer', 'weight_quantizer'):
+            names = [ids.get(id(getattr(m, attr, None))) for m in mods]
+            if None in names or any(out[n][1].numel() != 1 for n in names): continue
+            mx = torch.max(torch.stack([out[n][1] for n in names]))
+            for n in names: out[n] = (out[n][0], mx.clone())
     return out
 
 # %% ../nbs/05a_modelopt.ipynb #ne5t0005
