@@ -169,7 +169,7 @@ def _check_alias_scopes(pairs, scopes) -> None:
 # %% ../nbs/05d_spec.ipynb #6240031d
 def resolved(spec: RunSpec) -> RunSpec:
     """A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete
-    device, the pair's own name for an alias (the candidates' too; `pair` becomes the first candidate). Refuses, before
+    device, the pair's own name for an alias (the candidates' too, sorted by name; `pair` becomes the first). Refuses, before
     anything loads, a pair that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
     from qvl_nbsens.fixture import default_fixture_dir
     from qvl_nbsens.coco import calib_dir_for
@@ -177,6 +177,7 @@ def resolved(spec: RunSpec) -> RunSpec:
     check_spec(spec)
     device = resolve_device(spec.device)
     pairs = [check_combination(p, spec.granularity, device) for p in (spec.candidates or (spec.pair,))]
+    if spec.candidates: pairs.sort(key=lambda p: p.name)     # one search whatever order they were listed in: one name, one run key
     absolute = lambda p: None if p is None else str(Path(p).resolve())
     return replace(spec, model_dir=absolute(spec.model_dir or default_fixture_dir()), coco_root=absolute(spec.coco_root),
                    calib_dir=absolute(calib_dir_for(absolute(spec.calib_dir), absolute(spec.coco_root), spec.seed)),
