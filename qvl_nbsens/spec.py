@@ -14,9 +14,10 @@ from .core import QvlError, SIZES
 from .quant import QUANT_PAIRS, PAIR_ALIASES, ALIAS_SCOPES, GRANULARITIES, SCOPES, DEFAULT_PAIR, check_combination, get_pair
 
 # %% auto #0
-__all__ = ['Scope', 'Size', 'Pair', 'GranularityName', 'Method', 'CalibMode', 'ScoreReduction', 'HOW', 'VALIDATE_SETTINGS',
-           'POST_SEARCH', 'PATHS', 'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help', 'spec_options', 'check_spec',
-           'search_pairs', 'resolved', 'Sweep', 'SuiteSpec', 'add_spec_options', 'spec_from_args', 'parameters_cell']
+__all__ = ['Scope', 'Size', 'Pair', 'GranularityName', 'Method', 'Executor', 'CalibMode', 'ScoreReduction', 'HOW',
+           'VALIDATE_SETTINGS', 'POST_SEARCH', 'PATHS', 'SWEPT', 'NOTEBOOK_PARAMS', 'RunSpec', 'field_help',
+           'spec_options', 'check_spec', 'search_pairs', 'resolved', 'Sweep', 'SuiteSpec', 'add_spec_options',
+           'spec_from_args', 'parameters_cell']
 
 # %% ../nbs/05d_spec.ipynb #88c56c39
 Scope = Literal[tuple(SCOPES)]
@@ -24,6 +25,7 @@ Size = Literal[tuple(SIZES)]
 Pair = Literal[tuple(QUANT_PAIRS) + tuple(PAIR_ALIASES)]
 GranularityName = Literal[tuple(GRANULARITIES)]
 Method = Literal['gradient', 'kl_div']
+Executor = Literal['serial', 'local', 'slurm']
 CalibMode = Literal['vlm', 'text']
 ScoreReduction = Literal['shared', 'separate']
 
@@ -128,7 +130,11 @@ def check_spec(spec) -> None:
                 raise QvlError(f"unknown {what} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
             if not o['choices'] and not _type_ok(x, o['type']): raise QvlError(f"{what} must be a {o['type'].__name__}, got {x!r}")
         if o['type'] is tuple and len(set(v)) != len(v): raise QvlError(f"{what} lists a value twice: {', '.join(map(str, v))}")
-    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k'):
+    if (g := getattr(spec, 'gpus', '')):
+        if not re.fullmatch(r'\d+(,\d+)*', g): raise QvlError(f"--gpus {g!r} is not a comma-separated list of GPU ids (e.g. 0,1)")
+        if len(set(g.split(','))) != len(g.split(',')): raise QvlError(f"--gpus {g} lists a GPU twice")
+        if spec.executor != 'local': raise QvlError(f"--gpus is for --executor local (it was {spec.executor}): SLURM gives each job its GPUs (--gpus-per-job)")
+    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k', 'jobs', 'timeout_min', 'gpus_per_job', 'array_parallelism'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
     bits = getattr(spec, 'effective_bits', 8.0)
@@ -197,6 +203,13 @@ class Sweep:
     pairs: tuple[Pair, ...] = (DEFAULT_PAIR,)  # quant pairs to run (comma-separated)
     methods: tuple[Method, ...] = ('gradient',)  # AutoQuant score methods to run (comma-separated)
     kernel_per_run: bool = False  # a fresh Python kernel (and model load) for every run instead of one shared kernel
+    executor: Executor = 'serial'  # how the runs execute: serial (one after another here), local (concurrent submitit jobs on this host; one GPU each with --gpus) or slurm (submitit jobs on a SLURM cluster)
+    gpus: str = ''  # GPU ids for --executor local, comma-separated (e.g. 0,1): one job per GPU, CUDA_VISIBLE_DEVICES set per job
+    jobs: int | None = None  # concurrent jobs for --executor local (default: one per --gpus id; without GPUs, 2)
+    timeout_min: int = 1440  # wall-clock limit of one job in minutes (--executor local or slurm)
+    gpus_per_job: int = 1  # GPUs of one job for --executor slurm
+    partition: str | None = None  # SLURM partition for --executor slurm (default: the cluster's)
+    array_parallelism: int = 8  # how many SLURM jobs of the sweep run at once (--executor slurm)
 
 @dataclass
 class SuiteSpec:

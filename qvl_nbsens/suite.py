@@ -22,7 +22,7 @@ from .coco import find_calib_db, load_calib_db
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
            'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'format_comparison',
            'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete',
-           'run_suite', 'execution_order', 'expected_pass']
+           'run_suite', 'execution_order', 'expected_pass', 'execute_runs', 'finish_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -328,32 +328,50 @@ def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
     larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
     return 'nested' if larger and nested_unsupported(rs.method, search_pairs(rs)) is None else 'own pass'
 
-def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
-    """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index. The
-    progress bar counts the samples the passes calibrate and score (a run that takes another's pass counts one), so
-    its rate and ETA follow the work."""
+def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose: bool = True, bar=None) -> list[str]:
+    """Execute `runs` (`RunSpec`s of suite `spec`, in `execution_order`) into `out` one after another, in one kernel
+    unless `kernel_per_run`, skipping complete ones: the names of the runs. What one job of a sweep executor runs
+    (`sweeps`), and the serial suite's body; `bar`: a tqdm bar advanced by each run's samples."""
     from tqdm.auto import tqdm
-    t0, km, shared = time.perf_counter(), None, not spec.sweep.kernel_per_run
-    todo = execution_order(spec, todo)
-    kinds = {planned_run_name(rs): expected_pass(spec, rs) for rs in todo}
+    out, km, shared = Path(out), None, not spec.sweep.kernel_per_run
+    kinds = {planned_run_name(rs): expected_pass(spec, rs) for rs in runs}
     weight = lambda rs: SIZES[rs.size] if kinds[planned_run_name(rs)] == 'own pass' else 1
-    bar = tqdm(total=sum(weight(rs) for rs in todo), desc='suite', unit='sample', disable=not verbose)
     what = {'own pass': 'calibration and scoring', 'nested': "from the larger subset's pass", 'scope': "from the all-layers pass"}
     with contextlib.ExitStack() as stack:
-        for rs in todo:
-            name = planned_run_name(rs); bar.set_postfix_str(f"{name} ({what[kinds[name]]})")
+        for rs in runs:
+            name = planned_run_name(rs)
+            if bar is not None: bar.set_postfix_str(f"{name} ({what[kinds[name]]})")
             if not force and run_complete(out/name, rs):
                 if verbose: tqdm.write(f"skip {name}: complete")
-                bar.update(weight(rs)); continue
+                if bar is not None: bar.update(weight(rs))
+                continue
             if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
             t = time.perf_counter()
             smaller = [z for z in spec.sweep.sizes if SIZES[z] < SIZES[rs.size]] if spec.run.shared_passes else []
             execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared, nested_sizes=smaller)
-            bar.update(weight(rs))
+            if bar is not None: bar.update(weight(rs))
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
-    bar.close()
-    runs = write_suite_index(out, spec, time.perf_counter() - t0).runs_frame()
+    return [planned_run_name(rs) for rs in runs]
+
+def finish_suite(out: Path, spec: SuiteSpec, wall: float, verbose: bool = True) -> Path:
+    "Write the suite index of `out` once every run is there (`write_suite_index`) and print its runs when `verbose`."
+    runs = write_suite_index(out, spec, wall).runs_frame()
     if verbose:
         print(f"{'run':55} {'bits':>5} {'total score':>12} {'s':>6}")
         for r in runs.itertuples(): print(f"{r.run:55} {r.achieved_effective_bits:5.2f} {r.total_score:12.3e} {r.seconds:6.1f}")
     return out
+
+def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool) -> Path:
+    """The body of `run_suite`: the runs in one kernel (or one each), largest subset first, then the index; with
+    `executor` local or slurm, submitit jobs instead (`sweeps.run_jobs`). The progress bar counts the samples the
+    passes calibrate and score (a run that takes another's pass counts one), so its rate and ETA follow the work."""
+    from tqdm.auto import tqdm
+    t0, todo = time.perf_counter(), execution_order(spec, todo)
+    if spec.sweep.executor != 'serial':
+        from qvl_nbsens.sweeps import run_jobs
+        run_jobs(spec, todo, out, force, verbose)
+    else:
+        weight = lambda rs: SIZES[rs.size] if expected_pass(spec, rs) == 'own pass' else 1
+        with tqdm(total=sum(weight(rs) for rs in todo), desc='suite', unit='sample', disable=not verbose) as bar:
+            execute_runs(spec, todo, out, force, verbose, bar)
+    return finish_suite(out, spec, time.perf_counter() - t0, verbose)
