@@ -86,7 +86,7 @@ def _calib(sub):
     c = sub.add_parser('calib', help='write the nested small/medium/large calibration subsets of a COCO 2017 tree')
     c.add_argument('--coco-root', default=None, help='COCO 2017 root (default: the embedded synthetic tree)')
     c.add_argument('--out', default=str(DEFAULT_CALIB_DIR), help='folder that receives the subset files')
-    add_spec_options(c, Sweep, skip=('scopes', 'pairs', 'methods', 'kernel_per_run'))
+    add_spec_options(c, Sweep, skip=[k for k in Sweep.__dataclass_fields__ if k != 'sizes'])
     c.add_argument('--splits', default='train2017', help='COCO splits to draw from, e.g. train2017 or val2017 or both')
     add_spec_options(c, RunSpec, skip=[k for k in RunSpec.__dataclass_fields__ if k != 'seed'])
     c.add_argument('--force', action='store_true', help='replace existing subset files')
@@ -193,7 +193,7 @@ def _export(sub):
 def cmd_prepare(a):
     from qvl_nbsens.modelopt_adapter import build_cuda_extensions
     from qvl_nbsens.scoring import compile_score_kernel
-    for name, s in build_cuda_extensions().items(): print(f"{name}: ready in {s:.1f}s")
+    for name, s in build_cuda_extensions().items(): print(f"{name}: " + (f"ready in {s:.1f}s" if isinstance(s, (int, float)) else s))
     try: print(f"score kernel (Triton): ready in {compile_score_kernel():.1f}s")
     except QvlError as e: print(f"score kernel: not compiled ({e}); runs reduce scores with torch ops instead")
 

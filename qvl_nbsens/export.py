@@ -311,7 +311,7 @@ def export_run(run_dir, out, effective_bits: float | None = None, keep_bf16: int
             raise QvlError(f"the exported checkpoint's held-out KL {ex_damage['kl']:.3e} is {rel:+.0%} off the run's fake-quantized model's "
                            f"{fq_damage['kl']:.3e} (more than {KL_TOLERANCE:.0%})" + (
                            f", but within {KL_TOLERANCE:.0%} of it as ModelOpt's exporter re-scales layers that share an input ({fx_damage['kl']:.3e}): "
-                           "the run's search scored other scales than the exporter writes (searched before it shared them); run it again" if stale else '')
+                           "the run's search scored other scales than the exporter writes (searched before it shared them); run it again with --force" if stale else '')
                            + ": nothing written")
     say(f"[export] {out}: {summary['size_bytes']/2**20:.1f} MiB, held-out KL {fq_damage['kl']:.3e} (the run's recipe, fake-quantized), "
         f"{fx_damage['kl']:.3e} (as the exporter re-scales it), {ex_damage['kl']:.3e} (the checkpoint)")

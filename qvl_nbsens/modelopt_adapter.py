@@ -256,7 +256,7 @@ def cuda_extension_built(name: str) -> bool:
 
 def build_cuda_extensions() -> dict:
     """Build (or load) ModelOpt's CUDA extensions for fake quantization (`CUDA_EXTENSIONS`, `ON_DEMAND_EXTENSIONS`) into
-    PyTorch's extension cache: {name: seconds}.
+    PyTorch's extension cache: {name: seconds, or why it was skipped}.
     Raises `QvlError` without a CUDA GPU, or naming the extension that failed to build."""
     if not torch.cuda.is_available(): raise QvlError("no CUDA GPU here: ModelOpt's CUDA extensions are built on a GPU machine (CPU runs need none)")
     from modelopt.torch.quantization import extensions as E
@@ -270,10 +270,13 @@ def build_cuda_extensions() -> dict:
         out[name] = round(time.perf_counter() - t, 3)
     import importlib
     for name, where in ON_DEMAND_EXTENSIONS.items():      # loaded by ModelOpt where used; built here so no search compiles them
+        if name.startswith('conv3d') and torch.cuda.get_device_capability()[0] < 8:
+            out[name] = "skipped: ModelOpt's NVFP4 Conv3d kernel needs an SM80+ GPU (Ampere or newer)"; continue
         mod, fn = where.split(':')
-        t = time.perf_counter()
+        f, t = getattr(importlib.import_module(mod), fn), time.perf_counter()
         try:
-            with contextlib.redirect_stdout(io.StringIO()): getattr(importlib.import_module(mod), fn)()
+            with contextlib.redirect_stdout(io.StringIO()): built = f(raise_if_failed=True) if name == 'modelopt_cuda_ext_mx' else f()
+            if built is None: raise RuntimeError('not built')
         except (RuntimeError, ImportError, OSError) as e:
             raise QvlError(f"ModelOpt's CUDA extension {name} did not build: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}") from None
         out[name] = round(time.perf_counter() - t, 3)

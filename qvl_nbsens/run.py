@@ -380,8 +380,8 @@ def check_writable(out) -> Path:
     return Path(out)
 
 def planned_run_name(spec: RunSpec) -> str:
-    "The folder name a run of `spec` will get (checks the model directory)."
-    spec = spec.resolved()
+    "The folder name a run of `spec` will get (checks the model directory; a device it names is not looked for here)."
+    spec = spec.resolved(None if spec.device == 'auto' else spec.device)     # a SLURM job's GPU is on its node
     return run_name(model_tag(spec.model_dir, check_model_dir(spec.model_dir)), spec.scope, spec.pair, spec.size, spec.method,
                     spec.effective_bits, spec.calib_mode, spec.score_size, spec.granularity, spec.candidates)
 

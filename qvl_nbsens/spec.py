@@ -130,11 +130,16 @@ def check_spec(spec) -> None:
                 raise QvlError(f"unknown {what} {x!r}: expected one of {', '.join(map(str, o['choices']))}")
             if not o['choices'] and not _type_ok(x, o['type']): raise QvlError(f"{what} must be a {o['type'].__name__}, got {x!r}")
         if o['type'] is tuple and len(set(v)) != len(v): raise QvlError(f"{what} lists a value twice: {', '.join(map(str, v))}")
+    if (ex := getattr(spec, 'executor', None)) is not None:      # a sweep: each executor's own options, never ignored silently
+        given = lambda n: getattr(spec, n) not in (None, '')
+        for names, want in ((('gpus', 'jobs'), ('local',)), (('gpus_per_job', 'partition', 'array_parallelism'), ('slurm',)), (('timeout_min',), ('local', 'slurm'))):
+            if bad := [n for n in names if given(n) and ex not in want]:
+                raise QvlError(f"--{bad[0].replace('_', '-')} is for --executor {' or '.join(want)} (it is {ex})")
+    if (getattr(spec, 'gpus_per_job', None) or 0) < 0: raise QvlError(f"gpus per job must be >= 0, got {spec.gpus_per_job}")
     if (g := getattr(spec, 'gpus', '')):
         if not re.fullmatch(r'\d+(,\d+)*', g): raise QvlError(f"--gpus {g!r} is not a comma-separated list of GPU ids (e.g. 0,1)")
         if len(set(g.split(','))) != len(g.split(',')): raise QvlError(f"--gpus {g} lists a GPU twice")
-        if spec.executor != 'local': raise QvlError(f"--gpus is for --executor local (it was {spec.executor}): SLURM gives each job its GPUs (--gpus-per-job)")
-    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k', 'jobs', 'timeout_min', 'gpus_per_job', 'array_parallelism'):
+    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k', 'jobs', 'timeout_min', 'array_parallelism'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
     bits = getattr(spec, 'effective_bits', 8.0)
@@ -173,15 +178,16 @@ def _check_alias_scopes(pairs, scopes) -> None:
             raise QvlError(f"quant pair {p} is {get_pair(p).name} in the {want} scope: give {flag} {want}, or --pair {get_pair(p).name} for other scopes")
 
 # %% ../nbs/05d_spec.ipynb #6240031d
-def resolved(spec: RunSpec) -> RunSpec:
+def resolved(spec: RunSpec, device: str | None = None) -> RunSpec:
     """A checked copy of `spec` with the embedded defaults filled in: absolute model and calibration folders, a concrete
     device, the pair's own name for an alias (the candidates' too, sorted by name; `pair` becomes the first). Refuses, before
-    anything loads, a pair that ModelOpt runs on a CUDA GPU only when the device is the CPU."""
+    anything loads, a pair that ModelOpt runs on a CUDA GPU only when the device is the CPU. `device`: where the run will
+    execute when that is not this machine (a SLURM job's node), taken as given instead of resolved here."""
     from qvl_nbsens.fixture import default_fixture_dir
     from qvl_nbsens.coco import calib_dir_for
     from qvl_nbsens.loading import resolve_device
     check_spec(spec)
-    device = resolve_device(spec.device)
+    device = resolve_device(spec.device) if device is None else device
     pairs = [check_combination(p, spec.granularity, device) for p in (spec.candidates or (spec.pair,))]
     if spec.candidates: pairs.sort(key=lambda p: p.name)     # one search whatever order they were listed in: one name, one run key
     absolute = lambda p: None if p is None else str(Path(p).resolve())
@@ -206,10 +212,10 @@ class Sweep:
     executor: Executor = 'serial'  # how the runs execute: serial (one after another here), local (concurrent submitit jobs on this host; one GPU each with --gpus) or slurm (submitit jobs on a SLURM cluster)
     gpus: str = ''  # GPU ids for --executor local, comma-separated (e.g. 0,1): one job per GPU, CUDA_VISIBLE_DEVICES set per job
     jobs: int | None = None  # concurrent jobs for --executor local (default: one per --gpus id; without GPUs, 2)
-    timeout_min: int = 1440  # wall-clock limit of one job in minutes (--executor local or slurm)
-    gpus_per_job: int = 1  # GPUs of one job for --executor slurm
+    timeout_min: int | None = None  # wall-clock limit of one job in minutes (--executor local: none by default; slurm: 1440)
+    gpus_per_job: int | None = None  # GPUs of one job for --executor slurm (default 1)
     partition: str | None = None  # SLURM partition for --executor slurm (default: the cluster's)
-    array_parallelism: int = 8  # how many SLURM jobs of the sweep run at once (--executor slurm)
+    array_parallelism: int | None = None  # how many SLURM jobs of the sweep run at once (--executor slurm; default 8)
 
 @dataclass
 class SuiteSpec:
@@ -219,7 +225,9 @@ class SuiteSpec:
 
     def runs(self) -> list[RunSpec]:
         "One `RunSpec` per combination, with absolute paths (the run notebooks execute in another working directory)."
-        base, s = self.run.resolved(), self.sweep
+        s = self.sweep
+        there = None if s.executor != 'slurm' else self.run.device if self.run.device != 'auto' else 'cpu' if s.gpus_per_job == 0 else 'cuda'
+        base = self.run.resolved(there)      # a SLURM job runs on its node: a GPU there, whatever this machine has
         check_spec(s); _check_alias_scopes(s.pairs, s.scopes)
         if base.candidates and tuple(s.pairs) != (DEFAULT_PAIR,):
             raise QvlError('give --pairs (one run per pair) or --candidates (one search over several formats per run), not both')

@@ -19,10 +19,10 @@ from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'run_notebook_path', 'sync_generated', 'tidy_outputs', 'published_notebook',
-           'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability', 'format_comparison',
-           'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel', 'run_complete',
-           'run_suite', 'execution_order', 'expected_pass', 'execute_runs', 'finish_suite']
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'run_notebook_path', 'sync_generated', 'tidy_outputs',
+           'published_notebook', 'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability',
+           'format_comparison', 'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel',
+           'run_complete', 'run_suite', 'execution_order', 'expected_pass', 'execute_runs', 'finish_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -252,6 +252,8 @@ def stability_table(stab: dict) -> list[str]:
     return lines
 
 # %% ../nbs/08a_suite.ipynb #61430381
+EXECUTION = ('executor', 'gpus', 'jobs', 'timeout_min', 'gpus_per_job', 'partition', 'array_parallelism')   # how, not what: kept out of suite.json
+
 def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
     "Write `suite.json`, `stability.json` and `README.md` for the runs in `out` (in the order of `spec.runs()`); returns the suite."
     names = [planned_run_name(r) for r in spec.runs()]
@@ -261,7 +263,7 @@ def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
     if cmp: atomic_write_json(out/'formats.json', cmp, force=True)
     elif (out/'formats.json').exists(): (out/'formats.json').unlink()     # from an earlier suite in this folder: no longer true
     settings = dict({k: v for k, v in asdict(spec.run).items() if k not in PATHS},
-                    **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.sweep).items()})
+                    **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.sweep).items() if k not in EXECUTION})
     doc = dict(generator='qvl_nbsens', created=now_utc(), settings=settings, invocation_seconds=round(wall, 1),
                runs_total_seconds=round(float(runs.seconds.sum()), 1), runs=[dict(r, dir=r['run']) for r in runs.to_dict('records')],
                stability_spearman={k: {p: v[p]['spearman'] for p in v} for k, v in stab.items()})
@@ -303,7 +305,7 @@ def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -
     todo = spec.runs()                           # checked before anything is written
     check_run_notebook(); check_writable(out)
     for rs in todo:                              # each model folder, setting and calibration subset, before the first run
-        planned_run_name(rs); r = rs.resolved(); load_calib_db(find_calib_db(r.calib_dir, r.size), r.coco_root)
+        planned_run_name(rs); r = rs.resolved(rs.device if spec.sweep.executor == 'slurm' else None); load_calib_db(find_calib_db(r.calib_dir, r.size), r.coco_root)
     out = Path(out).resolve(); created = not out.exists(); out.mkdir(parents=True, exist_ok=True)
     try: return _run_all(spec, todo, out, force, verbose)
     except BaseException:

@@ -13,7 +13,8 @@ from .run import planned_run_name
 from .suite import execute_runs, run_complete, expected_pass
 
 # %% auto #0
-__all__ = ['job_groups', 'group_cost', 'spread', 'executor_for', 'run_group', 'submit_jobs', 'wait_jobs', 'run_jobs']
+__all__ = ['SUBMITTED', 'LIVE_SLURM_STATES', 'job_groups', 'group_cost', 'spread', 'executor_for', 'run_group', 'submit_jobs',
+           'wait_jobs', 'run_jobs']
 
 # %% ../nbs/08d_sweeps.ipynb #sw000006
 def job_groups(spec: SuiteSpec, runs: list) -> list[list]:
@@ -40,43 +41,92 @@ def spread(costs: list, n: int) -> list[list[int]]:
 # %% ../nbs/08d_sweeps.ipynb #sw000009
 def executor_for(spec: SuiteSpec, folder, gpu: int | None = None):
     """A submitit executor for the sweep's `executor` (local or slurm) writing its logs under `folder`; `gpu`: the one
-    GPU a local job sees (CUDA_VISIBLE_DEVICES), none when None."""
+    GPU a local job sees (CUDA_VISIBLE_DEVICES), none when None. Defaults: a local job has no time limit (a year), a
+    SLURM job 1440 minutes, 1 GPU, 8 array tasks at once."""
     import submitit
     s = spec.sweep
-    ex = submitit.AutoExecutor(folder=folder, cluster=s.executor)
-    common = dict(timeout_min=s.timeout_min, name='qvl-nbsens')
-    if s.executor == 'local':
-        ex.update_parameters(**common, gpus_per_node=0 if gpu is None else 1, **({} if gpu is None else dict(local_visible_gpus=(gpu,))))
-    else:
-        ex.update_parameters(**common, gpus_per_node=s.gpus_per_job, slurm_array_parallelism=s.array_parallelism,
-                             **({} if s.partition is None else dict(slurm_partition=s.partition)))
+    if s.executor == 'local':     # its own class: AutoExecutor does not pass `visible_gpus` on
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=s.timeout_min or 525600, gpus_per_node=0 if gpu is None else 1, **({} if gpu is None else dict(visible_gpus=(gpu,))))
+        return ex
+    ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
+    ex.update_parameters(timeout_min=s.timeout_min or 1440, name='qvl-nbsens', gpus_per_node=1 if s.gpus_per_job is None else s.gpus_per_job,
+                         slurm_array_parallelism=s.array_parallelism or 8, **({} if s.partition is None else dict(slurm_partition=s.partition)))
     return ex
 
-def run_group(spec: SuiteSpec, runs: list, out: str, force: bool = False) -> list[str]:
-    "The body of one job, in its own process: `suite.execute_runs` of its runs into `out`; the names of the runs."
-    return execute_runs(spec, runs, Path(out), force, verbose=True)
+def run_group(spec: SuiteSpec, groups: list, out: str, force: bool = False) -> list[str]:
+    """The body of one job, in its own process: `suite.execute_runs` of each group of runs into `out`, one group after
+    another; a group that fails does not stop the next. The names of the runs; raises `QvlError` naming every failed group."""
+    done, failed = [], []
+    for g in groups:
+        try: done += execute_runs(spec, g, Path(out), force, verbose=True)
+        except Exception as e: failed.append(f"{planned_run_name(g[0])} and its group: {_why(e)}")
+    if failed: raise QvlError(f"{len(failed)} of {len(groups)} groups failed: " + '; '.join(failed))
+    return done
 
 # %% ../nbs/08d_sweeps.ipynb #sw000011
+SUBMITTED = 'submitted.json'
+LIVE_SLURM_STATES = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'SUSPENDED', 'RESIZING')
+
+def _alive(rec: dict, folder: Path) -> bool:
+    "Is the recorded job `rec` still pending or running (a local job: its process on this host; SLURM: sacct's state)?"
+    import os, socket
+    if rec['executor'] == 'local':
+        if rec['host'] != socket.gethostname(): return False
+        try: os.kill(int(rec['job_id']), 0); return True
+        except (OSError, ValueError): return False
+    import submitit
+    try: return submitit.SlurmJob(folder=folder, job_id=rec['job_id']).state.split()[0] in LIVE_SLURM_STATES
+    except Exception: return False      # no sacct here, or the job is forgotten: nothing to wait for
+
+def _gpu_ids(gpus: str) -> list[int]:
+    """The physical GPU ids of `--gpus` (ids among the GPUs this process sees: CUDA_VISIBLE_DEVICES maps them). Raises
+    `QvlError` for an id that is not visible."""
+    import os, torch
+    ids, vis = [int(g) for g in gpus.split(',')], os.environ.get('CUDA_VISIBLE_DEVICES')
+    seen = [int(x) for x in vis.split(',') if x.strip().isdigit()] if vis is not None else list(range(torch.cuda.device_count()))
+    if bad := [i for i in ids if i >= len(seen)]:
+        raise QvlError(f"--gpus {gpus}: GPU {bad[0]} is not visible here ({len(seen)} GPU{'s' if len(seen) != 1 else ''} visible)")
+    return [seen[i] for i in ids]
+
 def submit_jobs(spec: SuiteSpec, runs: list, out, force: bool = False) -> list[tuple]:
-    """Submit the runs of `spec` not complete in `out` as submitit jobs: [(job, the names of its runs)]. Raises `QvlError` for a
-    local sweep on a GPU without `--gpus`, or more `--jobs` than GPUs."""
+    """Submit the runs of `spec` not complete in `out` as submitit jobs: [(job, the names of its runs)]. Raises `QvlError`
+    for a local sweep on a GPU without `--gpus`, `--gpus` with a `cuda:N` device or an id not visible here, more `--jobs`
+    than GPUs, runs an earlier command's jobs still execute, or a submission the cluster refused."""
+    import json, socket
     s, out = spec.sweep, Path(out)
     todo = [r for r in runs if force or not run_complete(out/planned_run_name(r), r)]
     if not todo: return []
-    groups, folder = job_groups(spec, todo), out/'.jobs'/'%j'
-    if s.executor == 'slurm':
-        ex = executor_for(spec, folder)
-        with ex.batch(): subs = [ex.submit(run_group, spec, g, str(out), force) for g in groups]
-        return [(j, [planned_run_name(r) for r in g]) for j, g in zip(subs, groups)]
-    gpus = [int(g) for g in s.gpus.split(',')] if s.gpus else []
-    if not gpus and any(str(r.device).startswith('cuda') for r in todo):
-        raise QvlError("--executor local on a GPU needs --gpus (e.g. --gpus 0,1): each job gets one GPU")
-    n = s.jobs or len(gpus) or 2
-    if gpus and n > len(gpus): raise QvlError(f"--jobs {n} is more than the {len(gpus)} GPUs of --gpus {s.gpus}: one job per GPU")
-    jobs = []
-    for k, b in enumerate(spread([group_cost(spec, g) for g in groups], n)):
-        rs = [r for i in b for r in groups[i]]
-        jobs.append((executor_for(spec, folder, gpus[k] if gpus else None).submit(run_group, spec, rs, str(out), force), [planned_run_name(r) for r in rs]))
+    jobs_dir = out/'.jobs'
+    names = {planned_run_name(r) for r in todo}
+    try: recorded = json.loads((jobs_dir/SUBMITTED).read_text())
+    except (OSError, ValueError): recorded = []
+    for rec in recorded:
+        if (busy := sorted(names & set(rec['runs']))) and _alive(rec, jobs_dir/'%j'):
+            raise QvlError(f"run {busy[0]} is still running as {rec['executor']} job {rec['job_id']} (an earlier suite command submitted it): "
+                           "wait for it to end or cancel it, then run the suite again")
+    groups, folder = job_groups(spec, todo), jobs_dir/'%j'
+    try:
+        if s.executor == 'slurm':
+            ex = executor_for(spec, folder)
+            with ex.batch(): subs = [ex.submit(run_group, spec, [g], str(out), force) for g in groups]
+            jobs = [(j, [planned_run_name(r) for r in g]) for j, g in zip(subs, groups)]
+        else:
+            gpus = _gpu_ids(s.gpus) if s.gpus else []
+            if gpus and any(str(r.device).startswith('cuda:') for r in todo):
+                raise QvlError(f"--device {todo[0].device} with --gpus: each job sees one GPU (its cuda:0); give --device cuda")
+            if not gpus and any(str(r.device).startswith('cuda') for r in todo):
+                raise QvlError("--executor local on a GPU needs --gpus (e.g. --gpus 0,1): each job gets one GPU")
+            n = s.jobs or len(gpus) or 2
+            if gpus and n > len(gpus): raise QvlError(f"--jobs {n} is more than the {len(gpus)} GPUs of --gpus {s.gpus}: one job per GPU")
+            jobs = []
+            for k, b in enumerate(spread([group_cost(spec, g) for g in groups], n)):
+                job = executor_for(spec, folder, gpus[k] if gpus else None).submit(run_group, spec, [groups[i] for i in b], str(out), force)
+                jobs.append((job, [planned_run_name(r) for i in b for r in groups[i]]))
+    except QvlError: raise
+    except Exception as e: raise QvlError(f"submitit could not submit the {s.executor} jobs: {_why(e)}") from None
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    (jobs_dir/SUBMITTED).write_text(json.dumps([dict(executor=s.executor, job_id=str(j.job_id), host=socket.gethostname(), runs=rs) for j, rs in jobs], indent=1))
     return jobs
 
 def _why(e: BaseException) -> str:
@@ -85,7 +135,11 @@ def _why(e: BaseException) -> str:
 
 def wait_jobs(jobs: list, verbose: bool = True) -> None:
     """Wait for every `(job, run names)`; raise `QvlError` naming the failed jobs, their runs and the first one's log when any
-    failed (finished runs stay: running the suite again resubmits the rest). Ctrl-C cancels the unfinished jobs."""
+    failed (finished runs stay: running the suite again resubmits the rest). Ctrl-C, SIGTERM or SIGHUP cancels the
+    unfinished jobs."""
+    import signal
+    def stop(signum, frame): raise KeyboardInterrupt(signal.Signals(signum).name)
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     failed = []
     try:
         for job, rs in jobs:
@@ -97,6 +151,8 @@ def wait_jobs(jobs: list, verbose: bool = True) -> None:
         for job, _ in jobs:
             if not job.done(): job.cancel(check=False)
         raise
+    finally:
+        for sig, h in old.items(): signal.signal(sig, h)
     if failed:
         job, rs, e = failed[0]
         raise QvlError(f"{len(failed)} of {len(jobs)} sweep jobs failed; job {job.job_id} (runs {', '.join(rs)}): "

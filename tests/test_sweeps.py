@@ -4,6 +4,7 @@ import pytest
 from conftest import cli, artifacts_dir
 
 SWEEP = ('--pairs', 'wint8_aint8,wfp8_afp8', '--sizes', 'small', '--scopes', 'lm-only', '--no-validate', '--device', 'cpu')
+GROUPED = ('--pairs', 'wint8_aint8,wfp8_afp8', '--sizes', 'small', '--scopes', 'all-layers,lm-only', '--no-validate', '--device', 'cpu')
 
 
 def _scores(out):
@@ -11,32 +12,52 @@ def _scores(out):
     return {r.dir.name: {h: s.sensitivity for h, s in r.manifest.layer_sensitivity.items()} for r in load_suite(out).runs}
 
 
+def _sources(out):
+    "{run: the run whose pass it took (None: its own)}."
+    from qvl_nbsens.tables import load_suite
+    return {r.dir.name: r.manifest.search.scores_from for r in load_suite(out).runs}
+
+
 def test_local_executor_gives_the_serial_suites_runs(tmp_path):
-    t = time.perf_counter(); cli('suite', *SWEEP, '--out', tmp_path/'serial', check=0); serial_s = time.perf_counter() - t
+    "Two pairs x two scopes: two jobs (one per pair), each running its all-layers run and then the lm-only run that takes its pass."
+    t = time.perf_counter(); cli('suite', *GROUPED, '--out', tmp_path/'serial', check=0); serial_s = time.perf_counter() - t
     t = time.perf_counter()
-    r = cli('suite', *SWEEP, '--executor', 'local', '--jobs', '2', '--out', tmp_path/'local', check=0)
+    r = cli('suite', *GROUPED, '--executor', 'local', '--jobs', '2', '--out', tmp_path/'local', check=0)
     local_s = time.perf_counter() - t
-    assert '2 local job(s) submitted for 2 run(s)' in r.stdout, r.stdout
+    assert '2 local job(s) submitted for 4 run(s)' in r.stdout, r.stdout
     serial, local = _scores(tmp_path/'serial'), _scores(tmp_path/'local')
-    assert sorted(serial) == sorted(local) == ['tiny_shapes_autoquant_fp8_lm_small', 'tiny_shapes_autoquant_int8_lm_small']
+    assert sorted(serial) == sorted(local) and len(serial) == 4
     for run, sc in serial.items():
         assert sc.keys() == local[run].keys() and len(sc) > 10
         for h, s in sc.items(): assert abs(local[run][h] - s) <= 1e-6*max(abs(s), 1e-30), (run, h, s, local[run][h])
-    assert (tmp_path/'local'/'README.md').is_file() and (tmp_path/'local'/'suite.json').is_file()
-    again = cli('suite', *SWEEP, '--executor', 'local', '--jobs', '2', '--out', tmp_path/'local', check=0)   # resumes: nothing left
+    src = _sources(tmp_path/'local')
+    assert src == _sources(tmp_path/'serial') and sorted(v for v in src.values() if v) == sorted(n for n in src if 'all_layers' in n), src   # passes shared within a job
+    assert (tmp_path/'local'/'README.md').is_file() and 'executor' not in json.loads((tmp_path/'local'/'suite.json').read_text())['settings']
+    again = cli('suite', *GROUPED, '--executor', 'local', '--jobs', '2', '--out', tmp_path/'local', check=0)   # resumes: nothing left
     assert '0 local job(s) submitted' in again.stdout, again.stdout
-    (artifacts_dir()/'sweep_local.json').write_text(json.dumps(dict(runs=2, jobs=2, serial_s=round(serial_s, 1), local_s=round(local_s, 1),
+    (artifacts_dir()/'sweep_local.json').write_text(json.dumps(dict(runs=4, jobs=2, serial_s=round(serial_s, 1), local_s=round(local_s, 1),
                                                                   cores=__import__('os').cpu_count()), indent=2))
     print(f"serial suite {serial_s:.1f}s, local executor with 2 jobs {local_s:.1f}s")
 
 
 def test_executor_refusals_are_one_line(tmp_path):
-    r = cli('suite', *SWEEP, '--executor', 'local', '--gpus', '0,0', '--out', tmp_path/'x', check=2)
-    assert 'lists a GPU twice' in r.stderr and not (tmp_path/'x').exists()
-    r = cli('suite', *SWEEP, '--gpus', '0,1', '--out', tmp_path/'x', check=2)
-    assert '--gpus is for --executor local' in r.stderr
-    r = cli('suite', *SWEEP, '--executor', 'pbs', '--out', tmp_path/'x', check=2)
-    assert 'pbs' in r.stderr
+    for args, says in ((('--executor', 'local', '--gpus', '0,0'), 'lists a GPU twice'), (('--gpus', '0,1'), '--gpus is for --executor local (it is serial)'),
+                       (('--partition', 'gpu'), '--partition is for --executor slurm'), (('--executor', 'slurm', '--jobs', '2'), '--jobs is for --executor local'),
+                       (('--executor', 'local', '--gpus', '7'), 'GPU 7 is not visible here')):
+        r = cli('suite', *SWEEP, *args, '--out', tmp_path/'x', check=2)
+        assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'x').exists(), (args, r.stderr)
+    cli('suite', *SWEEP, '--executor', 'pbs', '--out', tmp_path/'x', check=2)
+
+
+def test_local_jobs_see_one_gpu_each(tmp_path, monkeypatch):
+    "`--gpus 1,3` inside an allocation that shows GPUs 4-7: the jobs see physical GPUs 5 and 7, one each."
+    from qvl_nbsens.spec import RunSpec, Sweep, SuiteSpec
+    from qvl_nbsens.sweeps import executor_for, _gpu_ids
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7')
+    assert _gpu_ids('1,3') == [5, 7]
+    ex = executor_for(SuiteSpec(RunSpec(), Sweep(executor='local', gpus='1,3')), tmp_path, 5)
+    assert (ex.parameters['visible_gpus'], ex.parameters['gpus_per_node']) == ((5,), 1)
+    assert ex.parameters['timeout_min'] == 525600          # no 2-minute default of submitit's local executor
 
 
 def test_slurm_executor_submits_one_array_task_per_group(tmp_path):
