@@ -22,7 +22,8 @@ from .coco import find_calib_db, load_calib_db
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'run_notebook_path', 'sync_generated', 'tidy_outputs',
            'published_notebook', 'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability',
            'format_comparison', 'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel',
-           'run_complete', 'run_suite', 'execution_order', 'expected_pass', 'execute_runs', 'finish_suite']
+           'run_complete', 'run_suite', 'execution_order', 'expected_pass', 'pass_weight', 'execute_runs',
+           'finish_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -330,6 +331,10 @@ def expected_pass(spec: SuiteSpec, rs: RunSpec) -> str:
     larger = any(SIZES[z] > SIZES[rs.size] for z in spec.sweep.sizes)
     return 'nested' if larger and nested_unsupported(rs.method, search_pairs(rs)) is None else 'own pass'
 
+def pass_weight(spec: SuiteSpec, rs: RunSpec) -> int:
+    "The samples run `rs` of `spec` calibrates and scores itself (its subset's size), or 1 when it takes another run's pass."
+    return SIZES[rs.size] if expected_pass(spec, rs) == 'own pass' else 1
+
 def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose: bool = True, bar=None) -> list[str]:
     """Execute `runs` (`RunSpec`s of suite `spec`, in `execution_order`) into `out` one after another, in one kernel
     unless `kernel_per_run`, skipping complete ones: the names of the runs. What one job of a sweep executor runs
@@ -337,7 +342,6 @@ def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose:
     from tqdm.auto import tqdm
     out, km, shared = Path(out), None, not spec.sweep.kernel_per_run
     kinds = {planned_run_name(rs): expected_pass(spec, rs) for rs in runs}
-    weight = lambda rs: SIZES[rs.size] if kinds[planned_run_name(rs)] == 'own pass' else 1
     what = {'own pass': 'calibration and scoring', 'nested': "from the larger subset's pass", 'scope': "from the all-layers pass"}
     with contextlib.ExitStack() as stack:
         for rs in runs:
@@ -345,13 +349,13 @@ def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose:
             if bar is not None: bar.set_postfix_str(f"{name} ({what[kinds[name]]})")
             if not force and run_complete(out/name, rs):
                 if verbose: tqdm.write(f"skip {name}: complete")
-                if bar is not None: bar.update(weight(rs))
+                if bar is not None: bar.update(pass_weight(spec, rs))
                 continue
             if shared and km is None: km = stack.enter_context(suite_kernel(out))   # started for the first run to do
             t = time.perf_counter()
             smaller = [z for z in spec.sweep.sizes if SIZES[z] < SIZES[rs.size]] if spec.run.shared_passes else []
             execute_run(rs, out, force=force, log_output=verbose, km=km, keep_model=shared, nested_sizes=smaller)
-            if bar is not None: bar.update(weight(rs))
+            if bar is not None: bar.update(pass_weight(spec, rs))
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
     return [planned_run_name(rs) for rs in runs]
 
@@ -373,7 +377,6 @@ def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool)
         from qvl_nbsens.sweeps import run_jobs
         run_jobs(spec, todo, out, force, verbose)
     else:
-        weight = lambda rs: SIZES[rs.size] if expected_pass(spec, rs) == 'own pass' else 1
-        with tqdm(total=sum(weight(rs) for rs in todo), desc='suite', unit='sample', disable=not verbose) as bar:
+        with tqdm(total=sum(pass_weight(spec, rs) for rs in todo), desc='suite', unit='sample', disable=not verbose) as bar:
             execute_runs(spec, todo, out, force, verbose, bar)
     return finish_suite(out, spec, time.perf_counter() - t0, verbose)

@@ -7,10 +7,10 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/sweeps.html.md"""
 # %% ../nbs/08d_sweeps.ipynb #sw000003
 from __future__ import annotations
 from pathlib import Path
-from .core import QvlError, SIZES
+from .core import QvlError
 from .spec import SuiteSpec
 from .run import planned_run_name
-from .suite import execute_runs, run_complete, expected_pass
+from .suite import execute_runs, run_complete, pass_weight
 
 # %% auto #0
 __all__ = ['SUBMITTED', 'LIVE_SLURM_STATES', 'job_groups', 'group_cost', 'spread', 'executor_for', 'run_group', 'submit_jobs',
@@ -28,7 +28,7 @@ def job_groups(spec: SuiteSpec, runs: list) -> list[list]:
 
 def group_cost(spec: SuiteSpec, group: list) -> int:
     "Samples the passes of `group` calibrate and score (a run that takes another's pass counts 1): a group's expected work."
-    return sum(SIZES[r.size] if expected_pass(spec, r) == 'own pass' else 1 for r in group)
+    return sum(pass_weight(spec, r) for r in group)
 
 def spread(costs: list, n: int) -> list[list[int]]:
     """Indices of `costs` in at most `n` bins, each next-largest cost into the least loaded bin (LPT; Graham 1969: the
