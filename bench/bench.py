@@ -729,6 +729,74 @@ def two_gpu_step(b: Bench) -> dict:
     log('two-gpu', res)
     return dict(two_gpu=res)
 
+def cli_process(*args) -> tuple:
+    "(wall seconds, completed process) of `qvl-nbsens ARGS` in a fresh process; RuntimeError with its output's end if it fails."
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, '-m', 'qvl_nbsens', *map(str, args)], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode: raise RuntimeError(f"qvl-nbsens {args[0]} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return wall, r
+
+def parallel_width(b: Bench, what: str) -> int:
+    "GPUs to spread over (all visible; RuntimeError below 2), or 2 CPU processes on the CPU."
+    import torch
+    if not b.cuda: return 2
+    if torch.cuda.device_count() < 2: raise RuntimeError(f"{what} needs at least 2 GPUs; this machine has {torch.cuda.device_count()}")
+    return torch.cuda.device_count()
+
+def run_scores(run) -> dict:
+    df = run.frame()
+    return {h: float(s) for h, s in zip(df['handle'], df['sensitivity'])}
+
+@step('data-parallel', 'data_parallel', "all-layers --dp-size on one GPU, then as torchrun processes over every GPU (run --nproc N; 2 on the CPU), each a fresh command: speed-up, same scores?")
+def data_parallel_step(b: Bench) -> dict:
+    from qvl_nbsens.tables import load_run
+    n, s = parallel_width(b, 'data-parallel'), b.doc['setup']
+    common = ('--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--scope', 'all-layers', '--size', b.a.dp_size, '--device',
+              'cuda' if b.cuda else 'cpu', '--no-validate', '--force', *(['--batch-size', str(b.a.batch_size)] if b.a.batch_size else []))
+    got = {}
+    for label, extra in (('one', ()), ('many', ('--nproc', str(n)))):
+        out = b.work/'data-parallel'/label
+        wall, _ = cli_process('run', *common, '--out', out, *extra)
+        (rd,) = [d for d in out.iterdir() if d.is_dir() and not d.name.startswith('.')]
+        run = load_run(rd); m = run.manifest; tm = m.timings; dp = m.search.data_parallel
+        pass_s = max(c + x for c, x in zip(dp.calibration_s, dp.scoring_s)) if dp else tm.calibration + tm.scoring   # the slowest rank's
+        got[label] = dict(wall_s=round(wall, 2), total_s=tm.total, load_s=tm.load_model, encode_s=tm.encode_batches, calibration_s=tm.calibration,
+                          scoring_s=tm.scoring, search_s=tm.search, pass_s=round(pass_s, 3), batch_size=m.dataset.batch_size,
+                          peak_gpu_mib=tm.peak_gpu_mib, data_parallel=dp.model_dump() if dp else None, scores=run_scores(run))
+        log(f"data-parallel {label}: {wall:.1f}s wall, run {tm.total}s, pass {pass_s:.1f}s" + (f" over {dp.ranks} ranks {dp.scoring_s}" if dp else ''))
+    cmp = compare_scores(got['one'].pop('scores'), got['many'].pop('scores'))
+    res = dict(processes=n, size=b.a.dp_size, speedup=round(got['one']['wall_s']/got['many']['wall_s'], 3),
+               run_speedup=round(got['one']['total_s']/got['many']['total_s'], 3), pass_speedup=round(got['one']['pass_s']/got['many']['pass_s'], 3),
+               spearman=cmp['spearman'], max_rel_diff=cmp['max_rel_diff'], top10_same=cmp['top10_same'], one=got['one'], many=got['many'])
+    log('data-parallel', {k: v for k, v in res.items() if k not in ('one', 'many')})
+    return dict(data_parallel=res)
+
+@step('sweep-two-gpu', 'sweep_two_gpu', "--sweep-pairs x both scopes at --sweep-size: the serial suite on one GPU, then --executor local over every GPU (2 jobs on the CPU): speed-up, same scores?")
+def sweep_two_gpu_step(b: Bench) -> dict:
+    from qvl_nbsens.quant import get_pair
+    from qvl_nbsens.tables import load_suite
+    n, s = parallel_width(b, 'sweep-two-gpu'), b.doc['setup']
+    pairs = [p for p in b.a.sweep_pairs.split(',') if b.cuda or not get_pair(p).needs_cuda]
+    common = ('--model-dir', s['checkpoint'], '--calib-dir', s['calib_dir'], '--pairs', ','.join(pairs), '--sizes', b.a.sweep_size,
+              '--scopes', 'all-layers,lm-only', '--device', 'cuda' if b.cuda else 'cpu', '--no-validate', '--force',
+              *(['--batch-size', str(b.a.batch_size)] if b.a.batch_size else []))
+    got = {}
+    spread = ('--gpus', ','.join(map(str, range(n)))) if b.cuda else ('--jobs', str(n))
+    for label, extra in (('serial', ()), ('local', ('--executor', 'local', *spread))):
+        out = b.work/'sweep-two-gpu'/label
+        wall, _ = cli_process('suite', *common, '--out', out, *extra)
+        got[label] = dict(wall_s=round(wall, 2), scores={r.dir.name: run_scores(r) for r in load_suite(out).runs})
+        log(f"sweep-two-gpu {label}: {wall:.1f}s for {len(got[label]['scores'])} runs")
+    runs = sorted(got['serial']['scores'])
+    if runs != sorted(got['local']['scores']): raise RuntimeError(f"the local executor made other runs: {sorted(got['local']['scores'])} vs {runs}")
+    cmps = {r: compare_scores(got['serial']['scores'][r], got['local']['scores'][r]) for r in runs}
+    res = dict(gpus=n if b.cuda else 0, jobs=n, pairs=pairs, size=b.a.sweep_size, runs=len(runs), serial_s=got['serial']['wall_s'],
+               local_s=got['local']['wall_s'], speedup=round(got['serial']['wall_s']/got['local']['wall_s'], 3),
+               min_spearman=min(c['spearman'] for c in cmps.values()), max_rel_diff=max(c['max_rel_diff'] for c in cmps.values()))
+    log('sweep-two-gpu', res)
+    return dict(sweep_two_gpu=res)
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Commands.
 
@@ -790,6 +858,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--multi-bits', type=float, default=6.0, help='multi-format and export steps: the bit budget')
     r.add_argument('--accuracy-bits', default='5,6,8', help='export-accuracy step: the budgets exported')
     r.add_argument('--variant-size', default='medium'); r.add_argument('--profile-variants', type=variant_list(VARIANTS), default='shared')
+    r.add_argument('--dp-size', default='large', help='data-parallel step: the subset of the all-layers run')
+    r.add_argument('--sweep-pairs', default='wint8_aint8,wfp8_afp8,wfp4_afp4,wint4_afp16', help='sweep-two-gpu step: the pairs swept (GPU-only ones dropped on the CPU)')
+    r.add_argument('--sweep-size', default='medium', help='sweep-two-gpu step: the subset of every run')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('report', help='bench/RESULTS.md and bench/results.json from calls\' bench.json files')
     q.add_argument('files', nargs='+'); q.add_argument('--out', default=str(HERE))

@@ -106,6 +106,9 @@ def summarize(docs: list, machine: list | None = None) -> dict:
         ref_s, proj_s = sum(refs[k]['wall_s'] for k in both), sum(proj[k] for k in both)
         lower = dict(runs=[' '.join(k) for k in both], reference_s=round(ref_s, 1), project_s=round(proj_s, 1), speedup=round(ref_s/proj_s, 2))
     two = next((dict(d['two_gpu'], gpu=d.get('gpu'), call=d['name']) for d in reversed(docs) if d.get('two_gpu')), None)
+    on_gpus = lambda key, n: next((dict(d[key], gpu=d.get('gpu'), call=d['name']) for d in reversed(docs)
+                                   if (d.get(key) or {}).get(n) == 2 and d.get('gpu')), None)     # measured on two GPUs of one host
+    dp2, sw2 = on_gpus('data_parallel', 'processes'), on_gpus('sweep_two_gpu', 'gpus')
     hc = next((d['handle_check'] for d in reversed(head) if d.get('handle_check')), None) or next((d['handle_check'] for d in docs if d.get('handle_check')), None)
     floor = dict((suite or {}).get('scoring_floor') or {})
     if floor.get('tflop') and floor.get('bf16_tflops'): floor['ratio_exact'] = _floor_ratio(suite)
@@ -141,6 +144,9 @@ def summarize(docs: list, machine: list | None = None) -> dict:
                                      bf16_tflops=d.get('bf16_tflops'), scoring_floor_ratio=_floor_ratio(d))
                                 for d in docs if d.get('project_suite_s') and len(_runs(d)) == 6],
                 handles=hc, two_gpu_spearman=(two or {}).get('spearman'), two_gpu=two,
+                dp_two_gpu_speedup=(dp2 or {}).get('speedup'), dp_two_gpu_spearman=(dp2 or {}).get('spearman'),
+                dp_two_gpu=None if dp2 is None else {k: v for k, v in dp2.items() if k not in ('one', 'many')},
+                sweep_two_gpu_speedup=(sw2 or {}).get('speedup'), sweep_two_gpu=sw2,
                 cli_suite=next(({k: v for k, v in d['cli_suite'].items() if k != 'runs'} | dict(gpu=d.get('gpu'), call=d['name'])
                                 for d in reversed(docs) if d.get('cli_suite')), None))
 
@@ -321,6 +327,15 @@ def _call_section(d: dict) -> list:
         L += ['', f"Whole command: {c['wall_s']} s (suite's own clock {c['invocation_s']} s; runs {c['runs_total_s']} s, their notebooks {c['notebooks_s']} s).", '']
     if d.get('scoring_floor'): L += [f"Scoring FLOP floor ({d['scoring_floor']['run']}): {d['scoring_floor']}", '']
     if d.get('two_gpu'): L += [f"Two-GPU check (all-layers small, `device_map='auto'` over {d['two_gpu']['gpus']} GPUs vs one GPU): {d['two_gpu']}", '']
+    if d.get('data_parallel'):
+        x = d['data_parallel']
+        L += [f"Data-parallel run (all-layers {x['size']}, one process vs {x['processes']} through `run --nproc`): {x['speedup']}× on the command's wall time "
+              f"({x['one']['wall_s']} s vs {x['many']['wall_s']} s), {x['pass_speedup']}× on the pass (calibration + scoring, slowest rank); "
+              f"Spearman {x['spearman']}, max relative difference {x['max_rel_diff']}.", '']
+    if d.get('sweep_two_gpu'):
+        x = d['sweep_two_gpu']
+        L += [f"Sweep over {x['jobs']} local jobs ({', '.join(x['pairs'])} × both scopes, {x['size']}; {x['runs']} runs): {x['speedup']}× "
+              f"({x['serial_s']} s serial vs {x['local_s']} s); Spearman ≥ {x['min_spearman']}, max relative difference {x['max_rel_diff']}.", '']
     return L
 
 def write_report(docs: list, out: Path, names: list | None = None, machine: list | None = None):

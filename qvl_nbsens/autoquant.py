@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/autoquant.html.md"""
 
 # %% ../nbs/06_autoquant.ipynb #b5373946
 from __future__ import annotations
-import contextlib, math, time
+import contextlib, functools, itertools, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -15,14 +15,16 @@ from .quant import get_pair, get_scope, modelopt_formats, search_constraints
 from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quantizers, calibrating, search_clock,
                                          gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
                                          padding_excluded, calibration_snapshot, nested_range_diffs, nested_state,
-                                         running_max_formats, stored_recipe_signature, device_side_fake_quant)
+                                         running_max_formats, stored_recipe_signature, device_side_fake_quant,
+                                         one_checkpoint)
+from .parallel import DataParallel, gather, shard
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions, check_order
 
 # %% auto #0
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
            'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'batch_samples',
            'search_formats', 'as_pairs', 'phase_timings', 'resumed_from', 'NestedSubsets', 'nested_unsupported',
-           'nested_plan', 'run_autoquant']
+           'nested_plan', 'local_share', 'rank_record', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -82,10 +84,11 @@ def make_steps(model, method: str, clock: PhaseClock, recorder: ScoreRecorder | 
             recorder.install(m)
             if nested is not None: nested.install(m, recorder)
             recorder.begin_batch(batch)
+        if nested is not None and phase == 'calibration': nested.before_calibration_batch(m)
         mask = batch.get('attention_mask') if phase == 'calibration' else None
         with padding_excluded(m, mask) if mask is not None else contextlib.nullcontext():   # ranges from the samples' own tokens
             out = _checked(m(**_to_device(batch, dev)), method, phase, clock.calls[phase])
-        if nested is not None and phase == 'calibration': nested.after_calibration_batch(m, int(batch['input_ids'].shape[0]))
+        if nested is not None and phase == 'calibration': nested.after_calibration_batch(m)
         if method != 'kl_div': return out
         logits = out.logits.masked_fill(batch['attention_mask'].to(out.logits.device)[..., None] == 0, 0)   # padding: KL exactly 0
         if recorder is not None and phase == 'scoring': recorder.observe_logits(m, batch, logits)
@@ -122,7 +125,8 @@ class AutoQuantResult:
     """What one search produced: the model; ModelOpt's search state; phase `timings` (seconds); `forward_calls` per
     phase; what was `resumed` from the checkpoint; the per-sample score `contributions`; the scoring `settings` (with the
     `fake_quant_kernels` used); the `nested` subsets the pass also served ({subset: {'state', 'contributions'}}), or
-    `nested_note`: why it served none that were asked for."""
+    `nested_note`: why it served none that were asked for; `data_parallel`: with several processes, how many and what
+    each did (`rank_record`)."""
     model: object
     state: dict
     timings: dict
@@ -132,6 +136,7 @@ class AutoQuantResult:
     settings: dict = field(default_factory=dict)
     nested: dict = field(default_factory=dict)
     nested_note: str | None = None
+    data_parallel: dict | None = None
 
 SCORE_REDUCTIONS = ('shared', 'separate')
 
@@ -149,8 +154,9 @@ def no_cudnn_attention():
     from torch.nn.attention import sdpa_kernel, SDPBackend
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]): yield
 
-def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict) -> contextlib.ExitStack:
+def _patches(model, clock: PhaseClock, recorder: ScoreRecorder, settings: dict, dp: DataParallel | None = None) -> contextlib.ExitStack:
     with contextlib.ExitStack() as stack:     # one that fails to enter undoes those entered before it
+        if dp is not None: stack.enter_context(one_checkpoint(dp.is_main))     # one checkpoint file, rank 0's
         if not settings.get('cudnn_attention', False): stack.enter_context(no_cudnn_attention())
         stack.enter_context(no_kv_cache(model))
         stack.enter_context(stored_recipe_signature())     # recipe identity without re-serialising configs (host time per module)
@@ -177,13 +183,13 @@ def as_pairs(pairs) -> list:
     "`pairs` (a `QuantPair` or its name, or a list of them) as a list of `QuantPair`s."
     return [get_pair(p) if isinstance(p, str) else p for p in (pairs if isinstance(pairs, (list, tuple)) else [pairs])]
 
-def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, nested=None) -> tuple:
+def _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, nested=None, dp=None) -> tuple:
     "(model, state) of the search; the recorder's hooks are off afterwards."
     fwd, loss = make_steps(model, method, clock, recorder, nested)
     try:
-        with _patches(model, clock, recorder, settings):
+        with _patches(model, clock, recorder, settings, dp):
             return auto_quantize(model, batches, fwd, search_formats(pair), search_constraints(scope, effective_bits), method,
-                                 loss, scope.disabled, n_score, checkpoint, verbose)
+                                 loss, scope.disabled, n_score, checkpoint, verbose, progress=dp is None or dp.is_main)
     except NonFiniteActivations as e:
         phase = 'scoring' if clock.calls['scoring'] else 'calibration'
         k = clock.calls[phase]
@@ -208,34 +214,68 @@ def resumed_from(checkpoint_found: bool, clock: PhaseClock) -> dict:
 @dataclass
 class NestedSubsets:
     """The nested subsets a pass also serves: `sizes` {subset: (calibration samples, scored samples)}, prefixes of the
-    pass's samples ending at batch boundaries; `total`: samples a calibration pass sees. Collects each subset's ranges,
-    one {quantizer name: (quantizer, amax)} per format in calibration order (`modelopt_adapter.calibration_snapshot`)."""
+    pass's samples ending at batch boundaries; `ends`: the sample count (in the whole pass) at the end of each of this
+    process's batches, in its order; `end_at` {sample offset of one of its batches in its own order: that batch's end};
+    `dp`: the data-parallel group (`parallel`), None for one process. Collects each subset's ranges, one {quantizer name:
+    (quantizer, amax)} per format in calibration order (`modelopt_adapter.calibration_snapshot`)."""
     sizes: dict
-    total: int
-    seen: int = 0
+    ends: list
+    end_at: dict
+    dp: DataParallel | None = None
+    k: int = 0
     ranges: dict = field(default_factory=dict)
     _by_id: dict = field(default_factory=dict)
     _installed: bool = False
 
-    def after_calibration_batch(self, model, n: int):
-        "Count the `n` samples calibration just saw and copy the ranges of a subset they complete."
-        self.seen += n
+    @classmethod
+    def for_batches(cls, sizes: dict, batches: list, ends: list | None = None, dp: DataParallel | None = None):
+        "The plan for this process's `batches`, whose ends in the whole pass are `ends` (default: they are the whole pass)."
+        n = [int(b['input_ids'].shape[0]) for b in batches]
+        local = list(itertools.accumulate(n))
+        ends = local if ends is None else list(ends)
+        return cls(dict(sizes), ends, {a - k: e for a, k, e in zip(local, n, ends)}, dp)
+
+    def _snap(self, model, s: str):
+        self.ranges.setdefault(s, []).append(calibration_snapshot(model, empty=True))
+
+    def before_calibration_batch(self, model):
+        "At a format's first calibration batch: a subset that ends before this process's first batch has seen none of its samples here."
+        if self.k == 0:
+            for s, (nc, _) in self.sizes.items():
+                if self.ends[0] > nc: self._snap(model, s)
+
+    def after_calibration_batch(self, model):
+        "Count the batch calibration just saw and copy the ranges of a subset whose samples this process has now all seen."
+        self.k += 1
+        e, nxt = self.ends[self.k - 1], self.ends[self.k] if self.k < len(self.ends) else math.inf
         for s, (nc, _) in self.sizes.items():
-            if self.seen == nc: self.ranges.setdefault(s, []).append(calibration_snapshot(model))
-        if self.seen >= self.total: self.seen = 0      # the next format's calibration starts over
+            if e <= nc < nxt: self._snap(model, s)
+        if self.k >= len(self.ends): self.k = 0      # the next format's calibration starts over
+
+    def combine(self, model):
+        """Each subset's ranges over every process: the maximum of theirs (max calibration over the union of their samples);
+        a quantizer that saw no data on any process is left out. Every process calls it at its first scoring forward."""
+        dev = next(model.parameters()).device
+        mine = {s: [{n: None if a is None else a.cpu() for n, (_, a) in snap.items()} for snap in snaps] for s, snaps in self.ranges.items()}
+        every = gather(mine, self.dp)
+        for s, snaps in self.ranges.items():
+            for i, snap in enumerate(snaps):
+                got = {n: [r[s][i][n] for r in every if r[s][i].get(n) is not None] for n in snap}
+                snaps[i] = {n: (q, functools.reduce(torch.maximum, got[n]).to(dev)) for n, (q, _) in snap.items() if got[n]}
 
     def for_batch(self, offset: int) -> dict:
-        "{subset: {id(quantizer): amax}} for the scoring batch starting at sample `offset`: the subsets that hold it."
-        out = {}
+        "{subset: {id(quantizer): amax}} for the scoring batch starting at sample `offset` (this process's order): the subsets that hold it."
+        out, e = {}, self.end_at[offset]
         for s, (_, ns) in self.sizes.items():
-            if offset >= ns: continue
+            if e > ns: continue
             if s not in self._by_id: self._by_id[s] = {id(q): a for snap in self.ranges.get(s, []) for q, a in snap.values()}
             out[s] = self._by_id[s]
         return out
 
     def install(self, model, recorder: ScoreRecorder):
-        "At the first scoring forward: the scored modules also compute Q(y) − y under the ranges of the batch's subsets."
+        "At the first scoring forward: the ranges combined, and the scored modules also compute Q(y) − y under the ranges of the batch's subsets."
         if self._installed: return
+        self.combine(model)
         nested_range_diffs(model, lambda: self.for_batch(recorder.offset)); self._installed = True
 
     def results(self, state: dict, recorder: ScoreRecorder) -> tuple:
@@ -274,7 +314,7 @@ def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> 
     for s, (nc, ns) in sizes.items():
         if nc not in ends or ns not in ends or ns > scored or nc >= n:
             return None, f"the batches do not end at subset {s}'s {nc} calibration / {ns} scored samples"
-    return NestedSubsets(dict(sizes), total=n), None
+    return NestedSubsets.for_batches(sizes, batches), None
 
 # %% ../nbs/06_autoquant.ipynb #199e247b
 def _recorder(model, method: str, settings: dict) -> ScoreRecorder:
@@ -289,16 +329,37 @@ def _contributions(recorder: ScoreRecorder, path) -> dict | None:
     return contrib
 
 # %% ../nbs/06_autoquant.ipynb #604638d7
+def local_share(batches: list, order, n_score: int, nested: dict | None, dp: DataParallel) -> tuple:
+    """(batches, order, scored batches, ends) of this rank: its share of `batches` (`parallel.shard`, cut at the nested
+    subsets' sizes), the subset position of each of its samples, how many of its batches are scored, and where each of
+    its batches ends in the whole pass (samples)."""
+    n = [int(b['input_ids'].shape[0]) for b in batches]
+    ends = list(itertools.accumulate(n))
+    mine = shard(batches, {x for v in (nested or {}).values() for x in v}, dp.world, dp.rank, n_score)
+    pos = list(order) if order is not None else list(range(ends[-1]))
+    return ([batches[i] for i in mine], [p for i in mine for p in pos[ends[i] - n[i]:ends[i]]], sum(i < n_score for i in mine),
+            [ends[i] for i in mine])
+
+def rank_record(dp: DataParallel, batches: list, timings: dict) -> dict:
+    """What each rank did, gathered (every rank calls it): {'ranks', 'backend', 'samples', 'calibration_s', 'scoring_s'},
+    the last three one entry a rank, for the manifest's `search.data_parallel`."""
+    got = gather((sum(int(b['input_ids'].shape[0]) for b in batches), timings['calibration'], timings['scoring']), dp)
+    return dict(ranks=dp.world, backend=dp.backend, samples=[g[0] for g in got], calibration_s=[g[1] for g in got], scoring_s=[g[2] for g in got])
+
 def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method: str = 'gradient',
                   effective_bits: float = 8.0, score_batches: int | None = None, checkpoint=None,
                   verbose: bool = False, contributions=None, grad_checkpointing: bool = True,
-                  score_reduction: str = 'shared', nested: dict | None = None, cudnn_attention: bool = False) -> AutoQuantResult:
+                  score_reduction: str = 'shared', nested: dict | None = None, cudnn_attention: bool = False,
+                  dp: DataParallel | None = None) -> AutoQuantResult:
     """Search `model` with AutoQuant on `batches` (dicts of model inputs with `labels`) for a quant `pair` (or a list
     of candidate pairs: one mixed-precision search) and `scope` at `effective_bits`; score the first `score_batches` (default all). `checkpoint`: ModelOpt's resumable state file;
     `contributions`: the per-sample parts' `.npz`; `nested`: {subset: (calibration samples, scored samples)} of nested
     prefixes this pass also serves (`NestedSubsets`). `batches` may carry `order` (`run.Batches`: the subset position
-    of each sample in batch order): the per-sample parts are put back in subset order. Raises `QvlError` on bad
-    arguments or non-finite weights/activations/scores."""
+    of each sample in batch order): the per-sample parts are put back in subset order. `dp`: this process's place in a
+    data-parallel group (`parallel.init_data_parallel`): every rank passes the same `batches` and calibrates and scores
+    its share (`local_share`); ranges, scores and per-sample parts are combined, every rank returns the same state, and
+    only rank 0 writes `contributions` (give every rank the same `checkpoint` path: rank 0 writes it, all read it).
+    Raises `QvlError` on bad arguments or non-finite weights/activations/scores."""
     pair, scope = as_pairs(pair), get_scope(scope) if isinstance(scope, str) else scope
     settings = search_settings(method, grad_checkpointing, score_reduction, cudnn_attention)
     order, batches = getattr(batches, 'order', None), list(batches)
@@ -310,16 +371,23 @@ def run_autoquant(model, batches, pair='wint8_aint8', scope='all-layers', method
         check_order(order, sum(n)); check_order(order, sum(n[:n_score]))
     check_finite_weights(model)
     (t_ext, kernels), clock, recorder = ready_cuda_extension(model), PhaseClock(), _recorder(model, method, settings)
-    recorder.order = order
     had_ckpt = checkpoint is not None and Path(checkpoint).is_file()
     plan, note = nested_plan(nested, batches, n_score, method, pair) if nested else (None, None)
     if plan is not None and had_ckpt:      # ModelOpt writes its checkpoint once calibration is done: it will be restored
         plan, note = None, "the search resumes from its checkpoint, whose calibration was restored, so the subsets' ranges are not seen"
+    if dp is not None:
+        batches, order, n_score, ends = local_share(batches, order, n_score, plan.sizes if plan else None, dp)
+        if plan is not None: plan = NestedSubsets.for_batches(plan.sizes, batches, ends, dp)
+        recorder.gather = functools.partial(gather, dp=dp)
+        if not dp.is_main: contributions = None
+    recorder.order = order
     t0 = time.perf_counter()
-    model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, plan)
+    model, state = _search(model, batches, pair, scope, method, effective_bits, n_score, checkpoint, verbose, clock, recorder, settings, plan, dp)
     t1 = time.perf_counter()
     contrib = _contributions(recorder, contributions)
     served, note = plan.results(state, recorder) if plan is not None else ({}, note)
+    timings = phase_timings(clock, t0, t1, t_ext)
+    ranks = rank_record(dp, batches, timings) if dp is not None else None
     restore_eval(model)   # a module global, looked up now: tests patch it to stop a run here
-    return AutoQuantResult(model, state, phase_timings(clock, t0, t1, t_ext), dict(clock.calls), resumed_from(had_ckpt, clock), contrib,
-                           dict(settings, fake_quant_kernels=kernels), served, note)
+    return AutoQuantResult(model, state, timings, dict(clock.calls), resumed_from(had_ckpt, clock), contrib,
+                           dict(settings, fake_quant_kernels=kernels), served, note, ranks)

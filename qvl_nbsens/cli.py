@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8896f34a
 from __future__ import annotations
-import argparse, datetime, logging, platform, re, sys, tempfile, traceback, warnings
+import argparse, datetime, logging, platform, re, sys, tempfile, time, traceback, warnings
 from pathlib import Path
 from . import __version__
 from .core import QvlError, QvlWarning, cache_dir
@@ -14,9 +14,10 @@ from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_
 from .quant import check_combination
 
 # %% auto #0
-__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
-           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_export',
-           'cmd_prepare', 'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
+__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'RANK_ERROR_DELAY_S', 'image_size', 'count', 'torch_device',
+           'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report',
+           'cmd_export', 'cmd_prepare', 'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line',
+           'main']
 
 # %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
@@ -107,18 +108,53 @@ def _mark_pairs(parser) -> None:
     for act in parser._actions:
         if act.dest in ('pair', 'pairs', 'candidates'): act.help += f". Simulation only (no ModelOpt export format): {sim}. CUDA GPU only: {gpu}"
 
+def _nproc_option(parser) -> None:
+    parser.add_argument('--nproc', type=count, default=None,
+                        help="start this many processes of one data-parallel group on this host (torchrun's engine; one GPU each, "
+                             "or CPU processes): each calibrates and scores a share of the batches. Under torchrun or srun, leave it out")
+
+def _launched(a) -> int | None:
+    """With `--nproc N` (N > 1) outside torchrun: start N processes of this same command without the option
+    (`parallel.launch`) and return their exit status; else None (this process does the work)."""
+    from qvl_nbsens.parallel import launched_ranks, launch
+    if a.nproc is None: return None
+    if launched_ranks() > 1: raise QvlError(f"--nproc {a.nproc} under torchrun, which already started {launched_ranks()} processes: leave --nproc out")
+    if a.nproc < 1: raise QvlError("--nproc 0: pass the number of processes, 1 or more")
+    if a.nproc == 1: return None
+    if getattr(a, 'device', None) != 'cpu':
+        import torch
+        if a.device in (None, 'auto', 'cuda') and torch.cuda.is_available() and a.nproc > torch.cuda.device_count():
+            raise QvlError(f"--nproc {a.nproc} needs a GPU each, and {torch.cuda.device_count()} are visible: pass --nproc {torch.cuda.device_count()} or fewer")
+    return launch(a.nproc, _without_nproc(a.argv))
+
+def _without_nproc(argv: list) -> list:
+    "`argv` without its `--nproc N` / `--nproc=N`."
+    out, skip = [], False
+    for x in argv:
+        if skip: skip = False; continue
+        if x == '--nproc': skip = True; continue
+        if not x.startswith('--nproc='): out.append(x)
+    return out
+
 def cmd_run(a):
     spec = spec_from_args(RunSpec, a)
     _check_early(spec)
+    if (rc := _launched(a)) is not None: return rc
     from qvl_nbsens.run import run_sensitivity
     rd = run_sensitivity(spec, a.out, force=a.force)
-    print(f"run directory: {rd}")
+    if _rank() == 0: print(f"run directory: {rd}")
+
+def _rank() -> int:
+    "This process's rank under torchrun (0 outside it)."
+    import os
+    return int(os.environ.get('RANK', '0') or 0)
 
 def _run(sub):
     r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
     add_spec_options(r, RunSpec); _mark_pairs(r)
     r.add_argument('--out', default='results', help='folder that receives the run directory')
     r.add_argument('--force', action='store_true', help='replace an existing run directory')
+    _nproc_option(r)
     r.set_defaults(func=cmd_run)
 
 # %% ../nbs/09_cli.ipynb #de90076c
@@ -127,10 +163,19 @@ OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/laye
 def cmd_suite(a):
     spec = SuiteSpec(spec_from_args(RunSpec, a, **{k: RunSpec.__dataclass_fields__[k].default for k in SWEPT}), spec_from_args(Sweep, a))
     _check_early(spec.run, spec.sweep.pairs)
+    from qvl_nbsens.parallel import launched_ranks
+    if (a.nproc or 1) > 1 or launched_ranks() > 1: _check_parallel_suite(spec)
+    if (rc := _launched(a)) is not None: return rc
     from qvl_nbsens.suite import run_suite
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
-    print(f"suite index: {out/'README.md'}")
+    if _rank() == 0: print(f"suite index: {out/'README.md'}")
+
+def _check_parallel_suite(spec: SuiteSpec) -> None:
+    "Refuse what a data-parallel suite cannot do: sweep executors (their jobs are the parallelism) and a kernel per run."
+    if spec.sweep.executor != 'serial':
+        raise QvlError(f"--executor {spec.sweep.executor} spreads runs over GPUs itself: leave out --nproc (and torchrun), or the executor")
+    if spec.sweep.kernel_per_run: raise QvlError("--kernel-per-run with several processes: leave one of them out (the processes share a kernel a rank)")
 
 def _suite(sub):
     u = sub.add_parser('suite', help='the published set: all-layers and lm-only x small/medium/large, via the run notebook')
@@ -140,6 +185,7 @@ def _suite(sub):
                    help="publish: results/layer-analysis (the repo's results folder); tmp: tmp/layer-analysis")
     u.add_argument('--out', default=None, help='output folder (overrides --output-mode)')
     u.add_argument('--force', action='store_true', help='re-run complete runs')
+    _nproc_option(u)
     u.set_defaults(func=cmd_suite)
 
 # %% ../nbs/09_cli.ipynb #1c651f32
@@ -275,16 +321,20 @@ def _show_warning(cmd: str):
         print(f"qvl-nbsens {cmd}: warning: {src}{one_line(message)}", file=sys.stderr)
     return show
 
+RANK_ERROR_DELAY_S = 5
+
 def main(argv=None) -> int:
     "Entry point of the `qvl-nbsens` console command: 0 done, 2 bad input (one line), 1 internal error (one line + log file)."
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # the command as given: `--nproc` starts it again
     logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)   # "No CUDA runtime is found" on every CPU import
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning(args.cmd)
         warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')  # torch's own deprecation of its internals
-        try: args.func(args)
+        try: rc = args.func(args)
         except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
+            if _rank(): time.sleep(RANK_ERROR_DELAY_S)      # rank 0 speaks for the group: when it failed too, the launcher stops this one first
             print(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -295,4 +345,4 @@ def main(argv=None) -> int:
             print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line(first)} (a bug: the traceback is in "
                   f"{crash_log(args.cmd, argv)}; please report it with that file)", file=sys.stderr)
             return 1
-    return 0
+    return rc or 0

@@ -16,10 +16,10 @@ from .spec import HOW, PATHS, VALIDATE_SETTINGS, spec_options
 
 # %% auto #0
 __all__ = ['MANIFEST_VERSION', 'SCHEME_SETTINGS', 'Scheme', 'FloatInterval', 'IntInterval', 'LEGACY_SCOPES', 'LEGACY_PAIR',
-           'Record', 'ModelInfo', 'Dataset', 'Environment', 'Search', 'Timings', 'StateFile', 'Correlation',
-           'Correlations', 'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto', 'Measured',
-           'HandleRow', 'handle_row', 'assign_ranks', 'handle_records', 'Manifest', 'now_utc', 'LegacyEntry',
-           'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy', 'from_v1', 'read_manifest',
+           'Record', 'ModelInfo', 'Dataset', 'Environment', 'DataParallelRun', 'Search', 'Timings', 'StateFile',
+           'Correlation', 'Correlations', 'Confidence', 'Validation', 'ParetoPoint', 'MeasuredPoint', 'Pareto',
+           'Measured', 'HandleRow', 'handle_row', 'assign_ranks', 'handle_records', 'Manifest', 'now_utc',
+           'LegacyEntry', 'LegacyScheme', 'LegacyManifest', 'detect_schema', 'from_legacy', 'from_v1', 'read_manifest',
            'write_manifest', 'manifest_schema']
 
 # %% ../nbs/07_manifest.ipynb #b1da546e
@@ -100,13 +100,22 @@ class Environment(Record):
     device: dict[str, Any] | None = None
 
 # %% ../nbs/07_manifest.ipynb #41dc56a7
+class DataParallelRun(Record):
+    """How a data-parallel run split its pass (`parallel`): `ranks` processes over the torch.distributed `backend`; per
+    rank, in rank order, the calibration samples it took (`samples`) and its calibration and scoring wall seconds."""
+    ranks: int
+    backend: str | None = None
+    samples: list[int] | None = None
+    calibration_s: list[float] | None = None
+    scoring_s: list[float] | None = None
+
 class Search(Record):
     """ModelOpt's search: constraints, the bits reached, the total score of the chosen recipe, and how scores were computed:
     `score_unit` says what a score sums (`autoquant.SCORE_UNITS`); `scores_from` names the run whose pass computed them, when another run's;
     `shared_pass` how ('scope': the same pass, another scope; 'nested': this subset inside a larger subset's pass);
     `inputs_sha256` is the digest of everything the scores depend on (`run.resume_key`); `nested_subsets` {size: inputs
     digest} names the smaller subsets this run's pass also calibrated and scored (their states under `nested/<size>/`),
-    `nested_note` why it served none of those asked for."""
+    `nested_note` why it served none of those asked for; `data_parallel` how several processes shared the pass (None: one process)."""
     constraints: dict[str, Any] | None = None
     achieved_effective_bits: float | None = None
     total_score: float | None = None
@@ -126,6 +135,7 @@ class Search(Record):
     inputs_sha256: str | None = None
     nested_subsets: dict[str, str] | None = None
     nested_note: str | None = None
+    data_parallel: DataParallelRun | None = None
 
 class Timings(Record):
     """Wall seconds per phase and in all (`total`), the run's peak resident memory (`peak_rss_mib`, MiB) and its peak GPU memory

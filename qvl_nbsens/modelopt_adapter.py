@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/modelopt.html.md"""
 
 # %% ../nbs/05a_modelopt.ipynb #6cc90163
 from __future__ import annotations
-import contextlib, copy, io, time, warnings
+import contextlib, copy, functools, io, time, warnings
 from collections import defaultdict
 from pathlib import Path
 import modelopt
@@ -20,10 +20,11 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'ON_DEMAND_EXTENSIONS', 'FAL
            'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant',
            'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
            'shared_input_groups', 'share_input_ranges', 'shared_ranges_after_calibration', 'NonFiniteActivations',
-           'named_formats', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search', 'running_max_formats',
-           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
-           'checkpoint_format', 'probe_format', 'export_hf', 'as_exported', 'recipe_quant_cfg', 'dequantize_weight',
-           'fake_quantized_weight', 'fake_quant_input']
+           'named_formats', 'patch_attr', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
+           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
+           'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format', 'export_hf', 'as_exported',
+           'recipe_quant_cfg', 'dequantize_weight', 'fake_quantized_weight', 'fake_quant_input', 'single_process',
+           'one_checkpoint']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -378,19 +379,30 @@ def named_formats(formats: list):
     try: yield
     finally: A.QuantRecipe.get_auto_name_for_config = own
 
+@contextlib.contextmanager
+def patch_attr(obj, name: str, value):
+    "While inside, `obj.name` is `value`."
+    old = getattr(obj, name); setattr(obj, name, value)
+    try: yield
+    finally: setattr(obj, name, old)
+
 def auto_quantize(model, batches: list, forward_step, formats: list, constraints: dict, method: str = 'gradient',
                   loss_func=None, disabled_layers=(), num_score_steps: int | None = None, checkpoint=None,
-                  verbose: bool = False) -> tuple:
+                  verbose: bool = False, progress: bool = True) -> tuple:
     """(model, search state) of `mtq.auto_quantize` over `batches` with ModelOpt config dicts `formats` and
     `constraints` (`{'effective_bits': ...}`); `forward_step(model, batch)` returns the output (`loss_func(out, batch)`
-    its loss, gradient method) or the logits (`kl_div`); ModelOpt's own prints only when `verbose`. A format may be
+    its loss, gradient method) or the logits (`kl_div`); ModelOpt's own prints only when `verbose`, its progress bars only
+    with `progress` (off on the data-parallel ranks other than 0). A format may be
     `(config, name)` (`quant.modelopt_formats`): ModelOpt then names it so. Raises `NonFiniteActivations` on NaN/inf
     activations."""
     kw = dict(loss_func=loss_func) if method == 'gradient' else {}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
+    bars = contextlib.nullcontext() if progress else patch_attr(A, 'tqdm', functools.partial(A.tqdm, disable=True))
     try:
-        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), shared_ranges_after_calibration(), quiet, warnings.catch_warnings():
+        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), shared_ranges_after_calibration(), quiet, bars, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
+            warnings.filterwarnings('ignore', message='Distributed training is initialized but no parallel_state')   # data parallel: the default, the world, is ours
+            warnings.filterwarnings('ignore', message='torch.distributed is initialized. Please maintain')   # one checkpoint, whatever the world size (`one_checkpoint`)
             warnings.filterwarnings('ignore', message='Checkpoint .* does not exist')   # ... and no checkpoint yet
             return mtq.auto_quantize(model, constraints=constraints, quantization_formats=[f[0] if isinstance(f, tuple) else f for f in formats], data_loader=batches,
                                      forward_step=forward_step, disabled_layers=list(disabled_layers) or None,
@@ -545,23 +557,24 @@ def running_max_formats(formats: list, names: list | None = None) -> str | None:
         if _dynamic(cfg): return f"{name} computes some ranges per forward (dynamic), which the nested ranges do not cover"
     return None
 
-def calibration_snapshot(model) -> dict:
+def calibration_snapshot(model, empty: bool = False) -> dict:
     """{quantizer name: (TensorQuantizer, amax so far)} of every quantizer collecting calibration statistics now: a copy
     of the range each would get if calibration ended here (per-tensor: shape (); per-channel: the calibrator's shape),
-    scalar ranges shared by layers fed one input as `share_input_ranges` shares them.
+    scalar ranges shared by layers fed one input as `share_input_ranges` shares them. A quantizer that has seen no data
+    yet is left out, or with `empty` listed with amax None (a data-parallel rank whose first batch lies past a subset).
     Raises `QvlError` for a quantizer whose calibrator is not ModelOpt's `MaxCalibrator`."""
     out = {}
     for n, q in model.named_modules():
         if not (isinstance(q, TensorQuantizer) and q._if_calib and getattr(q, '_calibrator', None) is not None): continue
         if not isinstance(q._calibrator, MaxCalibrator): raise QvlError(f"quantizer {n} calibrates with {type(q._calibrator).__name__}, not a running maximum")
         a = q._calibrator.compute_amax()
-        if a is not None: out[n] = (q, a.detach().clone())
+        if a is not None or empty: out[n] = (q, None if a is None else a.detach().clone())
     ids = {id(q): n for n, (q, _) in out.items()}
     for mods in shared_input_groups(model):          # the ranges the exporter would share (`share_input_ranges`)
         if not _exporter_shares(mods[0]): continue
         for attr in ('input_quantizer', 'weight_quantizer'):
             names = [ids.get(id(getattr(m, attr, None))) for m in mods]
-            if None in names or any(out[n][1].numel() != 1 for n in names): continue
+            if None in names or any(out[n][1] is None or out[n][1].numel() != 1 for n in names): continue
             mx = torch.max(torch.stack([out[n][1] for n in names]))
             for n in names: out[n] = (out[n][0], mx.clone())
     return out
@@ -752,3 +765,26 @@ def fake_quant_input(algo: str, x: torch.Tensor, input_scale: torch.Tensor | Non
     from modelopt.torch.quantization.qtensor import NVFP4QTensor
     q, bs, gs = NVFP4QTensor.quantize(x.float(), 16, weights_scaling_factor_2=s)
     return q.dequantize(scale=bs, double_scale=gs, block_sizes={-1: 16}, dtype=torch.float32).to(x.dtype)
+
+# %% ../nbs/05a_modelopt.ipynb #dp5a0002
+from modelopt.torch.utils import distributed as _dist
+from modelopt.torch.opt import searcher as _searcher
+
+@contextlib.contextmanager
+def single_process():
+    "While inside, ModelOpt acts as in a process of its own (`modelopt.torch.utils.distributed.is_initialized` is False): no collective, this rank's values kept."
+    own = _dist.is_initialized
+    _dist.is_initialized = lambda: False
+    try: yield
+    finally: _dist.is_initialized = own
+
+@contextlib.contextmanager
+def one_checkpoint(is_main: bool = True):
+    """While inside, ModelOpt's search checkpoint is the one path it was given on every rank (not one file a rank), and
+    only the main rank (`is_main`) writes it; the others read it when the search starts."""
+    S = _searcher.BaseSearcher
+    own_path, own_save = S._get_checkpoint_path, S.save_search_checkpoint
+    S._get_checkpoint_path = lambda self: None if self.config['checkpoint'] is None else str(self.config['checkpoint'])
+    if not is_main: S.save_search_checkpoint = lambda self, verbose=False: None
+    try: yield
+    finally: S._get_checkpoint_path, S.save_search_checkpoint = own_path, own_save

@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/run.html.md"""
 
 # %% ../nbs/08_run.ipynb #d5d8b70a
 from __future__ import annotations
-import json, math, os, platform, re, resource, shutil, time
+import contextlib, json, math, os, platform, re, resource, shutil, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
@@ -20,7 +20,8 @@ from .spec import RunSpec, VALIDATE_SETTINGS, PATHS, search_pairs
 from .loading import load_model, reusable_model, check_model_dir
 from .scoring import load_contributions, save_contributions
 from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens
-from .modelopt_adapter import restore_search, rescope_search, ready_cuda_extension
+from .modelopt_adapter import restore_search, rescope_search, ready_cuda_extension, single_process
+from .parallel import init_data_parallel, barrier, smallest, quiet_rank
 from .confidence import handle_confidence
 from .validate import pick_handles, measure_handles, score_vs_damage, pareto_front, validate_front, unquantized_reference
 from .manifest import (Manifest, Scheme, ModelInfo, Dataset, Search, Timings, StateFile, Confidence, Validation,
@@ -317,7 +318,8 @@ def build_manifest(spec: RunSpec, name: str, cfg: dict, model, dataset: Dataset,
                     achieved_effective_bits=achieved_effective_bits(st['candidate_stats'], best), total_score=float(st['best']['score']),
                     is_satisfied=bool(st['best']['is_satisfied']), handles=len(st['candidate_stats']), searched_handles=len(rows),
                     **res.resumed, **res.settings, score_unit=SCORE_UNITS[spec.method], scores_from=scores_from, inputs_sha256=inputs_sha256,
-                    shared_pass=shared_pass, nested_subsets=nested_subsets or None, nested_note=nested_note)
+                    shared_pass=shared_pass, nested_subsets=nested_subsets or None, nested_note=nested_note,
+                    data_parallel=getattr(res, 'data_parallel', None))
     return Manifest(created=now_utc(), scheme=run_scheme(spec, name, n_score), model=model_info(spec, cfg, model, load),
                     dataset=dataset, environment=environment(), search=search,
                     autoquant_state=StateFile(file=state_file, keys=sorted(st.keys())), layers=layer_map(st, best, model),
@@ -394,14 +396,15 @@ def obtain_model(spec: RunSpec, keep_model: bool = False) -> tuple:
     return (*load_model(spec.model_dir, spec.device, spec.device_map), 'loaded')
 
 # %% ../nbs/08_run.ipynb #305f5fac
-def search(spec: RunSpec, model, batches, n: int, partial: Path, nested: dict | None = None):
+def search(spec: RunSpec, model, batches, n: int, partial: Path, nested: dict | None = None, dp=None):
     """ModelOpt's AutoQuant search of a run, checkpointed into the partial folder, also serving the `nested` subsets
-    ({size: (calibration samples, scored samples)}); the number of scoring batches and the result."""
+    ({size: (calibration samples, scored samples)}), shared by the processes of `dp` (`parallel`); the number of scoring
+    batches and the result."""
     score_batches = batches.score_batches
     res = run_autoquant(model, batches, search_pairs(spec), spec.scope, spec.method, spec.effective_bits, score_batches,
                         checkpoint=partial/'autoquant_checkpoint.pt', contributions=partial/PARTS_FILE,
                         grad_checkpointing=spec.grad_checkpointing, score_reduction=spec.score_reduction, nested=nested or None,
-                        cudnn_attention=spec.cudnn_attention)
+                        cudnn_attention=spec.cudnn_attention, dp=dp)
     return score_batches, res
 
 # %% ../nbs/08_run.ipynb #6d39dc38
@@ -525,9 +528,14 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     `keep_model` keeps the loaded model in this process and searches a copy (the suite's shared kernel); `reuse_dir`
     is where a run looks for the run whose pass it reuses (`shared_pass_source`; default `out`); `nested_sizes`: the
     smaller subsets this run's pass also serves, when it runs one (`nested_subsets`).
+    Started by torchrun (several processes, `parallel.init_data_parallel`), every process calibrates and scores its
+    share of the batches, and rank 0 alone prints, validates and writes the run directory; the others return once it is there.
     Raises `QvlError` for a bad setting or input (naming it), an existing run (without `force`) and a partial run
     made with other inputs (`resume_key`; `force` discards it)."""
     t_start, spec = time.perf_counter(), spec.resolved()
+    dp = init_data_parallel(spec.device, spec.device_map)      # started by torchrun: join its group (once a process)
+    main = dp is None or dp.is_main
+    if not main: quiet_rank()
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
@@ -535,48 +543,57 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     db = find_calib_db(spec.calib_dir, spec.size)
     calib = load_calib_db(db, spec.coco_root)
     key = resume_key(spec, calib)
-    _check_partial(partial, key, force)
+    if main: _check_partial(partial, key, force)
     source, kind = shared_pass_source(spec, reuse_dir or out, calib) or (None, None)
-    say = print if verbose else (lambda *a, **k: None)
+    say = print if verbose and main else (lambda *a, **k: None)
+    if not main and source is not None:     # rank 0 re-solves another run's pass alone: nothing to share
+        barrier(dp); return final
     t = time.perf_counter(); model, processor, how = obtain_model(spec, keep_model); t_load = time.perf_counter() - t
-    say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device} ({t_load:.1f}s)")
+    say(f"[{name}] model {how}: {model_id(spec.model_dir, cfg)} on {spec.device}{f' ×{dp.world} processes ({dp.backend})' if dp else ''} ({t_load:.1f}s)")
     reset_peak_gpu()      # after the kernel dropped the previous run's copy: this run's peak alone
-    validating = wants_validation(spec, model)
+    validating = main and wants_validation(spec, model)
     if validating:      # held-out samples present, enough and decodable: found now, not after the search
         held = load_heldout(spec.calib_dir, spec.heldout_size, spec.coco_root)
         check_images(held.coco_root, held.samples)
     t, batch_source = time.perf_counter(), 'given'
     if source is None and spec.batch_size is None:     # the largest of the first 16 samples stand for the set
         b, batch_source = auto_batch_size(model, encode_set(replace(spec, batch_size=8), replace(calib, samples=calib.samples[:16]), processor, model))
+        if (least := smallest(b, dp)) != b: b, batch_source = least, f"{batch_source}; the smallest over {dp.world} processes"
         spec = replace(spec, batch_size=b)
         say(f"[{name}] batch size {b} ({batch_source})")
     plan, info, notes = nested_subsets(spec, calib, nested_sizes) if source is None else ({}, {}, [])
     for n in notes: say(f"[{name}] not serving subset {n}")
     cuts = sorted({x for v in plan.values() for x in v})
     batches = encode_set(spec, calib, processor, model, spec.score_size, cuts) if source is None else None; t_encode = time.perf_counter() - t
-    partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
-    atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
+    if main:
+        partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
+        atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)
+        if source is None: shutil.rmtree(partial/NESTED_DIR, ignore_errors=True)     # an earlier attempt's: a resumed pass serves no subset
     served = {}
     if source is None:
-        shutil.rmtree(partial/NESTED_DIR, ignore_errors=True)     # an earlier attempt's: a resumed pass serves no subset
-        score_batches, res = search(spec, model, batches, len(calib), partial, plan)
-        dataset = dataset_info(spec, calib, db, batches, score_batches, batch_source)
-        if res.nested_note: say(f"[{name}] the {', '.join(plan)} subsets run their own passes: {res.nested_note}")
-        served = write_nested(spec, res, batches, plan, info, batch_source, partial)
-        if served: say(f"[{name}] this pass also calibrated and scored the {', '.join(served)} subsets")
-    else:
-        say(f"[{name}] calibration and scores from {source.name} ({'this subset inside its pass' if kind == 'nested' else 'same inputs'}; no forward pass)")
-        res, dataset = reuse_pass(spec, model, source, kind, partial)
-    trust = None
-    if validating:
-        say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
-        trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
-    state_file = f'{name}_autoquant_state.pt'
-    torch.save(res.state, partial/state_file)
-    man = build_manifest(spec, name, cfg, model, dataset, res, state_file, dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)),
-                         trust, how, sha256_json(key), source.name if source else None, kind, served, res.nested_note)
-    finish_run(man, partial, final, t_start)
+        barrier(dp)           # the partial folder as rank 0 left it (a checkpoint to resume from, or none) before any rank looks
+        score_batches, res = search(spec, model, batches, len(calib), partial, plan, dp)
+        if not main: barrier(dp); return final      # rank 0 writes the run; the others wait until it is there
+    with single_process() if dp else contextlib.nullcontext():      # rank 0 alone from here: ModelOpt's syncs keep its values
+        if source is None:
+            dataset = dataset_info(spec, calib, db, batches, score_batches, batch_source)
+            if res.nested_note: say(f"[{name}] the {', '.join(plan)} subsets run their own passes: {res.nested_note}")
+            served = write_nested(spec, res, batches, plan, info, batch_source, partial)
+            if served: say(f"[{name}] this pass also calibrated and scored the {', '.join(served)} subsets")
+        else:
+            say(f"[{name}] calibration and scores from {source.name} ({'this subset inside its pass' if kind == 'nested' else 'same inputs'}; no forward pass)")
+            res, dataset = reuse_pass(spec, model, source, kind, partial)
+        trust = None
+        if validating:
+            say(f"[{name}] validating: each handle alone on {spec.heldout_size} held-out samples, and the Pareto front")
+            trust = run_validation(spec, model, processor, res.state, handle_records(res.state['candidate_stats']))
+        state_file = f'{name}_autoquant_state.pt'
+        torch.save(res.state, partial/state_file)
+        man = build_manifest(spec, name, cfg, model, dataset, res, state_file, dict(load_model=round(t_load, 3), encode_batches=round(t_encode, 3)),
+                             trust, how, sha256_json(key), source.name if source else None, kind, served, res.nested_note)
+        finish_run(man, partial, final, t_start)
     say(f"[{name}] done in {man.timings.total:.1f}s")
+    barrier(dp)
     return final
 
 # %% ../nbs/08_run.ipynb #e27674ac

@@ -105,6 +105,7 @@ class ScoreRecorder:
         self.exact, self.hooks, self.names, self.hparams, self.log_unq = True, [], None, None, None
         self.subset_parts = {}   # {subset: parts like `parts`}: Q(y) − y under a nested subset's ranges (`modelopt_adapter.nested_range_diffs`)
         self.order = None        # the subset position of each sample in batch order (length-grouped batches), else batch order is subset order
+        self.gather = None       # with several data-parallel processes: `parallel.gather` (every rank's parts are put together)
 
     def begin_batch(self, batch):
         "A new scoring batch (a dict with `input_ids` (n, tokens), maybe `image_grid_thw`): its samples follow the previous batch's."
@@ -176,17 +177,27 @@ def check_order(order, width: int) -> np.ndarray:
 @patch
 def result(self: ScoreRecorder, subset: str | None = None) -> dict | None:
     """{'keys': [(handle, format)], 'parts': float64 array (keys, samples), 'exact': bool, 'method'}, or None if nothing
-    was scored; with `subset`, the parts under that nested subset's ranges (its samples only)."""
+    was scored; with `subset`, the parts under that nested subset's ranges (its samples only). Columns are in subset
+    order (`order`). With `gather` (several data-parallel processes; every rank must call this, in the same order), the
+    columns of every rank's samples, each rank's `order` naming the positions of its own."""
     parts = self.parts if subset is None else self.subset_parts.get(subset, {})
-    if not parts: return None
     keys = sorted(parts)
-    width = self.offset + self.n if subset is None else max(j + len(v) for row in parts.values() for j, v in row.items())
+    width = (self.offset + self.n if subset is None else max(j + len(v) for row in parts.values() for j, v in row.items())) if parts else 0
     arr = np.zeros((len(keys), width))
     for i, k in enumerate(keys):
         for j, v in parts[k].items(): arr[i, j:j + len(v)] = v.cpu().numpy()
-    if self.order is not None:        # back to subset order: column j holds the sample at subset position order[j]
-        arr[:, check_order(self.order, width)] = arr.copy()
-    return dict(keys=keys, parts=arr, exact=self.exact, method=self.method)
+    pos = np.asarray(self.order[:width] if self.order is not None else range(width), dtype=np.int64)
+    got, exact = (self.gather or (lambda x: [x]))((keys, arr, pos, self.exact)), self.exact
+    if len(got) > 1:          # each rank's columns at its samples' positions; a handle a rank never scored counts 0 there
+        keys = sorted({k for g in got for k in g[0]})
+        row, pos = {k: i for i, k in enumerate(keys)}, np.concatenate([g[2] for g in got])
+        arr = np.zeros((len(keys), len(pos))); at = 0
+        for k_, a_, p_, _ in got:
+            arr[np.ix_([row[k] for k in k_], np.arange(at, at + len(p_)))] = a_; at += len(p_)
+        exact = all(g[3] for g in got)
+    if not keys: return None
+    out = np.empty_like(arr); out[:, check_order(pos, len(pos))] = arr     # column j holds the sample at subset position pos[j]
+    return dict(keys=keys, parts=out, exact=exact, method=self.method)
 
 # %% ../nbs/05c_scoring.ipynb #564ca065
 def save_contributions(contrib: dict, path) -> Path:

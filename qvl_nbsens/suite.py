@@ -17,13 +17,14 @@ from .spec import RunSpec, SuiteSpec, PATHS, search_pairs
 from .quant import PAIR_ALIASES
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
+from .parallel import launched_ranks
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'run_notebook_path', 'sync_generated', 'tidy_outputs',
-           'published_notebook', 'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability',
+__all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'PUBLISH_WAIT_S', 'run_notebook_path', 'sync_generated',
+           'tidy_outputs', 'published_notebook', 'check_run_notebook', 'own_kernel_manager', 'execute_run', 'stability',
            'format_comparison', 'formats_section', 'runs_table', 'stability_table', 'write_suite_index', 'suite_kernel',
-           'run_complete', 'run_suite', 'execution_order', 'expected_pass', 'pass_weight', 'execute_runs',
-           'finish_suite']
+           'run_complete', 'run_suite', 'execution_order', 'expected_pass', 'pass_weight', 'execute_runs', 'follower',
+           'follow_runs', 'finish_suite']
 
 # %% ../nbs/08a_suite.ipynb #21ac4039
 import qvl_nbsens
@@ -341,6 +342,7 @@ def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose:
     (`sweeps`), and the serial suite's body; `bar`: a tqdm bar advanced by each run's samples."""
     from tqdm.auto import tqdm
     out, km, shared = Path(out), None, not spec.sweep.kernel_per_run
+    if follower(): return follow_runs(spec, runs, out, force)
     kinds = {planned_run_name(rs): expected_pass(spec, rs) for rs in runs}
     what = {'own pass': 'calibration and scoring', 'nested': "from the larger subset's pass", 'scope': "from the all-layers pass"}
     with contextlib.ExitStack() as stack:
@@ -359,6 +361,30 @@ def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose:
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
     return [planned_run_name(rs) for rs in runs]
 
+PUBLISH_WAIT_S = 600
+
+def follower() -> bool:
+    "Is this process a rank other than 0 of a data-parallel suite started by torchrun (`parallel`)?"
+    return launched_ranks() > 1 and os.environ.get('RANK', '0') != '0'
+
+def follow_runs(spec: SuiteSpec, runs: list, out, force: bool = False) -> list[str]:
+    """What a rank other than 0 of a data-parallel suite does for `runs`: each run rank 0 executes in its kernel, this
+    process runs alongside in itself (`run.run_sensitivity`, which joins the group, calibrates and scores its share and
+    writes nothing), then waits until rank 0 has published the run folder, so that both see the same finished runs when
+    the next run looks for a pass to reuse. The names of the runs."""
+    from qvl_nbsens.run import run_sensitivity
+    out, shared = Path(out), not spec.sweep.kernel_per_run
+    for rs in runs:
+        name = planned_run_name(rs)
+        if not force and run_complete(out/name, rs): continue
+        smaller = [z for z in spec.sweep.sizes if SIZES[z] < SIZES[rs.size]] if spec.run.shared_passes else []
+        run_sensitivity(rs, out/f'.{name}.stage', force=True, verbose=False, keep_model=shared, reuse_dir=out, nested_sizes=smaller)
+        t = time.perf_counter()
+        while not run_complete(out/name, rs):       # rank 0 moves the run folder into place once its notebook is saved
+            if time.perf_counter() - t > PUBLISH_WAIT_S: raise QvlError(f"rank 0 did not publish run {name} in {out} within {PUBLISH_WAIT_S}s after its search")
+            time.sleep(0.2)
+    return [planned_run_name(rs) for rs in runs]
+
 def finish_suite(out: Path, spec: SuiteSpec, wall: float, verbose: bool = True) -> Path:
     "Write the suite index of `out` once every run is there (`write_suite_index`) and print its runs when `verbose`."
     runs = write_suite_index(out, spec, wall).runs_frame()
@@ -373,6 +399,7 @@ def _run_all(spec: SuiteSpec, todo: list, out: Path, force: bool, verbose: bool)
     passes calibrate and score (a run that takes another's pass counts one), so its rate and ETA follow the work."""
     from tqdm.auto import tqdm
     t0, todo = time.perf_counter(), execution_order(spec, todo)
+    if follower(): follow_runs(spec, todo, out, force); return out      # a data-parallel suite: rank 0 writes the index
     if spec.sweep.executor != 'serial':
         from qvl_nbsens.sweeps import run_jobs
         run_jobs(spec, todo, out, force, verbose)
