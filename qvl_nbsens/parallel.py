@@ -115,6 +115,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     for name in ('torch.distributed.elastic', 'torch.distributed.run', 'torch.distributed.launcher'):
         logging.getLogger(name).setLevel(logging.CRITICAL)     # its per-failure reports: each rank said what went wrong
+    if 'OMP_NUM_THREADS' not in os.environ:      # as torchrun does, but the host's cores shared out instead of one thread each
+        os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1)//int(nproc)))
     cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()), rdzv_backend='c10d',
                        rdzv_endpoint='localhost:0', max_restarts=0, monitor_interval=0.5, start_method='spawn')
     try: elastic_launch(cfg, entrypoint=sys.executable)('-m', 'qvl_nbsens', *map(str, argv))
