@@ -132,14 +132,14 @@ def check_spec(spec) -> None:
         if o['type'] is tuple and len(set(v)) != len(v): raise QvlError(f"{what} lists a value twice: {', '.join(map(str, v))}")
     if (ex := getattr(spec, 'executor', None)) is not None:      # a sweep: each executor's own options, never ignored silently
         given = lambda n: getattr(spec, n) not in (None, '')
-        for names, want in ((('gpus', 'jobs'), ('local',)), (('gpus_per_job', 'partition', 'array_parallelism'), ('slurm',)), (('timeout_min',), ('local', 'slurm'))):
+        for names, want in ((('gpus', 'jobs'), ('local',)), (('gpus_per_job', 'partition', 'array_parallelism', 'mem_gb', 'cpus_per_job', 'account'), ('slurm',)), (('timeout_min',), ('local', 'slurm'))):
             if bad := [n for n in names if given(n) and ex not in want]:
                 raise QvlError(f"--{bad[0].replace('_', '-')} is for --executor {' or '.join(want)} (it is {ex})")
     if (getattr(spec, 'gpus_per_job', None) or 0) < 0: raise QvlError(f"gpus per job must be >= 0, got {spec.gpus_per_job}")
     if (g := getattr(spec, 'gpus', '')):
         if not re.fullmatch(r'\d+(,\d+)*', g): raise QvlError(f"--gpus {g!r} is not a comma-separated list of GPU ids (e.g. 0,1)")
         if len(set(g.split(','))) != len(g.split(',')): raise QvlError(f"--gpus {g} lists a GPU twice")
-    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k', 'jobs', 'timeout_min', 'array_parallelism'):
+    for name in ('batch_size', 'score_size', 'max_caption_tokens', 'heldout_size', 'validate_top_k', 'jobs', 'timeout_min', 'array_parallelism', 'mem_gb', 'cpus_per_job'):
         v = getattr(spec, name, None)
         if v is not None and v < 1: raise QvlError(f"{name.replace('_', ' ')} must be >= 1, got {v}")
     bits = getattr(spec, 'effective_bits', 8.0)
@@ -216,6 +216,9 @@ class Sweep:
     gpus_per_job: int | None = None  # GPUs of one job for --executor slurm (default 1)
     partition: str | None = None  # SLURM partition for --executor slurm (default: the cluster's)
     array_parallelism: int | None = None  # how many SLURM jobs of the sweep run at once (--executor slurm; default 8)
+    mem_gb: int | None = None  # host memory of one SLURM job in GB (--executor slurm; default: the partition's)
+    cpus_per_job: int | None = None  # CPU cores of one SLURM job (--executor slurm; default: the partition's)
+    account: str | None = None  # SLURM account the jobs are charged to (--executor slurm; default: yours)
 
 @dataclass
 class SuiteSpec:

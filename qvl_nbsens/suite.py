@@ -254,7 +254,7 @@ def stability_table(stab: dict) -> list[str]:
     return lines
 
 # %% ../nbs/08a_suite.ipynb #61430381
-EXECUTION = ('executor', 'gpus', 'jobs', 'timeout_min', 'gpus_per_job', 'partition', 'array_parallelism')   # how, not what: kept out of suite.json
+EXECUTION = ('executor', 'gpus', 'jobs', 'timeout_min', 'gpus_per_job', 'partition', 'array_parallelism', 'mem_gb', 'cpus_per_job', 'account')   # how, not what: kept out of suite.json
 
 def write_suite_index(out: Path, spec: SuiteSpec, wall: float) -> Suite:
     "Write `suite.json`, `stability.json` and `README.md` for the runs in `out` (in the order of `spec.runs()`); returns the suite."

@@ -51,7 +51,8 @@ def executor_for(spec: SuiteSpec, folder, gpu: int | None = None):
         return ex
     ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
     ex.update_parameters(timeout_min=s.timeout_min or 1440, name='qvl-nbsens', gpus_per_node=1 if s.gpus_per_job is None else s.gpus_per_job,
-                         slurm_array_parallelism=s.array_parallelism or 8, **({} if s.partition is None else dict(slurm_partition=s.partition)))
+                         slurm_array_parallelism=s.array_parallelism or 8,
+                         **{k: v for k, v in dict(slurm_partition=s.partition, mem_gb=s.mem_gb, cpus_per_task=s.cpus_per_job, slurm_account=s.account).items() if v is not None})
     return ex
 
 def run_group(spec: SuiteSpec, groups: list, out: str, force: bool = False) -> list[str]:

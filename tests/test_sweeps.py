@@ -43,7 +43,8 @@ def test_local_executor_gives_the_serial_suites_runs(tmp_path):
 def test_executor_refusals_are_one_line(tmp_path):
     for args, says in ((('--executor', 'local', '--gpus', '0,0'), 'lists a GPU twice'), (('--gpus', '0,1'), '--gpus is for --executor local (it is serial)'),
                        (('--partition', 'gpu'), '--partition is for --executor slurm'), (('--executor', 'slurm', '--jobs', '2'), '--jobs is for --executor local'),
-                       (('--executor', 'local', '--gpus', '7'), 'GPU 7 is not visible here')):
+                       (('--executor', 'local', '--gpus', '7'), 'GPU 7 is not visible here'), (('--account', 'x'), '--account is for --executor slurm'),
+                       (('--executor', 'slurm', '--mem-gb', '0'), 'mem gb must be >= 1')):
         r = cli('suite', *SWEEP, *args, '--out', tmp_path/'x', check=2)
         assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'x').exists(), (args, r.stderr)
     cli('suite', *SWEEP, '--executor', 'pbs', '--out', tmp_path/'x', check=2)
@@ -70,7 +71,7 @@ def test_slurm_executor_submits_one_array_task_per_group(tmp_path):
     from qvl_nbsens.core import QvlError
     model = tmp_path/'model'; shutil.copytree(default_fixture_dir(), model)
     sweep = Sweep(pairs=('wint8_aint8', 'wfp8_afp8'), sizes=('small',), scopes=('lm-only',), executor='slurm', partition='gpu',
-                  timeout_min=60, gpus_per_job=1, array_parallelism=1)
+                  timeout_min=60, gpus_per_job=1, array_parallelism=1, mem_gb=64, cpus_per_job=8, account='proj-a')
     spec = SuiteSpec(RunSpec(model_dir=str(model), device='cpu', validate=False), sweep)
     with mocked_slurm() as mock:
         out = tmp_path/'suite'; out.mkdir()
@@ -78,7 +79,8 @@ def test_slurm_executor_submits_one_array_task_per_group(tmp_path):
         assert [j.job_id for j, _ in jobs] == ['12_0', '12_1'] and [len(rs) for _, rs in jobs] == [1, 1]
         (sub,) = (out/'.jobs').rglob('*_submission.sh')     # one sbatch script for the array
         sbatch = sub.read_text()
-        for line in ('#SBATCH --partition=gpu', '#SBATCH --time=60', '#SBATCH --gpus-per-node=1', '#SBATCH --array=0-1%1', '#SBATCH --job-name=qvl-nbsens'):
+        for line in ('#SBATCH --partition=gpu', '#SBATCH --time=60', '#SBATCH --gpus-per-node=1', '#SBATCH --array=0-1%1', '#SBATCH --job-name=qvl-nbsens',
+                     '#SBATCH --mem=64GB', '#SBATCH --cpus-per-task=8', '#SBATCH --account=proj-a'):
             assert line in sbatch, (line, sbatch)
         for job, _ in jobs:                               # what SLURM would run on a node, here in this process
             with mock.job_context(job.job_id): submission.process_job(job.paths.folder)
