@@ -16,7 +16,7 @@ from .modelopt_adapter import (auto_quantize, NonFiniteActivations, model_quanti
                                          gradient_checkpointing, no_kv_cache, shared_score_reduction, ready_cuda_extension,
                                          padding_excluded, calibration_snapshot, nested_range_diffs, nested_state,
                                          running_max_formats, stored_recipe_signature, device_side_fake_quant,
-                                         one_checkpoint)
+                                         one_checkpoint, shared_calibration_unsupported)
 from .parallel import DataParallel, gather, shard
 from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contributions, load_contributions, check_order
 
@@ -24,7 +24,7 @@ from .scoring import ScoreRecorder, score_rows, stock_score_rows, save_contribut
 __all__ = ['SCORE_UNITS', 'SCORE_REDUCTIONS', 'PhaseClock', 'scored_tokens', 'make_steps', 'restore_eval', 'check_finite_weights',
            'check_scores_finite', 'AutoQuantResult', 'search_settings', 'no_cudnn_attention', 'batch_samples',
            'search_formats', 'as_pairs', 'phase_timings', 'resumed_from', 'NestedSubsets', 'nested_unsupported',
-           'nested_plan', 'local_share', 'rank_record', 'run_autoquant']
+           'data_parallel_unsupported', 'nested_plan', 'local_share', 'rank_record', 'run_autoquant']
 
 # %% ../nbs/06_autoquant.ipynb #a525229e
 @dataclass
@@ -303,6 +303,11 @@ def nested_unsupported(method: str, pair) -> str | None:
     if method != 'gradient': return f"{method} scores each handle with forwards of the quantized model: each subset runs its own pass"
     if why := running_max_formats(search_formats(pairs), [f for p in pairs for f in p.formats]): return f"{why}: each subset runs its own pass"
     return None
+
+def data_parallel_unsupported(pair) -> str | None:
+    "Why several processes cannot share a search over quant `pair` (or a list of candidate pairs), else None (`modelopt_adapter.shared_calibration_unsupported`)."
+    pairs = as_pairs(pair)
+    return shared_calibration_unsupported(search_formats(pairs), [f for p in pairs for f in p.formats])
 
 def nested_plan(sizes: dict, batches: list, n_score: int, method: str, pair) -> tuple:
     """(`NestedSubsets`, None) when this pass can serve the nested `sizes` {subset: (calibration samples, scored samples)}

@@ -111,16 +111,22 @@ def _mark_pairs(parser) -> None:
 def _nproc_option(parser) -> None:
     parser.add_argument('--nproc', type=count, default=None,
                         help="start this many processes of one data-parallel group on this host (torchrun's engine; one GPU each, "
-                             "or CPU processes): each calibrates and scores a share of the batches. Under torchrun or srun, leave it out")
+                             "or CPU processes): each calibrates and scores a share of the batches. Under torchrun, leave it out")
 
-def _launched(a) -> int | None:
-    """With `--nproc N` (N > 1) outside torchrun: start N processes of this same command without the option
+def _launched(a, pairs) -> int | None:
+    """With `--nproc N` (N > 1) outside torchrun: check what the processes could not share (one GPU named, a device map,
+    a format of `pairs` whose calibration cannot be shared), start N processes of this same command without the option
     (`parallel.launch`) and return their exit status; else None (this process does the work)."""
     from qvl_nbsens.parallel import launched_ranks, launch
     if a.nproc is None: return None
     if launched_ranks() > 1: raise QvlError(f"--nproc {a.nproc} under torchrun, which already started {launched_ranks()} processes: leave --nproc out")
     if a.nproc < 1: raise QvlError("--nproc 0: pass the number of processes, 1 or more")
     if a.nproc == 1: return None
+    if re.fullmatch(r'cuda:\d+', a.device or ''): raise QvlError(f"--device {a.device} names one GPU, but --nproc {a.nproc} starts a process a GPU: pass --device cuda")
+    if getattr(a, 'device_map', None): raise QvlError(f"--device-map {a.device_map} spreads one model over several GPUs; with --nproc each process holds a whole model: leave --device-map out")
+    from qvl_nbsens.autoquant import data_parallel_unsupported
+    for p in pairs:
+        if why := data_parallel_unsupported(p): raise QvlError(f"{why}: run it in one process (leave out --nproc)")
     if getattr(a, 'device', None) != 'cpu':
         import torch
         if a.device in (None, 'auto', 'cuda') and torch.cuda.is_available() and a.nproc > torch.cuda.device_count():
@@ -139,7 +145,7 @@ def _without_nproc(argv: list) -> list:
 def cmd_run(a):
     spec = spec_from_args(RunSpec, a)
     _check_early(spec)
-    if (rc := _launched(a)) is not None: return rc
+    if (rc := _launched(a, spec.candidates or (spec.pair,))) is not None: return rc
     from qvl_nbsens.run import run_sensitivity
     rd = run_sensitivity(spec, a.out, force=a.force)
     if _rank() == 0: print(f"run directory: {rd}")
@@ -148,6 +154,12 @@ def _rank() -> int:
     "This process's rank under torchrun (0 outside it)."
     import os
     return int(os.environ.get('RANK', '0') or 0)
+
+def _ranks() -> int:
+    "How many processes torchrun started (1 outside it; `parallel.launched_ranks` without importing torch)."
+    import os
+    w = os.environ.get('WORLD_SIZE', '1')
+    return int(w) if w.isdigit() else 1
 
 def _run(sub):
     r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
@@ -165,7 +177,7 @@ def cmd_suite(a):
     _check_early(spec.run, spec.sweep.pairs)
     from qvl_nbsens.parallel import launched_ranks
     if (a.nproc or 1) > 1 or launched_ranks() > 1: _check_parallel_suite(spec)
-    if (rc := _launched(a)) is not None: return rc
+    if (rc := _launched(a, spec.run.candidates or spec.sweep.pairs)) is not None: return rc
     from qvl_nbsens.suite import run_suite
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
@@ -331,16 +343,20 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning(args.cmd)
         warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')  # torch's own deprecation of its internals
-        try: rc = args.func(args)
+        try:
+            if args.cmd not in ('run', 'suite') and _ranks() > 1:
+                raise QvlError(f"{args.cmd} is one process's work, and torchrun started {_ranks()}: run it without torchrun")
+            rc = args.func(args)
         except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
             if _rank(): time.sleep(RANK_ERROR_DELAY_S)      # rank 0 speaks for the group: when it failed too, the launcher stops this one first
             print(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
+            if not _rank(): print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
             return 130
         except Exception as e:
+            if _rank(): time.sleep(RANK_ERROR_DELAY_S)
             first = (str(e).strip().splitlines() or [''])[0][:200]
             print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line(first)} (a bug: the traceback is in "
                   f"{crash_log(args.cmd, argv)}; please report it with that file)", file=sys.stderr)

@@ -19,12 +19,12 @@ __all__ = ['SUPPORTED_MODELOPT', 'CUDA_EXTENSIONS', 'ON_DEMAND_EXTENSIONS', 'FAL
            'resumable_candidate_stats', 'unclamped_scores', 'search_clock', 'around_scoring', 'padding_excluded',
            'no_kv_cache', 'gradient_checkpointing', 'stored_recipe_signature', 'device_side_fake_quant',
            'shared_score_reduction', 'cuda_extension_built', 'build_cuda_extensions', 'ready_cuda_extension',
-           'shared_input_groups', 'share_input_ranges', 'shared_ranges_after_calibration', 'NonFiniteActivations',
-           'named_formats', 'patch_attr', 'auto_quantize', 'solve_recipe', 'restore_search', 'rescope_search',
-           'running_max_formats', 'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs',
-           'nested_range_diffs', 'nested_state', 'checkpoint_format', 'probe_format', 'export_hf', 'as_exported',
-           'recipe_quant_cfg', 'dequantize_weight', 'fake_quantized_weight', 'fake_quant_input', 'single_process',
-           'one_checkpoint']
+           'shared_input_groups', 'share_input_ranges', 'shared_ranges_after_calibration', 'single_process',
+           'one_checkpoint', 'summed_scores', 'NonFiniteActivations', 'named_formats', 'patch_attr', 'auto_quantize',
+           'solve_recipe', 'restore_search', 'rescope_search', 'shared_calibration_unsupported', 'running_max_formats',
+           'calibration_snapshot', 'nested_output_diffs', 'release_output_diffs', 'nested_range_diffs', 'nested_state',
+           'checkpoint_format', 'probe_format', 'export_hf', 'as_exported', 'recipe_quant_cfg', 'dequantize_weight',
+           'fake_quantized_weight', 'fake_quant_input']
 
 # %% ../nbs/05a_modelopt.ipynb #8b45afd9
 SUPPORTED_MODELOPT = '0.47.0'
@@ -363,6 +363,52 @@ def shared_ranges_after_calibration():
     try: yield
     finally: _MQ.calibrate = own
 
+# %% ../nbs/05a_modelopt.ipynb #dp5a0002
+from modelopt.torch.utils import distributed as _dist
+from modelopt.torch.opt import searcher as _searcher
+
+@contextlib.contextmanager
+def single_process():
+    "While inside, ModelOpt acts as in a process of its own (`modelopt.torch.utils.distributed.is_initialized` is False): no collective, this rank's values kept."
+    own = _dist.is_initialized
+    _dist.is_initialized = lambda: False
+    try: yield
+    finally: _dist.is_initialized = own
+
+@contextlib.contextmanager
+def one_checkpoint(is_main: bool = True):
+    """While inside, ModelOpt's search checkpoint is the one path it was given on every rank (not one file a rank), and
+    only the main rank (`is_main`) writes it; the others read it when the search starts."""
+    S = _searcher.BaseSearcher
+    own_path, own_save = S._get_checkpoint_path, S.save_search_checkpoint
+    S._get_checkpoint_path = lambda self: None if self.config['checkpoint'] is None else str(self.config['checkpoint'])
+    if not is_main: S.save_search_checkpoint = lambda self, verbose=False: None
+    try: yield
+    finally: S._get_checkpoint_path, S.save_search_checkpoint = own_path, own_save
+
+# %% ../nbs/05a_modelopt.ipynb #dp5a0005
+@contextlib.contextmanager
+def summed_scores():
+    """While inside, a search in a process group (several data-parallel ranks) sums each scored module's score of each
+    format over the ranks in one all-reduce (float64) before ModelOpt reads them into its candidate stats, which it then
+    does as one process (`single_process`: no per-module gather, no second sum). Outside a group nothing changes."""
+    S = A._AutoQuantizeBaseSearcher
+    own = S.initialize_candidate_stats
+    def init(self):
+        if not _dist.is_initialized() or _dist.size() < 2: return own(self)
+        slots = [(hp._importance_dict[r], m) for _, hp in named_hparams(self.model, unique=True) if isinstance(hp, A.QuantRecipeHparam)
+                 for r in hp.choices if r in hp._importance_dict for m in hp._importance_dict[r]]
+        dev = torch.device('cuda', torch.cuda.current_device()) if torch.distributed.get_backend() == 'nccl' else torch.device('cpu')
+        vals = torch.tensor([0.0 if d[m] is None else float(d[m]) for d, m in slots] + [float(d[m] is not None) for d, m in slots],
+                            dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(vals)
+        n = len(slots)
+        for i, (d, m) in enumerate(slots): d[m] = torch.tensor(vals[i].item()) if vals[n + i] > 0 else None
+        with single_process(): return own(self)
+    S.initialize_candidate_stats = init
+    try: yield
+    finally: S.initialize_candidate_stats = own
+
 # %% ../nbs/05a_modelopt.ipynb #43e4e755
 class NonFiniteActivations(QvlError):
     "ModelOpt met NaN/inf activations during calibration or scoring (its assertion message)."
@@ -399,7 +445,7 @@ def auto_quantize(model, batches: list, forward_step, formats: list, constraints
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())   # ModelOpt prints what it inserts
     bars = contextlib.nullcontext() if progress else patch_attr(A, 'tqdm', functools.partial(A.tqdm, disable=True))
     try:
-        with resumable_candidate_stats(), unclamped_scores(), named_formats(formats), shared_ranges_after_calibration(), quiet, bars, warnings.catch_warnings():
+        with resumable_candidate_stats(), unclamped_scores(), summed_scores(), named_formats(formats), shared_ranges_after_calibration(), quiet, bars, warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Per-rank checkpoint')   # said on every fresh search: no per-rank file yet
             warnings.filterwarnings('ignore', message='Distributed training is initialized but no parallel_state')   # data parallel: the default, the world, is ours
             warnings.filterwarnings('ignore', message='torch.distributed is initialized. Please maintain')   # one checkpoint, whatever the world size (`one_checkpoint`)
@@ -539,6 +585,17 @@ from modelopt.torch.quantization.calib import MaxCalibrator
 def _calibration_method(cfg) -> str:
     alg = cfg.get('algorithm', 'max') if isinstance(cfg, dict) else getattr(cfg, 'algorithm', 'max')
     return str((alg.get('method') if isinstance(alg, dict) else alg) or 'none')
+
+def shared_calibration_unsupported(formats: list, names: list | None = None) -> str | None:
+    """Why several data-parallel processes cannot share a search over `formats` (as `running_max_formats` takes them):
+    a calibration that chooses scales from one process's own samples (AWQ's search for its smoothing factor keeps each
+    rank's choice: ModelOpt 0.47 averages only the activation scales), naming the first such format; None when every
+    format's calibration is a maximum over the samples (max, SmoothQuant's activation ranges) or none."""
+    for i, f in enumerate(formats):
+        cfg, own = f if isinstance(f, tuple) else (f, None)
+        if (m := _calibration_method(cfg)) not in ('max', 'smoothquant', 'none'):
+            return f"{names[i] if names else own or f'format {i}'} calibrates with {m}, which chooses scales from each process's own samples"
+    return None
 
 def _dynamic(cfg) -> bool:
     "Does a ModelOpt config have a quantizer whose ranges are computed per forward (`type: dynamic`)?"
@@ -765,26 +822,3 @@ def fake_quant_input(algo: str, x: torch.Tensor, input_scale: torch.Tensor | Non
     from modelopt.torch.quantization.qtensor import NVFP4QTensor
     q, bs, gs = NVFP4QTensor.quantize(x.float(), 16, weights_scaling_factor_2=s)
     return q.dequantize(scale=bs, double_scale=gs, block_sizes={-1: 16}, dtype=torch.float32).to(x.dtype)
-
-# %% ../nbs/05a_modelopt.ipynb #dp5a0002
-from modelopt.torch.utils import distributed as _dist
-from modelopt.torch.opt import searcher as _searcher
-
-@contextlib.contextmanager
-def single_process():
-    "While inside, ModelOpt acts as in a process of its own (`modelopt.torch.utils.distributed.is_initialized` is False): no collective, this rank's values kept."
-    own = _dist.is_initialized
-    _dist.is_initialized = lambda: False
-    try: yield
-    finally: _dist.is_initialized = own
-
-@contextlib.contextmanager
-def one_checkpoint(is_main: bool = True):
-    """While inside, ModelOpt's search checkpoint is the one path it was given on every rank (not one file a rank), and
-    only the main rank (`is_main`) writes it; the others read it when the search starts."""
-    S = _searcher.BaseSearcher
-    own_path, own_save = S._get_checkpoint_path, S.save_search_checkpoint
-    S._get_checkpoint_path = lambda self: None if self.config['checkpoint'] is None else str(self.config['checkpoint'])
-    if not is_main: S.save_search_checkpoint = lambda self, verbose=False: None
-    try: yield
-    finally: S._get_checkpoint_path, S.save_search_checkpoint = own_path, own_save

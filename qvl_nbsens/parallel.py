@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/parallel.html.md"""
 
 # %% ../nbs/08e_parallel.ipynb #pa000003
 from __future__ import annotations
-import datetime, logging, os, sys, uuid
+import atexit, datetime, logging, os, signal, sys, uuid
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
@@ -56,12 +56,18 @@ def init_data_parallel(device: str, device_map=None, env=None) -> DataParallel |
         raise QvlError(f"--device-map {device_map} spreads one model over several GPUs; with {world} processes each holds a whole model: leave --device-map out")
     local = int(env.get('LOCAL_RANK', env.get('RANK', '0')))
     if cuda:
-        if local >= torch.cuda.device_count():
+        gpu = 0 if torch.cuda.device_count() == 1 else local     # a scheduler that shows each process its own GPU only
+        if gpu >= torch.cuda.device_count():
             raise QvlError(f"local rank {local} has no GPU: {torch.cuda.device_count()} visible; start at most that many processes a host")
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(gpu)
     if not dist.is_initialized():
-        dist.init_process_group('nccl' if cuda else 'gloo', timeout=GROUP_TIMEOUT, **({'device_id': torch.device('cuda', local)} if cuda else {}))
+        dist.init_process_group('nccl' if cuda else 'gloo', timeout=GROUP_TIMEOUT, **({'device_id': torch.device('cuda', torch.cuda.current_device())} if cuda else {}))
+        atexit.register(_leave_group)
     return DataParallel(dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
+
+def _leave_group():
+    "At exit: leave the group (NCCL warns about a process that exits without)."
+    if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/08e_parallel.ipynb #pa000011
 def gather(obj, dp: DataParallel | None) -> list:
@@ -113,6 +119,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     standalone rendezvous); the exit status: 0, or the highest of the failed ranks'."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     for name in ('torch.distributed.elastic', 'torch.distributed.run', 'torch.distributed.launcher'):
         logging.getLogger(name).setLevel(logging.CRITICAL)     # its per-failure reports: each rank said what went wrong
     if 'OMP_NUM_THREADS' not in os.environ:      # as torchrun does, but the host's cores shared out instead of one thread each
@@ -120,9 +127,16 @@ def launch(nproc: int, argv: list[str]) -> int:
     cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()), rdzv_backend='c10d',
                        rdzv_endpoint='localhost:0', max_restarts=0, monitor_interval=0.5, start_method='spawn')
     try: elastic_launch(cfg, entrypoint=sys.executable)('-m', 'qvl_nbsens', *map(str, argv))
+    except SignalException as e:      # Ctrl-C or a kill of this process: the launcher stopped the processes
+        if e.sigval == signal.SIGINT: raise KeyboardInterrupt from None
+        raise SystemExit(128 + int(e.sigval)) from None
     except ChildFailedError as e:
-        codes = [f.exitcode for f in e.failures.values()]
-        return max((c for c in codes if c and c > 0), default=1)
+        codes = {r: f.exitcode for r, f in e.failures.items()}
+        if bad := [c for c in codes.values() if c and c > 0]: return max(bad)    # each said why, one line
+        r, c = min(codes.items())          # killed by a signal: nobody could say anything
+        name = signal.Signals(-c).name if c and -c in signal.Signals._value2member_map_ else f"exit status {c}"
+        raise QvlError(f"process {r} of {nproc} was killed ({name}{'; out of host memory?' if c == -signal.SIGKILL else ''}): the run stopped; "
+                       "run the same command again to resume") from None
     return 0
 
 # %% ../nbs/08e_parallel.ipynb #pa000020

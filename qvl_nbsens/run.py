@@ -19,7 +19,7 @@ from .quant import get_pair, get_scope, search_constraints, achieved_effective_b
 from .spec import RunSpec, VALIDATE_SETTINGS, PATHS, search_pairs
 from .loading import load_model, reusable_model, check_model_dir
 from .scoring import load_contributions, save_contributions
-from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens
+from .autoquant import run_autoquant, AutoQuantResult, SCORE_UNITS, scored_tokens, data_parallel_unsupported
 from .modelopt_adapter import restore_search, rescope_search, ready_cuda_extension, single_process
 from .parallel import init_data_parallel, barrier, smallest, quiet_rank
 from .confidence import handle_confidence
@@ -536,6 +536,7 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     dp = init_data_parallel(spec.device, spec.device_map)      # started by torchrun: join its group (once a process)
     main = dp is None or dp.is_main
     if not main: quiet_rank()
+    if dp is not None and (why := data_parallel_unsupported(search_pairs(spec))): raise QvlError(f"{why}: run it in one process (leave out --nproc and torchrun)")
     cfg, name = check_model_dir(spec.model_dir), planned_run_name(spec)
     final, partial = Path(out)/name, Path(out)/f'.{name}.partial'
     if final.exists() and not force: raise QvlError(f"run {name} already exists in {out}; pass --force to replace it")
@@ -565,6 +566,8 @@ def run_sensitivity(spec: RunSpec, out, force: bool = False, verbose: bool = Tru
     for n in notes: say(f"[{name}] not serving subset {n}")
     cuts = sorted({x for v in plan.values() for x in v})
     batches = encode_set(spec, calib, processor, model, spec.score_size, cuts) if source is None else None; t_encode = time.perf_counter() - t
+    if dp is not None and batches is not None and (k := batches.score_batches or len(batches)) < dp.world:
+        raise QvlError(f"{dp.world} processes need at least {dp.world} scored batches; this run scores {k}: pass a smaller --batch-size, or start fewer processes")
     if main:
         partial.mkdir(parents=True, exist_ok=True)      # every input checked and encoded: only now is anything written
         atomic_write_json(partial/'run_args.json', dict(key=key, spec=asdict(spec)), force=True)

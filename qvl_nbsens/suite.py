@@ -17,7 +17,7 @@ from .spec import RunSpec, SuiteSpec, PATHS, search_pairs
 from .quant import PAIR_ALIASES
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
-from .parallel import launched_ranks
+from .parallel import launched_ranks, quiet_rank
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'PUBLISH_WAIT_S', 'run_notebook_path', 'sync_generated',
@@ -304,6 +304,7 @@ def run_complete(run_dir: Path, spec: RunSpec) -> bool:
 
 def run_suite(spec: SuiteSpec, out, force: bool = False, verbose: bool = True) -> Path:
     "Run every run of `spec` into `out` (skipping complete ones), then write the suite index."
+    if follower(): quiet_rank()                  # rank 0 says what there is to say
     todo = spec.runs()                           # checked before anything is written
     check_run_notebook(); check_writable(out)
     for rs in todo:                              # each model folder, setting and calibration subset, before the first run
@@ -361,7 +362,7 @@ def execute_runs(spec: SuiteSpec, runs: list, out, force: bool = False, verbose:
             if verbose: tqdm.write(f"done {name} in {time.perf_counter() - t:.1f}s")
     return [planned_run_name(rs) for rs in runs]
 
-PUBLISH_WAIT_S = 600
+PUBLISH_WAIT_S = 3600     # after rank 0's search: its notebook's report cells, then the move into place
 
 def follower() -> bool:
     "Is this process a rank other than 0 of a data-parallel suite started by torchrun (`parallel`)?"
