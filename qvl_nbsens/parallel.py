@@ -45,7 +45,7 @@ def init_data_parallel(device: str, device_map=None, env=None) -> DataParallel |
     `device`: the run's resolved device ('cpu', 'cuda'); on a GPU each rank uses GPU `LOCAL_RANK`
     (`torch.cuda.set_device`, so 'cuda' means that GPU) and NCCL, on the CPU gloo.
     Raises `QvlError` for a device naming one GPU (cuda:N), a `device_map` (one run's layers over several GPUs) or
-    fewer visible GPUs than local ranks."""
+    fewer visible GPUs than processes on this host (`LOCAL_WORLD_SIZE`)."""
     env = os.environ if env is None else env
     world = launched_ranks(env)
     if world == 1: return None
@@ -56,12 +56,13 @@ def init_data_parallel(device: str, device_map=None, env=None) -> DataParallel |
         raise QvlError(f"--device-map {device_map} spreads one model over several GPUs; with {world} processes each holds a whole model: leave --device-map out")
     local = int(env.get('LOCAL_RANK', env.get('RANK', '0')))
     if cuda:
-        gpu = 0 if torch.cuda.device_count() == 1 else local     # a scheduler that shows each process its own GPU only
-        if gpu >= torch.cuda.device_count():
-            raise QvlError(f"local rank {local} has no GPU: {torch.cuda.device_count()} visible; start at most that many processes a host")
-        torch.cuda.set_device(gpu)
+        here, gpus = int(env.get('LOCAL_WORLD_SIZE', local + 1)), torch.cuda.device_count()
+        if max(here, local + 1) > gpus:      # every rank says so, rank 0 first: two processes on one GPU is not a data-parallel group for NCCL
+            raise QvlError(f"{max(here, local + 1)} processes on this host need a GPU each, and {gpus} {'is' if gpus == 1 else 'are'} visible: "
+                           f"start at most {gpus} a host (--nproc-per-node / --nproc)")
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group('nccl' if cuda else 'gloo', timeout=GROUP_TIMEOUT, **({'device_id': torch.device('cuda', torch.cuda.current_device())} if cuda else {}))
+        dist.init_process_group('nccl' if cuda else 'gloo', timeout=GROUP_TIMEOUT, **({'device_id': torch.device('cuda', local)} if cuda else {}))
         atexit.register(_leave_group)
     return DataParallel(dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
 
