@@ -130,7 +130,8 @@ def _launched(a, pairs) -> int | None:
     if getattr(a, 'device', None) != 'cpu':
         import torch
         if a.device in (None, 'auto', 'cuda') and torch.cuda.is_available() and a.nproc > torch.cuda.device_count():
-            raise QvlError(f"--nproc {a.nproc} needs a GPU each, and {torch.cuda.device_count()} are visible: pass --nproc {torch.cuda.device_count()} or fewer")
+            raise QvlError(f"--nproc {a.nproc} needs a GPU each, and {torch.cuda.device_count()} {'is' if torch.cuda.device_count() == 1 else 'are'} visible: "
+                           f"pass --nproc {torch.cuda.device_count()} or fewer")
     return launch(a.nproc, _without_nproc(a.argv))
 
 def _without_nproc(argv: list) -> list:
