@@ -255,7 +255,10 @@ class NestedSubsets:
     def combine(self, model):
         """Each subset's ranges over every process: the maximum of theirs (max calibration over the union of their samples);
         a quantizer that saw no data on any process is left out. Every process calls it at its first scoring forward."""
-        dev = next(model.parameters()).device
+        if self.dp is None:       # one process: its own ranges, where they are
+            for snaps in self.ranges.values(): snaps[:] = [{n: qa for n, qa in snap.items() if qa[1] is not None} for snap in snaps]
+            return
+        dev = next(model.parameters()).device     # one device a rank: a data-parallel run has no device map
         mine = {s: [{n: None if a is None else a.cpu() for n, (_, a) in snap.items()} for snap in snaps] for s, snaps in self.ranges.items()}
         every = gather(mine, self.dp)
         for s, snaps in self.ranges.items():
