@@ -23,8 +23,9 @@ def test_run_notebook_parameters_are_the_spec():
 
 def test_cli_options_are_the_spec():
     run, suite = _options('run'), _options('suite')
-    assert set(run) == {f.name for f in fields(RunSpec)} | {'out', 'force'}
-    assert set(suite) == ({f.name for f in fields(RunSpec)} - set(SWEPT)) | {f.name for f in fields(Sweep)} | {'output_mode', 'out', 'force'}
+    launch = {'nproc'}      # how many processes start the command (torchrun's engine), not a setting of the run
+    assert set(run) == {f.name for f in fields(RunSpec)} | {'out', 'force'} | launch
+    assert set(suite) == ({f.name for f in fields(RunSpec)} - set(SWEPT)) | {f.name for f in fields(Sweep)} | {'output_mode', 'out', 'force'} | launch
     validate = _options('validate')
     assert set(validate) == set(VALIDATE_SETTINGS) | {'run_dir', 'force'}
     for name, o in spec_options().items():
