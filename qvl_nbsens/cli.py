@@ -6,18 +6,17 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8896f34a
 from __future__ import annotations
-import argparse, datetime, logging, platform, re, sys, tempfile, time, traceback, warnings
+import argparse, datetime, logging, platform, re, sys, tempfile, traceback, warnings
 from pathlib import Path
 from . import __version__
-from .core import QvlError, QvlWarning, cache_dir
+from .core import QvlError, QvlWarning, cache_dir, launched_rank, launched_ranks
 from .spec import RunSpec, Sweep, SuiteSpec, SWEPT, VALIDATE_SETTINGS, add_spec_options, spec_from_args, check_spec
 from .quant import check_combination
 
 # %% auto #0
-__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'RANK_ERROR_DELAY_S', 'image_size', 'count', 'torch_device',
-           'cmd_fixture', 'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report',
-           'cmd_export', 'cmd_prepare', 'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line',
-           'main']
+__all__ = ['DEFAULT_CALIB_DIR', 'OUTPUT_MODES', 'SUBCOMMANDS', 'image_size', 'count', 'torch_device', 'cmd_fixture',
+           'cmd_synth_coco', 'cmd_calib', 'cmd_run', 'cmd_suite', 'cmd_validate', 'cmd_report', 'cmd_export',
+           'cmd_prepare', 'cmd_pairs', 'cmd_docs', 'Parser', 'build_parser', 'crash_log', 'one_line', 'main']
 
 # %% ../nbs/09_cli.ipynb #806ecbb3
 def image_size(text: str) -> tuple[int, int]:
@@ -117,7 +116,7 @@ def _launched(a, pairs) -> int | None:
     """With `--nproc N` (N > 1) outside torchrun: check what the processes could not share (one GPU named, a device map,
     a format of `pairs` whose calibration cannot be shared), start N processes of this same command without the option
     (`parallel.launch`) and return their exit status; else None (this process does the work)."""
-    from qvl_nbsens.parallel import launched_ranks, launch
+    from qvl_nbsens.parallel import launch
     if a.nproc is None: return None
     if launched_ranks() > 1: raise QvlError(f"--nproc {a.nproc} under torchrun, which already started {launched_ranks()} processes: leave --nproc out")
     if a.nproc < 1: raise QvlError("--nproc 0: pass the number of processes, 1 or more")
@@ -149,18 +148,7 @@ def cmd_run(a):
     if (rc := _launched(a, spec.candidates or (spec.pair,))) is not None: return rc
     from qvl_nbsens.run import run_sensitivity
     rd = run_sensitivity(spec, a.out, force=a.force)
-    if _rank() == 0: print(f"run directory: {rd}")
-
-def _rank() -> int:
-    "This process's rank under torchrun (0 outside it)."
-    import os
-    return int(os.environ.get('RANK', '0') or 0)
-
-def _ranks() -> int:
-    "How many processes torchrun started (1 outside it; `parallel.launched_ranks` without importing torch)."
-    import os
-    w = os.environ.get('WORLD_SIZE', '1')
-    return int(w) if w.isdigit() else 1
+    if launched_rank() == 0: print(f"run directory: {rd}")
 
 def _run(sub):
     r = sub.add_parser('run', help='one AutoQuant sensitivity run into a run directory')
@@ -176,13 +164,12 @@ OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/laye
 def cmd_suite(a):
     spec = SuiteSpec(spec_from_args(RunSpec, a, **{k: RunSpec.__dataclass_fields__[k].default for k in SWEPT}), spec_from_args(Sweep, a))
     _check_early(spec.run, spec.sweep.pairs)
-    from qvl_nbsens.parallel import launched_ranks
     if (a.nproc or 1) > 1 or launched_ranks() > 1: _check_parallel_suite(spec)
     if (rc := _launched(a, spec.run.candidates or spec.sweep.pairs)) is not None: return rc
     from qvl_nbsens.suite import run_suite
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]
     run_suite(spec, out, force=a.force)
-    if _rank() == 0: print(f"suite index: {out/'README.md'}")
+    if launched_rank() == 0: print(f"suite index: {out/'README.md'}")
 
 def _check_parallel_suite(spec: SuiteSpec) -> None:
     "Refuse what a data-parallel suite cannot do: sweep executors (their jobs are the parallelism) and a kernel per run."
@@ -334,7 +321,15 @@ def _show_warning(cmd: str):
         print(f"qvl-nbsens {cmd}: warning: {src}{one_line(message)}", file=sys.stderr)
     return show
 
-RANK_ERROR_DELAY_S = 5
+def _report(line: str, same_as: str | None = None):
+    """Print an error `line` to stderr, once for a data-parallel group: a rank other than 0 stays silent when rank 0
+    reported the same (`parallel.first_to_report`, compared on `same_as`, default the line)."""
+    try: many = launched_ranks() > 1
+    except QvlError: many = False              # torchrun's environment is what was wrong
+    if many:
+        from qvl_nbsens.parallel import first_to_report
+        if not first_to_report(same_as or line): return
+    print(line, file=sys.stderr)
 
 def main(argv=None) -> int:
     "Entry point of the `qvl-nbsens` console command: 0 done, 2 bad input (one line), 1 internal error (one line + log file)."
@@ -344,22 +339,21 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning(args.cmd)
         warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')  # torch's own deprecation of its internals
+        rank = 0
         try:
-            if args.cmd not in ('run', 'suite') and _ranks() > 1:
-                raise QvlError(f"{args.cmd} is one process's work, and torchrun started {_ranks()}: run it without torchrun")
+            rank, ranks = launched_rank(), launched_ranks()       # torchrun's environment, checked first
+            if args.cmd not in ('run', 'suite') and ranks > 1:
+                raise QvlError(f"{args.cmd} is one process's work, and torchrun started {ranks}: run it without torchrun")
             rc = args.func(args)
         except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
-            if _rank(): time.sleep(RANK_ERROR_DELAY_S)      # rank 0 speaks for the group: when it failed too, the launcher stops this one first
-            print(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
+            _report(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}")
             return 2
         except KeyboardInterrupt:
-            if not _rank(): print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
+            if not rank: print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
             return 130
         except Exception as e:
-            if _rank(): time.sleep(RANK_ERROR_DELAY_S)
-            first = (str(e).strip().splitlines() or [''])[0][:200]
-            print(f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line(first)} (a bug: the traceback is in "
-                  f"{crash_log(args.cmd, argv)}; please report it with that file)", file=sys.stderr)
+            what = f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line((str(e).strip().splitlines() or [''])[0][:200])}"
+            _report(f"{what} (a bug: the traceback is in {crash_log(args.cmd, argv)}; please report it with that file)", same_as=what)
             return 1
     return rc or 0

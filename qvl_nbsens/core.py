@@ -10,14 +10,29 @@ import contextlib, hashlib, json, math, numbers, os, re, shutil, tempfile, warni
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'MAX_JSON_DEPTH', 'MAX_JSON_INT', 'QvlError', 'QvlWarning', 'warn', 'size_count', 'refuse_overwrite',
-           'atomic_path', 'read_json', 'split_non_finite', 'restore_non_finite', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside', 'cache_base', 'cache_dir',
-           'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
+__all__ = ['SIZES', 'MAX_JSON_DEPTH', 'MAX_JSON_INT', 'QvlError', 'launched_ranks', 'launched_rank', 'QvlWarning', 'warn',
+           'size_count', 'refuse_overwrite', 'atomic_path', 'read_json', 'split_non_finite', 'restore_non_finite',
+           'atomic_write_text', 'atomic_write_json', 'atomic_dir', 'sha256_file', 'sha256_json', 'resolve_inside',
+           'cache_base', 'cache_dir', 'path_aliases', 'publish_paths', 'shown_path', 'expand_path']
 
 # %% ../nbs/00_core.ipynb #7680574d
 class QvlError(Exception):
     "A user-facing error: bad input, missing file, refused path. The message names the culprit."
+
+# %% ../nbs/00_core.ipynb #cr0rank2
+def launched_ranks(env=None) -> int:
+    "How many processes torchrun started this one among (`WORLD_SIZE`): 1 outside torchrun. `QvlError` for a value that is not a whole number >= 1."
+    env = os.environ if env is None else env
+    w = env.get('WORLD_SIZE', '1')
+    if not w.isdigit() or int(w) < 1: raise QvlError(f"WORLD_SIZE={w!r} in the environment is not a whole number >= 1: start the processes with torchrun")
+    return int(w)
+
+def launched_rank(env=None) -> int:
+    "This process's rank among them (`RANK`): 0 outside torchrun. `QvlError` for a value that is not a whole number below `WORLD_SIZE`."
+    env = os.environ if env is None else env
+    r, world = env.get('RANK', '0'), launched_ranks(env)
+    if not r.isdigit() or int(r) >= world: raise QvlError(f"RANK={r!r} in the environment is not a whole number below WORLD_SIZE={world}: start the processes with torchrun")
+    return int(r)
 
 # %% ../nbs/00_core.ipynb #576ae22c
 class QvlWarning(UserWarning):

@@ -6,15 +6,15 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/parallel.html.md"""
 
 # %% ../nbs/08e_parallel.ipynb #pa000003
 from __future__ import annotations
-import atexit, datetime, logging, os, signal, sys, uuid
+import atexit, datetime, logging, os, signal, socket, sys, time, uuid
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
-from .core import QvlError
+from .core import QvlError, launched_rank, launched_ranks
 
 # %% auto #0
-__all__ = ['GROUP_TIMEOUT', 'DataParallel', 'launched_ranks', 'init_data_parallel', 'gather', 'smallest', 'barrier', 'batch_cost',
-           'shard', 'launch', 'quiet_rank']
+__all__ = ['GROUP_TIMEOUT', 'ERROR_WAIT_S', 'DataParallel', 'init_data_parallel', 'gather', 'smallest', 'barrier', 'batch_cost',
+           'shard', 'launch', 'first_to_report', 'quiet_rank']
 
 # %% ../nbs/08e_parallel.ipynb #pa000006
 @dataclass(frozen=True)
@@ -29,13 +29,6 @@ class DataParallel:
     def is_main(self) -> bool:
         "Rank 0: the one process that writes the run directory and prints."
         return self.rank == 0
-
-def launched_ranks(env=None) -> int:
-    "How many processes torchrun started this one among (`WORLD_SIZE`): 1 outside torchrun. `QvlError` for a value that is not a whole number >= 1."
-    env = os.environ if env is None else env
-    w = env.get('WORLD_SIZE', '1')
-    if not w.isdigit() or int(w) < 1: raise QvlError(f"WORLD_SIZE={w!r} in the environment is not a whole number >= 1: start the processes with torchrun")
-    return int(w)
 
 # %% ../nbs/08e_parallel.ipynb #pa000009
 GROUP_TIMEOUT = datetime.timedelta(hours=6)
@@ -139,6 +132,40 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise QvlError(f"process {r} of {nproc} was killed ({name}{'; out of host memory?' if c == -signal.SIGKILL else ''}): the run stopped; "
                        "run the same command again to resume") from None
     return 0
+
+# %% ../nbs/08e_parallel.ipynb #pa000018c
+ERROR_WAIT_S = 5.0
+
+def _error_store(env):
+    "The launcher's store under a prefix of this launch, or None when there is none to reach."
+    host, port = env.get('MASTER_ADDR'), env.get('MASTER_PORT', '')
+    if not host or not port.isdigit(): return None
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()      # first a silent look (TCPStore logs C++ stacks on failure)
+        store = dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=2), wait_for_workers=False)
+    except Exception: return None        # gone (its host exited) or never there: nothing to compare with
+    return dist.PrefixStore(f"qvl_nbsens/errors/{env.get('TORCHELASTIC_RUN_ID', '')}", store)
+
+def first_to_report(message: str, env=None, wait_s: float = ERROR_WAIT_S) -> bool:
+    """Should this process print its error `message`? Rank 0 and a single process: yes. Another rank: unless rank 0
+    reported the same message (through the launcher's store) within `wait_s` seconds; when rank 0 reported another, it
+    speaks after `wait_s` (the launcher stops a rank whose failure followed rank 0's first). Never raises."""
+    env = os.environ if env is None else env
+    try: rank = launched_rank(env) if launched_ranks(env) > 1 else 0
+    except QvlError: return True
+    store = _error_store(env) if launched_ranks(env) > 1 else None
+    if store is None:
+        if rank: time.sleep(wait_s)      # rank 0 speaks for the group: when it failed too, the launcher stops this one first
+        return True
+    try:
+        store.set(f"rank{rank}", message)
+        if rank == 0: return True
+        end = time.monotonic() + wait_s
+        while not store.check(['rank0']) and time.monotonic() < end: time.sleep(0.05)   # (store.wait logs a C++ stack on its timeout)
+        if store.check(['rank0']) and store.get('rank0').decode() == message: return False
+        time.sleep(max(0.0, end - time.monotonic()))   # rank 0 failed otherwise (maybe because of this one), or not yet: speak, unless stopped first
+        return True
+    except Exception: return True        # the store went away (the launcher is stopping): speak
 
 # %% ../nbs/08e_parallel.ipynb #pa000020
 def quiet_rank() -> None:

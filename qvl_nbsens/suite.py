@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast, contextlib, json, os, re, shutil, sys, time
 from dataclasses import asdict
 from pathlib import Path
-from .core import QvlError, SIZES, atomic_write_json, atomic_write_text, publish_paths, path_aliases
+from .core import QvlError, SIZES, launched_rank, atomic_write_json, atomic_write_text, publish_paths, path_aliases
 from .tables import load_run, Suite
 from .manifest import now_utc, SCHEME_SETTINGS
 from .confidence import agreement
@@ -17,7 +17,7 @@ from .spec import RunSpec, SuiteSpec, PATHS, search_pairs
 from .quant import PAIR_ALIASES
 from .run import planned_run_name, check_writable
 from .coco import find_calib_db, load_calib_db
-from .parallel import launched_ranks, quiet_rank
+from .parallel import quiet_rank
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'STABILITY_PAIRS', 'EXECUTION', 'PUBLISH_WAIT_S', 'run_notebook_path', 'sync_generated',
@@ -366,7 +366,7 @@ PUBLISH_WAIT_S = 3600     # after rank 0's search: its notebook's report cells, 
 
 def follower() -> bool:
     "Is this process a rank other than 0 of a data-parallel suite started by torchrun (`parallel`)?"
-    return launched_ranks() > 1 and os.environ.get('RANK', '0') != '0'
+    return launched_rank() > 0
 
 def follow_runs(spec: SuiteSpec, runs: list, out, force: bool = False) -> list[str]:
     """What a rank other than 0 of a data-parallel suite does for `runs`: each run rank 0 executes in its kernel, this
