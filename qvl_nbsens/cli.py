@@ -116,11 +116,11 @@ def _launched(a, pairs) -> int | None:
     """With `--nproc N` (N > 1) outside torchrun: check what the processes could not share (one GPU named, a device map,
     a format of `pairs` whose calibration cannot be shared), start N processes of this same command without the option
     (`parallel.launch`) and return their exit status; else None (this process does the work)."""
-    from qvl_nbsens.parallel import launch
     if a.nproc is None: return None
     if launched_ranks() > 1: raise QvlError(f"--nproc {a.nproc} under torchrun, which already started {launched_ranks()} processes: leave --nproc out")
     if a.nproc < 1: raise QvlError("--nproc 0: pass the number of processes, 1 or more")
     if a.nproc == 1: return None
+    from qvl_nbsens.parallel import launch      # torch: only when processes are to start
     if re.fullmatch(r'cuda:\d+', a.device or ''): raise QvlError(f"--device {a.device} names one GPU, but --nproc {a.nproc} starts a process a GPU: pass --device cuda")
     if getattr(a, 'device_map', None): raise QvlError(f"--device-map {a.device_map} spreads one model over several GPUs; with --nproc each process holds a whole model: leave --device-map out")
     from qvl_nbsens.autoquant import data_parallel_unsupported
@@ -163,8 +163,11 @@ OUTPUT_MODES = {'publish': Path('results/layer-analysis'), 'tmp': Path('tmp/laye
 
 def cmd_suite(a):
     spec = SuiteSpec(spec_from_args(RunSpec, a, **{k: RunSpec.__dataclass_fields__[k].default for k in SWEPT}), spec_from_args(Sweep, a))
-    _check_early(spec.run, spec.sweep.pairs)
+    check_spec(spec.sweep); _check_early(spec.run, spec.sweep.pairs)      # the sweep's options too, before torch and ModelOpt load
     if (a.nproc or 1) > 1 or launched_ranks() > 1: _check_parallel_suite(spec)
+    if spec.sweep.executor == 'local' and spec.sweep.gpus:      # an id not visible here: refused before a model is built or loaded
+        from qvl_nbsens.sweeps import gpu_ids
+        gpu_ids(spec.sweep.gpus)
     if (rc := _launched(a, spec.run.candidates or spec.sweep.pairs)) is not None: return rc
     from qvl_nbsens.suite import run_suite
     out = Path(a.out) if a.out else OUTPUT_MODES[a.output_mode]

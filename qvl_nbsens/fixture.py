@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/fixture.html.md"""
 
 # %% ../nbs/04_fixture.ipynb #f8b04807
 from __future__ import annotations
-import base64, json, random, tempfile, time
+import base64, contextlib, json, random, tempfile, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
@@ -19,9 +19,9 @@ from .loaders import encode_vlm_batch
 # %% auto #0
 __all__ = ['QWEN_SPECIAL_TOKENS', 'QWEN_EXTRA_TOKENS', 'QWEN3_VL_CHAT_TEMPLATE', 'FIXTURE_SHAPES', 'EMBEDDED_DIR',
            'qwen_tiktoken_path', 'load_qwen_ranks', 'ranks_to_vocab_merges', 'build_qwen_tokenizer', 'shape_spec',
-           'special_id', 'fixture_config', 'write_tokenizer_files', 'write_checkpoint', 'TrainRecipe', 'recipe_hash',
-           'generate_captions', 'heldout_specs', 'evaluate_captioner', 'train_tiny_shapes', 'embedded_report',
-           'check_embedded', 'save_embedded', 'default_fixture_dir', 'make_fixture']
+           'special_id', 'fixture_config', 'write_tokenizer_files', 'quiet_progress', 'write_checkpoint', 'TrainRecipe',
+           'recipe_hash', 'generate_captions', 'heldout_specs', 'evaluate_captioner', 'train_tiny_shapes',
+           'embedded_report', 'check_embedded', 'save_embedded', 'default_fixture_dir', 'make_fixture']
 
 # %% ../nbs/04_fixture.ipynb #ca495ce4
 QWEN_SPECIAL_TOKENS = ('<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
@@ -227,6 +227,16 @@ def _load_weights(model, weights):
     if missing or unexpected: raise QvlError(f"weights do not fit shape: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 # %% ../nbs/04_fixture.ipynb #0d2b2e9a
+@contextlib.contextmanager
+def quiet_progress():
+    "Inside: no progress bars from transformers (saving a checkpoint draws one), restored afterwards."
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if was: hf_logging.enable_progress_bar()
+
 def write_checkpoint(out, shape='tiny-shapes', weights=None, seed: int = 0, device: str = 'cpu',
                      dtype: str | None = None, force: bool = False) -> Path:
     """Write a complete Qwen3-VL checkpoint directory for `shape`: random weights (seeded), or `weights`
@@ -242,7 +252,7 @@ def write_checkpoint(out, shape='tiny-shapes', weights=None, seed: int = 0, devi
         model.generation_config.update(do_sample=False, bos_token_id=special_id(spec, '<|endoftext|>'),
                                        eos_token_id=[special_id(spec, '<|im_end|>'), special_id(spec, '<|endoftext|>')],
                                        pad_token_id=special_id(spec, '<|endoftext|>'))
-        model.save_pretrained(tmp, max_shard_size='4GB')
+        with quiet_progress(): model.save_pretrained(tmp, max_shard_size='4GB')     # no "Writing model shards" bar in a command's output
         (tmp/'qvl_nbsens_fixture.json').write_text(json.dumps(dict(shape=spec.get('model_id'), spec=spec, seed=seed), indent=2))
         del model
     return Path(out)

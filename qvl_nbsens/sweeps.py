@@ -13,8 +13,8 @@ from .run import planned_run_name
 from .suite import execute_runs, run_complete, pass_weight
 
 # %% auto #0
-__all__ = ['SUBMITTED', 'LIVE_SLURM_STATES', 'job_groups', 'group_cost', 'spread', 'executor_for', 'run_group', 'submit_jobs',
-           'wait_jobs', 'run_jobs']
+__all__ = ['SUBMITTED', 'LIVE_SLURM_STATES', 'job_groups', 'group_cost', 'spread', 'executor_for', 'run_group', 'gpu_ids',
+           'submit_jobs', 'wait_jobs', 'run_jobs']
 
 # %% ../nbs/08d_sweeps.ipynb #sw000006
 def job_groups(spec: SuiteSpec, runs: list) -> list[list]:
@@ -80,7 +80,7 @@ def _alive(rec: dict, folder: Path) -> bool:
     try: return submitit.SlurmJob(folder=folder, job_id=rec['job_id']).state.split()[0] in LIVE_SLURM_STATES
     except Exception: return False      # no sacct here, or the job is forgotten: nothing to wait for
 
-def _gpu_ids(gpus: str) -> list[int]:
+def gpu_ids(gpus: str) -> list[int]:
     """The physical GPU ids of `--gpus` (ids among the GPUs this process sees: CUDA_VISIBLE_DEVICES maps them). Raises
     `QvlError` for an id that is not visible."""
     import os, torch
@@ -113,7 +113,7 @@ def submit_jobs(spec: SuiteSpec, runs: list, out, force: bool = False) -> list[t
             with ex.batch(): subs = [ex.submit(run_group, spec, [g], str(out), force) for g in groups]
             jobs = [(j, [planned_run_name(r) for r in g]) for j, g in zip(subs, groups)]
         else:
-            gpus = _gpu_ids(s.gpus) if s.gpus else []
+            gpus = gpu_ids(s.gpus) if s.gpus else []
             if gpus and any(str(r.device).startswith('cuda:') for r in todo):
                 raise QvlError(f"--device {todo[0].device} with --gpus: each job sees one GPU (its cuda:0); give --device cuda")
             if not gpus and any(str(r.device).startswith('cuda') for r in todo):
@@ -138,9 +138,10 @@ def wait_jobs(jobs: list, verbose: bool = True) -> None:
     """Wait for every `(job, run names)`; raise `QvlError` naming the failed jobs, their runs and the first one's log when any
     failed (finished runs stay: running the suite again resubmits the rest). Ctrl-C, SIGTERM or SIGHUP cancels the
     unfinished jobs."""
-    import signal
+    import signal, threading
     def stop(signum, frame): raise KeyboardInterrupt(signal.Signals(signum).name)
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    here = threading.current_thread() is threading.main_thread()      # Python takes signal handlers from the main thread alone
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if here else {}
     failed = []
     try:
         for job, rs in jobs:

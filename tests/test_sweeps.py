@@ -53,9 +53,9 @@ def test_executor_refusals_are_one_line(tmp_path):
 def test_local_jobs_see_one_gpu_each(tmp_path, monkeypatch):
     "`--gpus 1,3` inside an allocation that shows GPUs 4-7: the jobs see physical GPUs 5 and 7, one each."
     from qvl_nbsens.spec import RunSpec, Sweep, SuiteSpec
-    from qvl_nbsens.sweeps import executor_for, _gpu_ids
+    from qvl_nbsens.sweeps import executor_for, gpu_ids
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7')
-    assert _gpu_ids('1,3') == [5, 7]
+    assert gpu_ids('1,3') == [5, 7]
     ex = executor_for(SuiteSpec(RunSpec(), Sweep(executor='local', gpus='1,3')), tmp_path, 5)
     assert (ex.parameters['visible_gpus'], ex.parameters['gpus_per_node']) == ((5,), 1)
     assert ex.parameters['timeout_min'] == 525600          # no 2-minute default of submitit's local executor
