@@ -291,9 +291,23 @@ def _docs(sub):
 # %% ../nbs/09_cli.ipynb #d4927861
 SUBCOMMANDS = (_fixture, _synth_coco, _calib, _run, _suite, _pairs, _docs, _validate, _report, _export, _prepare)
 
+def _say_error(line: str, same_as: str | None = None):
+    """Print an error `line` to stderr, once for a data-parallel group: a rank stays silent when another already
+    reported the same (`parallel.first_to_report`, compared on `same_as`, default the line). Never raises."""
+    try: many = launched_ranks() > 1
+    except QvlError: many = False              # torchrun's environment is what was wrong
+    if many:
+        try:
+            from qvl_nbsens.parallel import first_to_report
+            if not first_to_report(same_as or line): return
+        except Exception: pass                 # torch itself could not load: say it anyway
+    print(line, file=sys.stderr)
+
 class Parser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2)."
-    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    "An `ArgumentParser` whose usage errors are one line naming the option, and `--help` for the rest (exit 2; once for a torchrun group)."
+    def error(self, message):
+        _say_error(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        self.exit(2)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `qvl-nbsens` parser: one subparser per entry of `SUBCOMMANDS`."
@@ -324,16 +338,6 @@ def _show_warning(cmd: str):
         print(f"qvl-nbsens {cmd}: warning: {src}{one_line(message)}", file=sys.stderr)
     return show
 
-def _report(line: str, same_as: str | None = None):
-    """Print an error `line` to stderr, once for a data-parallel group: a rank other than 0 stays silent when rank 0
-    reported the same (`parallel.first_to_report`, compared on `same_as`, default the line)."""
-    try: many = launched_ranks() > 1
-    except QvlError: many = False              # torchrun's environment is what was wrong
-    if many:
-        from qvl_nbsens.parallel import first_to_report
-        if not first_to_report(same_as or line): return
-    print(line, file=sys.stderr)
-
 def main(argv=None) -> int:
     "Entry point of the `qvl-nbsens` console command: 0 done, 2 bad input (one line), 1 internal error (one line + log file)."
     args = build_parser().parse_args(argv)
@@ -350,13 +354,13 @@ def main(argv=None) -> int:
             rc = args.func(args)
         except (QvlError, OSError) as e:     # OSError: a path the user gave that is not a folder, not writable, ...
             msg = e if isinstance(e, QvlError) else f"{e.strerror or type(e).__name__}: {e.filename or ''}".rstrip(': ')
-            _report(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}")
+            _say_error(f"qvl-nbsens {args.cmd}: error: {one_line(msg)}")
             return 2
         except KeyboardInterrupt:
             if not rank: print(f"qvl-nbsens {args.cmd}: interrupted (a killed run resumes when started again)", file=sys.stderr)
             return 130
         except Exception as e:
             what = f"qvl-nbsens {args.cmd}: internal error: {type(e).__name__}: {one_line((str(e).strip().splitlines() or [''])[0][:200])}"
-            _report(f"{what} (a bug: the traceback is in {crash_log(args.cmd, argv)}; please report it with that file)", same_as=what)
+            _say_error(f"{what} (a bug: the traceback is in {crash_log(args.cmd, argv)}; please report it with that file)", same_as=what)
             return 1
     return rc or 0

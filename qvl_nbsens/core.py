@@ -20,18 +20,24 @@ class QvlError(Exception):
     "A user-facing error: bad input, missing file, refused path. The message names the culprit."
 
 # %% ../nbs/00_core.ipynb #cr0rank2
-def launched_ranks(env=None) -> int:
-    "How many processes torchrun started this one among (`WORLD_SIZE`): 1 outside torchrun. `QvlError` for a value that is not a whole number >= 1."
+def launched_ranks(env=None, name: str = 'WORLD_SIZE') -> int:
+    """How many processes torchrun started this one among (`WORLD_SIZE`; `name`: another of its counts, such as
+    `LOCAL_WORLD_SIZE`): 1 when unset or empty. `QvlError` for a value that is not a whole number >= 1."""
     env = os.environ if env is None else env
-    w = env.get('WORLD_SIZE', '1')
-    if not w.isdigit() or int(w) < 1: raise QvlError(f"WORLD_SIZE={w!r} in the environment is not a whole number >= 1: start the processes with torchrun")
+    w = env.get(name) or '1'
+    if not w.isdigit() or int(w) < 1:
+        raise QvlError(f"{name}={w!r} in the environment is not a whole number >= 1: start the processes with torchrun, or unset {name} for one process")
     return int(w)
 
-def launched_rank(env=None) -> int:
-    "This process's rank among them (`RANK`): 0 outside torchrun. `QvlError` for a value that is not a whole number below `WORLD_SIZE`."
+def launched_rank(env=None, name: str = 'RANK') -> int:
+    """This process's rank among them (`RANK`; `name`: `LOCAL_RANK` for its place on this host): 0 outside torchrun
+    (`WORLD_SIZE` unset or 1, whatever `RANK` says). `QvlError` for a value that is not a whole number below `WORLD_SIZE`."""
     env = os.environ if env is None else env
-    r, world = env.get('RANK', '0'), launched_ranks(env)
-    if not r.isdigit() or int(r) >= world: raise QvlError(f"RANK={r!r} in the environment is not a whole number below WORLD_SIZE={world}: start the processes with torchrun")
+    world = launched_ranks(env)
+    if world == 1: return 0
+    r = env.get(name) or '0'
+    if not r.isdigit() or int(r) >= world:
+        raise QvlError(f"{name}={r!r} in the environment is not a whole number below WORLD_SIZE={world}: start the processes with torchrun")
     return int(r)
 
 # %% ../nbs/00_core.ipynb #576ae22c

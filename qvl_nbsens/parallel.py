@@ -6,7 +6,7 @@ Docs: https://qvl-nbsens.github.io/qvl_nbsens/parallel.html.md"""
 
 # %% ../nbs/08e_parallel.ipynb #pa000003
 from __future__ import annotations
-import atexit, datetime, logging, os, signal, socket, sys, time, uuid
+import atexit, datetime, hashlib, logging, os, signal, socket, sys, threading, time, uuid
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
@@ -47,9 +47,9 @@ def init_data_parallel(device: str, device_map=None, env=None) -> DataParallel |
         raise QvlError(f"--device {device} names one GPU, but {world} processes share the run: pass --device cuda (each process takes the GPU of its LOCAL_RANK)")
     if device_map is not None:
         raise QvlError(f"--device-map {device_map} spreads one model over several GPUs; with {world} processes each holds a whole model: leave --device-map out")
-    local = int(env.get('LOCAL_RANK', env.get('RANK', '0')))
+    local = launched_rank(env, 'LOCAL_RANK') if 'LOCAL_RANK' in env else launched_rank(env)
     if cuda:
-        here, gpus = int(env.get('LOCAL_WORLD_SIZE', local + 1)), torch.cuda.device_count()
+        here, gpus = (launched_ranks(env, 'LOCAL_WORLD_SIZE') if 'LOCAL_WORLD_SIZE' in env else local + 1), torch.cuda.device_count()
         if max(here, local + 1) > gpus:      # every rank says so, rank 0 first: two processes on one GPU is not a data-parallel group for NCCL
             raise QvlError(f"{max(here, local + 1)} processes on this host need a GPU each, and {gpus} {'is' if gpus == 1 else 'are'} visible: "
                            f"start at most {gpus} a host (--nproc-per-node / --nproc)")
@@ -137,35 +137,38 @@ def launch(nproc: int, argv: list[str]) -> int:
 ERROR_WAIT_S = 5.0
 
 def _error_store(env):
-    "The launcher's store under a prefix of this launch, or None when there is none to reach."
+    "torchrun's agent store under a prefix of this launch and restart, or None when there is none to reach within seconds."
     host, port = env.get('MASTER_ADDR'), env.get('MASTER_PORT', '')
-    if not host or not port.isdigit(): return None
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()      # first a silent look (TCPStore logs C++ stacks on failure)
-        store = dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=2), wait_for_workers=False)
-    except Exception: return None        # gone (its host exited) or never there: nothing to compare with
-    return dist.PrefixStore(f"qvl_nbsens/errors/{env.get('TORCHELASTIC_RUN_ID', '')}", store)
+    if env.get('TORCHELASTIC_USE_AGENT_STORE') != 'True' or not host or not port.isdigit(): return None
+    box = []
+    def connect():       # in a thread: a port that answers but is not a store holds the handshake past its timeout
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()      # first a silent look (TCPStore logs C++ stacks on failure)
+            box.append(dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=2), wait_for_workers=False))
+        except Exception: pass
+    t = threading.Thread(target=connect, daemon=True); t.start(); t.join(3)
+    if not box: return None
+    return dist.PrefixStore(f"qvl_nbsens/errors/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", box[0])
 
 def first_to_report(message: str, env=None, wait_s: float = ERROR_WAIT_S) -> bool:
-    """Should this process print its error `message`? Rank 0 and a single process: yes. Another rank: unless rank 0
-    reported the same message (through the launcher's store) within `wait_s` seconds; when rank 0 reported another, it
-    speaks after `wait_s` (the launcher stops a rank whose failure followed rank 0's first). Never raises."""
+    """Should this process print its error `message`? A single process: yes. One of several: when no other rank has
+    reported the same message (counted atomically in torchrun's agent store); after `wait_s` seconds when another rank
+    had already failed otherwise (the launcher stops this process first if its failure followed from that one).
+    Without the store: rank 0 at once, the others after `wait_s`. Never raises."""
     env = os.environ if env is None else env
-    try: rank = launched_rank(env) if launched_ranks(env) > 1 else 0
+    try: rank = launched_rank(env) if launched_ranks(env) > 1 else None
     except QvlError: return True
-    store = _error_store(env) if launched_ranks(env) > 1 else None
-    if store is None:
-        if rank: time.sleep(wait_s)      # rank 0 speaks for the group: when it failed too, the launcher stops this one first
-        return True
+    if rank is None: return True
+    store, t0 = _error_store(env), time.monotonic()
     try:
-        store.set(f"rank{rank}", message)
-        if rank == 0: return True
-        end = time.monotonic() + wait_s
-        while not store.check(['rank0']) and time.monotonic() < end: time.sleep(0.05)   # (store.wait logs a C++ stack on its timeout)
-        if store.check(['rank0']) and store.get('rank0').decode() == message: return False
-        time.sleep(max(0.0, end - time.monotonic()))   # rank 0 failed otherwise (maybe because of this one), or not yet: speak, unless stopped first
-        return True
-    except Exception: return True        # the store went away (the launcher is stopping): speak
+        if store is not None:
+            seen = store.add('failed', 1) > 1                   # another rank failed before this one
+            if store.add('message/' + hashlib.sha256(message.encode()).hexdigest(), 1) > 1: return False   # said already
+            if not seen: return True
+        elif rank == 0: return True
+    except Exception: pass                   # the store went away mid-way (the launcher is stopping): speak, after the wait
+    time.sleep(max(0.0, wait_s - (time.monotonic() - t0)))
+    return True
 
 # %% ../nbs/08e_parallel.ipynb #pa000020
 def quiet_rank() -> None:
